@@ -1,0 +1,50 @@
+"""The ``reslab`` command: subcommands parse their flags and call the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from reslab.errors import ReslabError
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from reslab.models.table import format_table, model_rows
+
+    print(format_table(model_rows(args.pattern)))
+    print("\nparams/MACs counted by reslab on the built module (torch.utils.flop_counter, MACs = FLOPs/2);")
+    print("paper figures: Table 6 (CIFAR params), Table 1 (ImageNet multiply-adds), Identity Mappings (pre-act).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning for Image Recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="table of every registered network with the paper's figures")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style name filter, e.g. 'plain*'")
+    p.set_defaults(func=_cmd_models)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Later subcommands (train, eval, reproduce) add themselves here: each is a function taking the subparsers.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ReslabError as e:
+        print(f"reslab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reslab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""ImageFolder-layout data (a directory or a .tar/.tar.gz/.tgz) decoded once into cached uint8 tensors.
+
+Layout: ``train/<class>/<image>`` and ``test/<class>/<image>`` (``val/`` is used when there is no ``test/``),
+optionally inside one wrapping top-level folder. Classes are the sorted folder names under ``train/``; images within
+a class are taken in sorted path order, so the result is deterministic.
+
+Sizes: without `image_size` every image must have the same size. With `image_size=S` each image is resized so its
+shorter side is S (bilinear, antialiased) and then center-cropped to SxS.
+
+The decoded arrays are cached in ``<cache_dir>/folders/<key>.pt``, keyed by the tar's bytes (or, for a directory,
+the relative path, size and mtime of every image) plus `image_size`, so later runs skip decoding entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reslab.data.dataset import ImageDataset
+from reslab.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"})
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# Bump when the decoding or cache layout changes, so stale caches are not reused.
+CACHE_FORMAT = "reslab-folders-v1"
+_CHUNK = 1 << 20
+
+Rel = tuple[str, ...]  # a path relative to the dataset root, as components
+Source = bytes | Path  # an image's bytes (from a tar) or its file (in a directory)
+
+
+def load_image_folder(
+    path: str | Path, cache_dir: str | Path, *, strict: bool = False, image_size: int | None = None
+) -> ImageDataset:
+    """Load an ImageFolder directory or tar into memory, decoding it only on the first call (see module doc).
+
+    Unreadable images are skipped with one warning at the end, or raise `DataError` when `strict`.
+    """
+    path = Path(path)
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image size must be positive, got {image_size}")
+    is_tar = path.is_file() and path.name.lower().endswith(TAR_SUFFIXES)
+    if not path.is_dir() and not is_tar:
+        raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
+    listing = None if is_tar else _scan_directory(path)
+    key = _cache_key(path, listing, image_size)
+    cache_file = Path(cache_dir).expanduser() / "folders" / f"{key}.pt"
+    arrays = _read_cache(cache_file)
+    if arrays is None:
+        dirs, files = _read_tar(path) if is_tar else listing
+        arrays = _decode_all(path, dirs, files, image_size, strict)
+        _write_cache(cache_file, arrays)
+    _report_skipped(path, arrays["skipped"], strict)
+    return ImageDataset(
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"],
+        test_images=arrays["test_images"],
+        test_labels=arrays["test_labels"],
+        classes=list(arrays["classes"]),
+        name=f"{path.resolve().name} (ImageFolder)",
+    )
+
+
+def _split_rel(name: str) -> Rel | None:
+    """Components of a member name; None for anything that must be ignored (parent refs, hidden/metadata files)."""
+    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+    # Hidden entries are skipped because macOS tars carry "._x.jpg" resource forks that are not images.
+    if not parts or any(p == ".." or p.startswith(".") for p in parts):
+        return None
+    return parts
+
+
+def _is_image(rel: Rel) -> bool:
+    return os.path.splitext(rel[-1])[1].lower() in IMAGE_EXTENSIONS
+
+
+def _scan_directory(root: Path) -> tuple[set[Rel], dict[Rel, Source]]:
+    dirs: set[Rel] = set()
+    files: dict[Rel, Source] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        base = Path(dirpath)
+        for d in dirnames:
+            rel = _split_rel((base / d).relative_to(root).as_posix())
+            if rel:
+                dirs.add(rel)
+        for f in filenames:
+            rel = _split_rel((base / f).relative_to(root).as_posix())
+            if rel and _is_image(rel):
+                files[rel] = base / f
+    return dirs, files
+
+
+def _read_tar(path: Path) -> tuple[set[Rel], dict[Rel, Source]]:
+    """Read every image member's bytes in one sequential pass (random access into a tar.gz is slow)."""
+    dirs: set[Rel] = set()
+    files: dict[Rel, Source] = {}
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                rel = _split_rel(member.name)
+                if rel is None:
+                    continue
+                if member.isdir():
+                    dirs.add(rel)
+                elif member.isfile() and _is_image(rel):
+                    files[rel] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read tar {path}: {exc}") from exc
+    return dirs, files
+
+
+def _cache_key(path: Path, listing: tuple[set[Rel], dict[Rel, Source]] | None, image_size: int | None) -> str:
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0size={image_size}\0".encode())
+    if listing is None:
+        digest.update(b"tar\0")
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    else:
+        digest.update(b"dir\0")
+        for rel, file in sorted(listing[1].items()):
+            st = file.stat()
+            digest.update(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+_CACHE_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _read_cache(cache_file: Path) -> dict | None:
+    """The cached arrays, or None when absent; an unreadable cache is reported and treated as absent."""
+    if not cache_file.exists():
+        return None
+    try:
+        arrays = torch.load(cache_file, map_location="cpu", weights_only=True)
+        if not isinstance(arrays, dict) or arrays.get("format") != CACHE_FORMAT:
+            raise ValueError("unexpected contents")
+        if not all(isinstance(arrays.get(f), torch.Tensor) for f in _CACHE_FIELDS):
+            raise ValueError("missing tensors")
+        # Build the dataset once here so a structurally broken cache is caught now, not later in training.
+        ImageDataset(**{f: arrays[f] for f in _CACHE_FIELDS}, classes=list(arrays["classes"]), name="cache")
+        list(arrays["skipped"])
+    except Exception as exc:  # any failure at all just means "rebuild"
+        warnings.warn(f"ignoring unreadable data cache {cache_file} ({exc}); rebuilding it", stacklevel=3)
+        return None
+    return arrays
+
+
+def _write_cache(cache_file: Path, arrays: dict) -> None:
+    """Save atomically (temp file + rename) so a crash never leaves a truncated cache under the real name."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(arrays, f)
+            os.replace(tmp, cache_file)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        # The data itself is fine; only the next run will be slower.
+        warnings.warn(f"could not write data cache {cache_file}: {exc}", stacklevel=3)
+
+
+def _find_root(rels: Iterable[Rel], where: Path) -> Rel:
+    """The prefix holding train/: the top level, or a single folder wrapping everything."""
+    rels = list(rels)
+    if any(r[0] == "train" for r in rels):
+        return ()
+    tops = {r[0] for r in rels}
+    if len(tops) == 1 and any(len(r) > 1 and r[1] == "train" for r in rels):
+        return (tops.pop(),)
+    raise DataError(f"no train/ folder in {where} (expected train/<class>/... and test/<class>/...)")
+
+
+def _classes_of(split: str, dirs: set[Rel], files: dict[Rel, Source]) -> dict[str, list[Rel]]:
+    """Class name -> sorted image paths for one split (paths relative to the root)."""
+    by_class: dict[str, list[Rel]] = {d[1]: [] for d in dirs if len(d) == 2 and d[0] == split}
+    for rel in files:
+        if len(rel) >= 3 and rel[0] == split:
+            by_class.setdefault(rel[1], []).append(rel)
+    return {name: sorted(rels) for name, rels in by_class.items()}
+
+
+def _decode_image(data: bytes, image_size: int | None) -> np.ndarray:
+    """Decode one image to an RGB uint8 [H, W, 3] array, resized+center-cropped to `image_size` if given."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB")
+    if image_size is not None:
+        w, h = img.size
+        scale = image_size / min(w, h)
+        nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - image_size) // 2, (nh - image_size) // 2
+        img = img.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(img)
+
+
+class _Decoder:
+    """Decodes splits into preallocated arrays, enforcing one image size and collecting unreadable files."""
+
+    def __init__(self, where: Path, image_size: int | None, strict: bool) -> None:
+        self.where, self.image_size, self.strict = where, image_size, strict
+        self.hw: tuple[int, int] | None = (image_size, image_size) if image_size else None
+        self.skipped: list[str] = []
+
+    def _one(self, name: str, source: Source) -> np.ndarray | None:
+        try:
+            data = source.read_bytes() if isinstance(source, Path) else source
+            array = _decode_image(data, self.image_size)
+        except Exception as exc:
+            # A corrupt file can fail deep inside any of PIL's parsers (OSError, SyntaxError, struct.error, ...), so
+            # every failure to read or decode one file counts as "unreadable image".
+            if self.strict:
+                raise DataError(f"unreadable image {name} in {self.where}: {exc}") from exc
+            self.skipped.append(name)
+            return None
+        if self.hw is None:
+            self.hw = array.shape[:2]
+        elif array.shape[:2] != self.hw:
+            raise DataError(
+                f"image {name} in {self.where} is {array.shape[1]}x{array.shape[0]} but earlier images are"
+                f" {self.hw[1]}x{self.hw[0]};"
+                " pass --image-size to resize all images"
+            )
+        return array
+
+    def split(self, items: list[tuple[str, Source, int]]) -> tuple[np.ndarray, np.ndarray]:
+        images: np.ndarray | None = None
+        labels = np.empty(len(items), dtype=np.int64)
+        n = 0
+        for name, source, label in items:
+            array = self._one(name, source)
+            if array is None:
+                continue
+            if images is None:
+                images = np.empty((len(items), 3, *array.shape[:2]), dtype=np.uint8)
+            images[n] = array.transpose(2, 0, 1)
+            labels[n] = label
+            n += 1
+        if images is None:
+            return np.empty((0, 3, 1, 1), dtype=np.uint8), labels[:0]
+        # Copy when images were skipped: torch.save would otherwise store the whole preallocated buffer.
+        return (images, labels) if n == len(items) else (images[:n].copy(), labels[:n].copy())
+
+
+def _layout(path: Path, dirs: set[Rel], files: dict[Rel, Source]) -> tuple[list[str], dict[str, list]]:
+    """Check the folder structure; return the classes and, per split, the (name, source, label) items in order."""
+    root = _find_root([*dirs, *files], path)
+    dirs = {d[len(root) :] for d in dirs if d[: len(root)] == root and len(d) > len(root)}
+    files = {f[len(root) :]: s for f, s in files.items() if f[: len(root)] == root}
+    prefix = "/".join((str(path), *root))
+    test_split = "test" if any(r[0] == "test" for r in (*dirs, *files)) else "val"
+    train, test = _classes_of("train", dirs, files), _classes_of(test_split, dirs, files)
+    classes = sorted(train)
+    if not classes:
+        raise DataError(f"no class folders with images in {prefix}/train")
+    if not test:
+        raise DataError(f"no test/ or val/ class folders in {prefix}")
+    for name in classes:
+        if not train[name]:
+            raise DataError(f"class folder {prefix}/train/{name} has no images")
+    unknown = sorted(set(test) - set(classes))
+    if unknown:
+        raise DataError(f"{prefix}/{test_split} has classes not in train/: {', '.join(unknown[:5])}")
+    # Item names are relative to `path` so that cached names stay right if the data is moved.
+    splits = {
+        split: [
+            ("/".join((*root, *rel)), files[rel], label)
+            for label, name in enumerate(classes)
+            for rel in by_class.get(name, [])
+        ]
+        for split, by_class in (("train", train), (test_split, test))
+    }
+    return classes, splits
+
+
+def _decode_all(path: Path, dirs: set[Rel], files: dict[Rel, Source], image_size: int | None, strict: bool) -> dict:
+    """Decode both splits into the dict that is cached (tensors, classes, skipped file names)."""
+    classes, splits = _layout(path, dirs, files)
+    decoder = _Decoder(path, image_size, strict)
+    out: dict = {"format": CACHE_FORMAT, "classes": classes}
+    for field, (split, items) in zip(("train", "test"), splits.items(), strict=True):
+        images, labels = decoder.split(items)
+        if len(labels) == 0:
+            raise DataError(f"no readable images in {split}/ of {path}")
+        counts = np.bincount(labels, minlength=len(classes))
+        if field == "train" and not counts.all():
+            empty = classes[int(np.argmin(counts))]
+            raise DataError(f"class folder train/{empty} in {path} has no readable images")
+        out[f"{field}_images"], out[f"{field}_labels"] = torch.from_numpy(images), torch.from_numpy(labels)
+    out["skipped"] = decoder.skipped
+    return out
+
+
+def _report_skipped(path: Path, skipped: list[str], strict: bool) -> None:
+    """One warning for all skipped images (repeated on cache hits, so it is never silently forgotten)."""
+    if not skipped:
+        return
+    if strict:
+        raise DataError(f"unreadable image {skipped[0]} in {path} (and {len(skipped) - 1} more)")
+    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}: {shown}", stacklevel=3)

@@ -1,0 +1,21 @@
+"""Every network of the paper, behind one registry."""
+
+from reslab.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, Unit, ZeroPadShortcut
+from reslab.models.complexity import complexity
+from reslab.models.registry import ModelSpec, create_model, list_models, model_spec
+from reslab.models.resnet import ResNet
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ModelSpec",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ResNet",
+    "Unit",
+    "ZeroPadShortcut",
+    "complexity",
+    "create_model",
+    "list_models",
+    "model_spec",
+]

@@ -1,0 +1,86 @@
+"""One registry, one way in (timm-style): ``create_model(name, **kwargs)`` and ``list_models(pattern)``.
+
+A registered model is data: a builder function plus the keyword arguments that make it that model
+(``"resnet56" -> cifar_resnet(depth=56)``), plus what the paper says about it, for tables and tests.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from reslab.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    family: str  # "cifar" or "imagenet": decides the default input size
+    depth: int
+    doc: str = ""
+    paper: dict[str, float] = field(default_factory=dict)  # e.g. {"params_m": 0.27} or {"gmacs": 3.8}
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, 32, 32) if self.family == "cifar" else (3, 224, 224)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_builder(name: str, builder: Callable[..., nn.Module]) -> None:
+    """A generic builder reachable by name with all its keywords, e.g. ``create_model("cifar_resnet", depth=74)``."""
+    _BUILDERS[name] = builder
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, doc: str = "",
+                   paper: dict[str, float] | None = None, **defaults: Any) -> None:  # fmt: skip
+    """Register ``name`` as ``builder(**defaults)``; ``defaults`` must include the ``depth``."""
+    if name in _REGISTRY or name in _BUILDERS:
+        raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = ModelSpec(name, builder, defaults, family, defaults["depth"], doc, paper or {})
+
+
+def _ensure_loaded() -> None:
+    # The family modules register themselves on import; importing here avoids an import cycle.
+    from reslab.models import cifar, imagenet  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names (shell-style ``pattern`` such as ``"plain*"``), in registration order."""
+    _ensure_loaded()
+    names = list(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def model_spec(name: str) -> ModelSpec:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ModelError(_unknown(name))
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model (``resnet56``) or a generic family (``cifar_resnet``, ``imagenet_resnet``).
+
+    Keyword arguments override the registered defaults, e.g. ``create_model("resnet34", shortcut="A")``.
+    """
+    _ensure_loaded()
+    if name in _BUILDERS:
+        return _BUILDERS[name](**kwargs)
+    spec = model_spec(name)
+    return spec.builder(**{**spec.defaults, **kwargs})
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, [*_REGISTRY, *_BUILDERS], n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `reslab models` lists them"
+    return f"unknown model {name!r}{hint}"

@@ -1,0 +1,87 @@
+"""Every registered model, timm-style: shape, finite output, every parameter learns, export works."""
+
+import pytest
+import torch
+
+from reslab import ModelError, create_model, list_models
+from reslab.models import model_spec
+
+ALL = list_models()
+DEEP = {"resnet1202", "preact_resnet1001"}
+
+
+def small_input(name: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    size = 32 if model_spec(name).family == "cifar" else 64
+    return torch.randn(2, 3, size, size)
+
+
+def test_registry_lists_the_paper():
+    for name in ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "plain20", "plain110",
+                 "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34", "plain152",
+                 "preact_resnet110", "preact_resnet164", "preact_resnet1001", "highway20", "highway56"]:  # fmt: skip
+        assert name in ALL
+    assert list_models("plain*") == [n for n in ALL if n.startswith("plain")]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward(name):
+    model = create_model(name, num_classes=7)
+    x = small_input(name)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing[:5]}"
+    assert all(p.grad.abs().sum() > 0 for p in model.parameters()), "some parameter got an all-zero gradient"
+
+
+def calibrate_bn(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Set BN running stats from one batch: at init, eval-mode BN (mean 0, var 1) overflows a 1000-layer net."""
+    moms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    for m in moms:
+        m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m, mom in moms.items():
+        m.momentum = mom
+    model.eval()
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ALL if n not in DEEP] + [pytest.param(n, marks=pytest.mark.slow) for n in sorted(DEEP)]
+)
+def test_torch_export(name):
+    model = create_model(name)
+    x = small_input(name)
+    calibrate_bn(model, x)
+    program = torch.export.export(model, (x,))
+    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: create_model("resnet57"), "did you mean"),
+        (lambda: create_model("resent20"), "resnet20"),
+        (lambda: create_model("cifar_resnet", depth=21), r"6n\+2"),
+        (lambda: create_model("cifar_resnet", depth=2), r"6n\+2"),
+        (lambda: create_model("cifar_preact_resnet", depth=165), r"9n\+2"),
+        (lambda: create_model("imagenet_resnet", depth=42), "Table 1"),
+        (lambda: create_model("resnet20", shortcut="D"), "unknown shortcut option"),
+        (lambda: create_model("cifar_resnet", depth=20, widths=(64, 32, 16)), "option A cannot reduce channels"),
+        (lambda: create_model("resnet20", num_classes=0), "num_classes"),
+        (lambda: create_model("resnet20", mode="gated"), "unknown unit mode"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, message):
+    with pytest.raises(ModelError, match=message):
+        call()
+
+
+def test_generic_depth():
+    model = create_model("cifar_resnet", depth=74)
+    assert len(model.units()) == 36
+    assert create_model("cifar_resnet", depth=74, residual=False).units()[0].mode == "plain"
