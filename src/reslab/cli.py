@@ -29,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later subcommands (train, eval, reproduce) add themselves here: each is a function taking the subparsers.
-_EXTRA_COMMANDS: list = []
+def _engine_commands(sub: argparse._SubParsersAction) -> None:
+    from reslab.engine.cli import add_eval_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
+
+
+# Each entry adds subcommands to the parser; the modules behind them are imported only when used.
+_EXTRA_COMMANDS = [_engine_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

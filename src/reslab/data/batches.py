@@ -1,0 +1,145 @@
+"""In-memory training batches with batched augmentation (airbench-style): no per-image Python in the loop.
+
+The stream is a pure function of ``(seed, epoch, batch index)``: each epoch's order is a permutation drawn from a
+generator seeded by ``(seed, epoch)``, and each batch's crops and flips from one seeded by ``(seed, epoch, batch)``.
+That makes two things exact and cheap:
+
+* resume: the state is just ``(epoch, batch)``;
+* data parallelism: every rank draws the same *global* batch and keeps its own contiguous slice, so K processes
+  see exactly the batches one process would, and the recipe's batch size holds.
+
+Preprocessing follows Sec. 4.2: per-pixel mean subtraction, 4-pixel zero padding of the mean-subtracted image
+(so padding is "mean grey", as in the paper's Caffe-style pipeline), a random 32x32 crop and a horizontal flip.
+Pixels are scaled by 1/255; a constant input scale does not change a network whose first conv is followed by BN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+# Large odd constants to mix (seed, epoch, batch) into one generator seed.
+_EPOCH_MIX = 1_000_003
+_BATCH_MIX = 7_919
+
+
+def pixel_mean(images: torch.Tensor) -> torch.Tensor:
+    """The per-pixel mean image [3, H, W] of uint8 images, in [0, 1] units (Sec. 4.2 "per-pixel mean subtracted")."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    for chunk in images.split(4096):  # chunked: a float copy of all of CIFAR would be 600 MB
+        total += chunk.to(torch.float64).sum(0)
+    return (total / (255.0 * len(images))).to(torch.float32)
+
+
+def normalize(images_u8: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> float, scaled to [0, 1], per-pixel mean subtracted."""
+    return images_u8.float().div_(255.0).sub_(mean)
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Pad by ``pad`` zeros, take one random HxW crop per image and flip half of them: one gather for the batch.
+
+    The random numbers come from ``gen`` on the CPU (so a GPU run draws the same ones) and move to ``x``'s device.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    if pad > 0:
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        batch, chan = torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if flip:
+        mask = (torch.rand(n, generator=gen) < 0.5).to(dev)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class BatchStream:
+    """An endless, resumable, rank-sharded stream of augmented training batches.
+
+    Args:
+        images: uint8 [N, 3, H, W] (kept on ``device``: on a GPU the whole of CIFAR-10 fits).
+        labels: int64 [N].
+        batch_size: the *global* batch size; each of ``world`` ranks gets ``batch_size // world`` images.
+        mean: per-pixel mean [3, H, W] in [0, 1] units.
+        seed: the run's seed.
+        augment: pad-crop-flip (Sec. 4.2); off gives the plain images.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: torch.Tensor,
+        *,
+        seed: int = 0,
+        augment: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+        if batch_size > len(images):
+            raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.mean = mean.to(self.device)
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.rank, self.world = rank, world
+        self.channels_last = channels_last
+        self.epoch, self.batch = 0, 0
+        # Drop the last partial batch: every step has the recipe's batch size.
+        self.batches_per_epoch = len(images) // batch_size
+        self._order: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._order = None
+
+    def _epoch_order(self) -> torch.Tensor:
+        if self._order is None:
+            gen = torch.Generator().manual_seed(self.seed * _EPOCH_MIX + self.epoch)
+            self._order = torch.randperm(len(self.images), generator=gen).to(self.device)
+        return self._order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch >= self.batches_per_epoch:
+            self.epoch, self.batch, self._order = self.epoch + 1, 0, None
+        order = self._epoch_order()
+        idx = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
+        gen = torch.Generator().manual_seed((self.seed * _EPOCH_MIX + self.epoch) * _BATCH_MIX + self.batch)
+        self.batch += 1
+        x = normalize(self.images[idx], self.mean)
+        if self.augment:
+            x = random_crop_flip(x, gen)
+        # This rank's contiguous shard of the global batch (the augmentation was drawn for the whole batch).
+        shard = self.batch_size // self.world
+        lo, hi = self.rank * shard, (self.rank + 1) * shard
+        x, y = x[lo:hi], self.labels[idx[lo:hi]]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def eval_batches(
+    images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, batch_size: int = 1000, device: str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Un-augmented batches in order, for evaluation."""
+    for lo in range(0, len(images), batch_size):
+        x = normalize(images[lo : lo + batch_size].to(device), mean.to(device))
+        yield x, labels[lo : lo + batch_size].to(device)

@@ -1,0 +1,48 @@
+"""Checkpoints: written atomically, loaded as untrusted input.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk and renamed over the old one, so a
+crash or kill at any moment leaves either the old checkpoint or the new one, never a torn file. It is read back
+with ``torch.load(weights_only=True)``: only tensors and plain containers, no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.errors import ReslabError
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated, foreign or malicious file: refuse it in one line
+        why = "it holds more than tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+        raise ReslabError(f"cannot read checkpoint {path}: not a valid reslab checkpoint ({why})") from e
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ReslabError(f"{path} is not a reslab checkpoint (no 'model' and 'config' entries)")
+    return state

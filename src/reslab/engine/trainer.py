@@ -1,0 +1,298 @@
+"""The training loop: one iteration-based loop for every recipe, one process or many (torchrun).
+
+Per iteration: draw the next batch from the stream, set the learning rate, forward under autocast, backward,
+SGD step. Statistics stay on the device and are read once per logging interval (no per-step host sync); that is
+also where the NaN check and the paper's warm-up rule look. Evaluation and checkpoints happen at interval ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data.batches import BatchStream, pixel_mean
+from reslab.data.dataset import ImageDataset, holdout_split, load_dataset
+from reslab.engine import distributed as D
+from reslab.engine.checkpoint import load_checkpoint, save_atomic
+from reslab.engine.config import TrainConfig
+from reslab.engine.evaluate import evaluate
+from reslab.engine.precision import autocast, resolve_device, resolve_precision
+from reslab.engine.recipes import PaperWarmup, build_optimizer, scheduled_lr
+from reslab.engine.runinfo import run_info
+from reslab.errors import ConfigError, ReslabError
+from reslab.models import create_model, model_spec
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(ReslabError):
+    """The loss became NaN or Inf."""
+
+
+class Trainer:
+    """Builds everything a run needs from a `TrainConfig` and runs it with `fit()`.
+
+    ``dataset`` may be passed in (experiments load the data once for many runs); otherwise ``config.data`` is loaded.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None) -> None:
+        config.validate()
+        self.cfg, self.recipe = config, config.recipe
+        self.device = resolve_device(config.device)
+        self.dist = D.init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.precision = resolve_precision(config.precision, self.device)
+        torch.manual_seed(config.seed)  # the model's initial weights
+
+        ds = dataset if dataset is not None else load_dataset(config.data, config.data_dir, strict=config.strict_data)
+        self.dataset = holdout_split(ds, config.val_split) if config.val_split else ds
+        self.model = self._build_model()
+        self.mean = pixel_mean(self.dataset.train_images)
+        self.total = self.recipe.resolve_iterations(len(self.dataset.train_labels))
+        self.stream = BatchStream(
+            self.dataset.train_images, self.dataset.train_labels, self.recipe.batch_size, self.mean,
+            seed=config.seed, augment=config.augment, rank=self.dist.rank, world=self.dist.world,
+            device=self.device, channels_last=config.channels_last,
+        )  # fmt: skip
+        self.optimizer = build_optimizer(self.model, self.recipe)
+        self.warmup = PaperWarmup(self.recipe, self._depth())
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
+        self.iteration = 0
+        self.train_seconds = 0.0
+        per_epoch = self.stream.batches_per_epoch
+        self.eval_every = config.eval_every or max(per_epoch, math.ceil(self.total / 20))
+        self.checkpoint_every = config.checkpoint_every or self.eval_every
+        self.out = Path(config.out)
+        self.net = self._wrap(self.model)
+
+    # -- construction -------------------------------------------------------------------------------------------
+    def _build_model(self) -> nn.Module:
+        model = create_model(self.cfg.model, num_classes=self.dataset.num_classes, **self.cfg.model_kwargs)
+        if self.cfg.sync_bn:
+            if not (self.dist.enabled and self.device.type == "cuda"):
+                raise ConfigError("--sync-bn needs several CUDA processes (torchrun); PyTorch has no CPU SyncBatchNorm")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _depth(self) -> int:
+        try:
+            return model_spec(self.cfg.model).depth
+        except ReslabError:  # a generic builder: the depth is a keyword
+            return int(self.cfg.model_kwargs.get("depth", 0))
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net = model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            net = torch.compile(net)
+        return net
+
+    # -- state --------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "stream": self.stream.state_dict(),
+            "warmup": self.warmup.state_dict(),
+            "iteration": self.iteration,
+            "train_seconds": self.train_seconds,
+            "rng_cpu": torch.get_rng_state(),
+            "mean": self.mean,
+            "classes": list(self.dataset.classes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stream.load_state_dict(state["stream"])
+        self.warmup.load_state_dict(state["warmup"])
+        self.iteration = int(state["iteration"])
+        self.train_seconds = float(state["train_seconds"])
+        torch.set_rng_state(state["rng_cpu"])
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            save_atomic(self.state_dict(), self.out / CHECKPOINT)
+
+    def resume(self) -> bool:
+        """Continue from ``out/checkpoint.pt`` if it exists; the run's configuration must be the same."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        saved = TrainConfig.from_dict(state["config"])
+        ignore = {"stop_at", "progress", "out", "eval_every", "checkpoint_every", "log_every"}
+        diff = [k for k, v in saved.to_dict().items() if k not in ignore and self.cfg.to_dict()[k] != v]
+        if diff:
+            raise ConfigError(f"cannot resume {path}: it was trained with a different {diff[0]!r}")
+        self.load_state_dict(state)
+        return True
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        lr = self.warmup.apply(scheduled_lr(self.recipe, self.iteration, self.total))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, stats: torch.Tensor) -> None:
+        with autocast(self.precision, self.device):
+            logits = self.net(x)
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with torch.no_grad():
+            stats += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) != y).sum().float(),
+                                  torch.tensor(float(len(y)), device=stats.device)])  # fmt: skip
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to the end (or to ``stop_at``) and return the summary."""
+        if resume and self.resume():
+            self._log(f"resumed from iteration {self.iteration}")
+        self._start_run_dir(resumed=self.iteration > 0)
+        stop = min(self.total, self.cfg.stop_at or self.total)
+        stats = torch.zeros(3, device=self.device)
+        bar = self._progress(stop)
+        wall0, tick, steps = time.perf_counter(), time.perf_counter(), 0
+        every = (self.cfg.log_every, self.eval_every, self.checkpoint_every)
+        self.net.train()
+        while self.iteration < stop:
+            lr = self._set_lr()
+            x, y = next(self.stream)
+            self._step(x, y, stats)
+            self.iteration, steps = self.iteration + 1, steps + 1
+            if bar is not None:
+                bar.update(1)
+            at_end = self.iteration == stop
+            if at_end or any(self.iteration % k == 0 for k in every):
+                seconds = time.perf_counter() - tick
+                self.train_seconds += seconds
+                self._log_interval(stats, lr, steps, seconds, bar)
+                stats.zero_()
+                steps = 0
+                if self.iteration % self.eval_every == 0 or self.iteration == self.total:
+                    self._evaluate_periodic()
+                if self.iteration % self.checkpoint_every == 0 or at_end:
+                    self.save_checkpoint()
+                tick = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        summary = self._finish(time.perf_counter() - wall0) if self.iteration == self.total else {}
+        return summary
+
+    def _log_interval(self, stats: torch.Tensor, lr: float, steps: int, seconds: float, bar: Any) -> None:
+        stats = D.all_reduce_sum(stats.clone())
+        loss_sum, wrong, n = stats.tolist()
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(
+                f"loss became {loss_sum} before iteration {self.iteration}; stopped, and the last good checkpoint "
+                f"({self.out / CHECKPOINT}) is untouched: lower --lr or use --precision fp32"
+            )
+        self.warmup.observe(wrong / n)
+        record = {"iter": self.iteration, "epoch": round(self.iteration / self.stream.batches_per_epoch, 3),
+                  "lr": lr, "train_loss": loss_sum / n, "train_error": 100.0 * wrong / n,
+                  "img_per_s": steps * self.recipe.batch_size / max(seconds, 1e-9)}  # fmt: skip
+        self._write_metrics(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1f}%", lr=f"{lr:.3g}")
+
+    def _eval_split(self, images: torch.Tensor, labels: torch.Tensor, tta: bool) -> dict[str, Any]:
+        return evaluate(self.model, images, labels, self.mean, num_classes=self.dataset.num_classes,
+                        device=self.device, precision=self.precision, tta_flip=tta,
+                        batch_size=self.cfg.eval_batch_size, channels_last=self.cfg.channels_last)  # fmt: skip
+
+    def _evaluate_periodic(self) -> None:
+        if not self.dist.is_main:
+            return
+        split = "val" if self.cfg.val_split else "test"
+        result = self._eval_split(self.dataset.test_images, self.dataset.test_labels, tta=False)
+        self._write_metrics({"iter": self.iteration, "split": split, "error": result["error"],
+                             "top5_error": result["top5_error"], "loss": result["loss"]})  # fmt: skip
+        self._log(f"iter {self.iteration}/{self.total}: {split} error {result['error']:.2f}%")
+
+    def _finish(self, wall_seconds: float) -> dict[str, Any]:
+        summary: dict[str, Any] = {}
+        if self.dist.is_main:
+            summary = self.final_evaluation()
+            summary.update(iterations=self.total, train_seconds=self.train_seconds, wall_seconds=wall_seconds,
+                           precision=self.precision, device=str(self.device), world_size=self.dist.world)  # fmt: skip
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._log(f"done: {json.dumps({k: v for k, v in summary.items() if 'error' in k})}")
+        return summary
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Final errors: on the held-out validation split if there is one, and on the test set, with and without
+        flip TTA. The test set is never used for any choice during training."""
+        out: dict[str, Any] = {"dataset": self.dataset.name}
+        splits = {"val" if self.cfg.val_split else "test": (self.dataset.test_images, self.dataset.test_labels)}
+        if self.cfg.val_split and self.cfg.data:
+            full = load_dataset(self.cfg.data, self.cfg.data_dir, strict=self.cfg.strict_data)
+            splits["test"] = (full.test_images, full.test_labels)
+        for split, (images, labels) in splits.items():
+            plain = self._eval_split(images, labels, tta=False)
+            flip = self._eval_split(images, labels, tta=True)
+            out[f"{split}_error"], out[f"{split}_top5_error"] = plain["error"], plain["top5_error"]
+            out[f"{split}_error_tta"] = flip["error"]
+            out[f"{split}_per_class_accuracy"] = plain["per_class_accuracy"]
+        out["reported_test_error"] = out["test_error_tta"] if self.recipe.tta_flip else out["test_error"]
+        return out
+
+    # -- output -------------------------------------------------------------------------------------------------
+    def _start_run_dir(self, resumed: bool) -> None:
+        if not self.dist.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "iterations": self.total,
+                "precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
+                "dataset": self.dataset.name, "train_images": len(self.dataset.train_labels), **run_info()}  # fmt: skip
+        (self.out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+        metrics = self.out / "metrics.jsonl"
+        if resumed and metrics.exists():  # drop what was logged after the checkpoint we resume from
+            keep = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["iter"] <= self.iteration]
+            metrics.write_text("".join(ln + "\n" for ln in keep))
+        elif metrics.exists():
+            metrics.unlink()
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _progress(self, stop: int) -> Any:
+        if not (self.cfg.progress and self.dist.is_main and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=stop, initial=self.iteration, desc=self.cfg.model, unit="it", dynamic_ncols=True)
+
+    def _log(self, message: str) -> None:
+        if self.dist.is_main and self.cfg.progress:
+            print(f"[reslab] {message}", file=sys.stderr, flush=True)
+
+
+def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train one run described by ``config`` and return its summary (the Python API behind ``reslab train``)."""
+    trainer = Trainer(config, dataset)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        D.shutdown()
