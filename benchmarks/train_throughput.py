@@ -104,9 +104,8 @@ def main() -> None:
         with tarfile.open(args.data) as tar:
             tar.extractall(tmp, filter="data")
         root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
-    print(
-        f"{'model':>10} {'reslab img/s':>13} {'tutorial img/s':>15} {'ratio':>6} {'ceiling img/s':>14} {'of ceiling':>10}"
-    )
+    heads = ("model", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s", "of ceiling")
+    print(" ".join(f"{h:>14}" for h in heads))
     for name in args.models.split(","):
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
         ceiling = peak / (3 * macs)
