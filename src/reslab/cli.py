@@ -18,9 +18,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump) and exit code 2, like every other user mistake."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning for Image Recognition.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="reslab", description="Deep Residual Learning for Image Recognition.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("models", help="table of every registered network with the paper's figures")
     p.add_argument("pattern", nargs="?", default=None, help="shell-style name filter, e.g. 'plain*'")
     p.set_defaults(func=_cmd_models)
@@ -36,8 +43,14 @@ def _engine_commands(sub: argparse._SubParsersAction) -> None:
     add_eval_parser(sub)
 
 
+def _experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from reslab.experiments.cli import add_reproduce_parser
+
+    add_reproduce_parser(sub)
+
+
 # Each entry adds subcommands to the parser; the modules behind them are imported only when used.
-_EXTRA_COMMANDS = [_engine_commands]
+_EXTRA_COMMANDS = [_engine_commands, _experiment_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

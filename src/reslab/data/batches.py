@@ -20,6 +20,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from reslab.errors import ConfigError
+
 # Large odd constants to mix (seed, epoch, batch) into one generator seed.
 _EPOCH_MIX = 1_000_003
 _BATCH_MIX = 7_919
@@ -86,9 +88,9 @@ class BatchStream:
         channels_last: bool = False,
     ) -> None:
         if batch_size % world:
-            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+            raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
         if batch_size > len(images):
-            raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images")
+            raise ConfigError(f"batch size {batch_size} exceeds the {len(images)} training images")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)

@@ -68,6 +68,8 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
         self.iteration = 0
         self.train_seconds = 0.0
+        # (loss sum, wrong predictions, images) of the current logging interval, kept on the device.
+        self.stats = torch.zeros(3, device=self.device)
         per_epoch = self.stream.batches_per_epoch
         self.eval_every = config.eval_every or max(per_epoch, math.ceil(self.total / 20))
         self.checkpoint_every = config.checkpoint_every or self.eval_every
@@ -111,6 +113,7 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "warmup": self.warmup.state_dict(),
             "iteration": self.iteration,
+            "interval_stats": self.stats.cpu(),
             "train_seconds": self.train_seconds,
             "rng_cpu": torch.get_rng_state(),
             "mean": self.mean,
@@ -124,6 +127,7 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         self.warmup.load_state_dict(state["warmup"])
         self.iteration = int(state["iteration"])
+        self.stats = state["interval_stats"].to(self.device)
         self.train_seconds = float(state["train_seconds"])
         torch.set_rng_state(state["rng_cpu"])
 
@@ -165,52 +169,65 @@ class Trainer:
                                   torch.tensor(float(len(y)), device=stats.device)])  # fmt: skip
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train to the end (or to ``stop_at``) and return the summary."""
+        """Train to the end (or to ``stop_at``) and return the summary (empty if stopped early)."""
         if resume and self.resume():
             self._log(f"resumed from iteration {self.iteration}")
         self._start_run_dir(resumed=self.iteration > 0)
         stop = min(self.total, self.cfg.stop_at or self.total)
-        stats = torch.zeros(3, device=self.device)
         bar = self._progress(stop)
-        wall0, tick, steps = time.perf_counter(), time.perf_counter(), 0
-        every = (self.cfg.log_every, self.eval_every, self.checkpoint_every)
+        wall0, tick = time.perf_counter(), time.perf_counter()
+        interval_seconds = 0.0
         self.net.train()
         while self.iteration < stop:
             lr = self._set_lr()
             x, y = next(self.stream)
-            self._step(x, y, stats)
-            self.iteration, steps = self.iteration + 1, steps + 1
+            self._step(x, y, self.stats)
+            self.iteration += 1
             if bar is not None:
                 bar.update(1)
-            at_end = self.iteration == stop
-            if at_end or any(self.iteration % k == 0 for k in every):
-                seconds = time.perf_counter() - tick
-                self.train_seconds += seconds
-                self._log_interval(stats, lr, steps, seconds, bar)
-                stats.zero_()
-                steps = 0
-                if self.iteration % self.eval_every == 0 or self.iteration == self.total:
-                    self._evaluate_periodic()
-                if self.iteration % self.checkpoint_every == 0 or at_end:
-                    self.save_checkpoint()
-                tick = time.perf_counter()
+            log_now = self.iteration % self.cfg.log_every == 0 or self.iteration == self.total
+            eval_now = self.iteration % self.eval_every == 0 or self.iteration == self.total
+            ckpt_now = self.iteration % self.checkpoint_every == 0 or self.iteration == stop
+            if not (log_now or eval_now or ckpt_now):
+                continue
+            seconds = time.perf_counter() - tick
+            self.train_seconds += seconds
+            interval_seconds += seconds
+            totals = self._checked_totals()  # one host sync per boundary; raises on NaN/Inf
+            if log_now:
+                self._log_interval(totals, lr, interval_seconds, bar)
+                self.stats.zero_()
+                interval_seconds = 0.0
+            if eval_now:
+                self._evaluate_periodic()
+            if ckpt_now:
+                self.save_checkpoint()
+            tick = time.perf_counter()
         if bar is not None:
             bar.close()
-        summary = self._finish(time.perf_counter() - wall0) if self.iteration == self.total else {}
-        return summary
+        return self._finish(time.perf_counter() - wall0) if self.iteration == self.total else {}
 
-    def _log_interval(self, stats: torch.Tensor, lr: float, steps: int, seconds: float, bar: Any) -> None:
-        stats = D.all_reduce_sum(stats.clone())
-        loss_sum, wrong, n = stats.tolist()
-        if not math.isfinite(loss_sum):
+    def _checked_totals(self) -> list[float]:
+        """This interval's (loss sum, wrong, seen) over all ranks; stops the run if the loss is not finite.
+
+        Checkpoints are only written after this check, so a diverged run never overwrites its last good checkpoint.
+        """
+        totals = D.all_reduce_sum(self.stats.clone()).tolist()
+        if not math.isfinite(totals[0]):
             raise TrainingDiverged(
-                f"loss became {loss_sum} before iteration {self.iteration}; stopped, and the last good checkpoint "
+                f"loss became {totals[0]} before iteration {self.iteration}; stopped, and the last good checkpoint "
                 f"({self.out / CHECKPOINT}) is untouched: lower --lr or use --precision fp32"
             )
+        return totals
+
+    def _log_interval(self, totals: list[float], lr: float, seconds: float, bar: Any) -> None:
+        loss_sum, wrong, n = totals
+        # The paper's warm-up rule reads the training error of whole logging intervals only, so that a run that
+        # was stopped and resumed in the middle of an interval decides exactly as an uninterrupted one.
         self.warmup.observe(wrong / n)
         record = {"iter": self.iteration, "epoch": round(self.iteration / self.stream.batches_per_epoch, 3),
                   "lr": lr, "train_loss": loss_sum / n, "train_error": 100.0 * wrong / n,
-                  "img_per_s": steps * self.recipe.batch_size / max(seconds, 1e-9)}  # fmt: skip
+                  "img_per_s": n / max(seconds, 1e-9)}  # fmt: skip
         self._write_metrics(record)
         if bar is not None:
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1f}%", lr=f"{lr:.3g}")

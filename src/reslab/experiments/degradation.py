@@ -1,0 +1,98 @@
+"""Fig. 6 (Sec. 4.2): the degradation problem on CIFAR-10.
+
+Plain-20/32/44/56 (and 110) get *higher training error* as they get deeper; ResNets of the same depths do not.
+The report draws Fig. 6 (plain left, ResNet right; thin dashed training error, bold test error) and states in
+words whether our runs show both halves of the effect.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from reslab import paper
+from reslab.experiments.report import Curve, best_mean_std, curves_figure, markdown_table, write_report, write_results
+from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
+
+TAIL = 0.1  # the final training error averages the records of the last 10% of the run
+KINDS = {"plain": "plain", "resnet": "ResNet"}
+
+
+def depths(ctx: Context) -> tuple[int, ...]:
+    """Fig. 6 shows 20-56 and, in the full run, 110 (a GPU job: ``paper`` budget only)."""
+    return (20, 32, 44, 56, 110) if ctx.budget.name == "paper" else (20, 32, 44, 56)
+
+
+def specs(ctx: Context, only_depths: tuple[int, ...] | None = None) -> list[RunSpec]:
+    """The runs of Fig. 6; ``responses`` and ``highway`` ask for some of them by the same names."""
+    chosen = only_depths or depths(ctx)
+    return [RunSpec(f"{k}{d}", seed) for k in KINDS for d in chosen for seed in range(ctx.seeds)]
+
+
+def label(model: str) -> str:
+    for k, name in KINDS.items():
+        if model.startswith(k) and model[len(k) :].isdigit():
+            return f"{name}-{model[len(k) :]}"
+    return model
+
+
+def final_train_error(runs: list[RunResult]) -> float:
+    return statistics.fmean(r.final_train_error(TAIL) for r in runs)
+
+
+def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
+    out = []
+    for key, runs in groups.items():
+        depth = runs[0].spec.depth
+        out.append({
+            "net": label(key), "depth": depth, "seeds": len(runs),
+            "final train error (%)": final_train_error(runs),
+            "test error (%)": best_mean_std([r.summary["reported_test_error"] for r in runs]),
+            "paper test error (%)": paper.CIFAR_TEST_ERROR.get(depth, "") if key.startswith("resnet") else "",
+        })  # fmt: skip
+    return out
+
+
+def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, bool]]:
+    """The two claims of Fig. 6, decided from our numbers."""
+    p20, p56 = final_train_error(groups["plain20"]), final_train_error(groups["plain56"])
+    r20, r56 = final_train_error(groups["resnet20"]), final_train_error(groups["resnet56"])
+    plain_worse, res_better = p56 > p20, r56 <= r20
+    lines = [
+        f"- **Plain nets (degradation):** plain-56 ends with training error {p56:.2f}% vs {p20:.2f}% for plain-20: "
+        f"plain-56's training error is **{'higher' if plain_worse else 'not higher'}** than plain-20's, so the "
+        f"degradation problem is **{'reproduced' if plain_worse else 'not reproduced'}** in these runs.",
+        f"- **ResNets:** ResNet-56 ends with training error {r56:.2f}% vs {r20:.2f}% for ResNet-20: ResNet-56 "
+        f"**{'ends at or below' if res_better else 'ends above'}** ResNet-20"
+        f"{' (deeper is not worse, as in Fig. 6 right)' if res_better else ' (unlike Fig. 6 right)'}.",
+    ]
+    return lines, {"plain56_train_error_above_plain20": plain_worse, "resnet56_train_error_at_or_below_resnet20":
+                   res_better}  # fmt: skip
+
+
+def run(ctx: Context) -> Path:
+    results = ctx.runner.run_all(specs(ctx))
+    groups = by_key(results)
+    first = {k: v[0] for k, v in groups.items()}  # curves of the first seed, as a figure shows one run per net
+    panels = [(f"{name} networks (seed 0)", [Curve.of(label(k), r) for k, r in first.items() if k.startswith(kind)])
+              for kind, name in KINDS.items()]  # fmt: skip
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    curves_figure(ctx.out / "fig6_degradation.png", panels)
+    table = rows(groups)
+    statements, flags = verdicts(groups)
+    log_every = ctx.budget.log_every
+    sections = [
+        "## Fig. 6: training and test error\n\n![Fig. 6](fig6_degradation.png)\n\n"
+        "Thin dashed: training error (each point is the error on the augmented training batches of one logging "
+        f"interval of {log_every} iterations, in train mode); bold: test error of the periodic evaluations.",
+        "## Final errors\n\n" + markdown_table(table, list(table[0])),
+        f"Final training error = mean of the training-error records in the last {TAIL:.0%} of the iterations "
+        f"(one record per {log_every} iterations), averaged over seeds: one record is too noisy. Test error = the "
+        "final model on the whole test set (`reported_test_error` of summary.json): best (mean±std) over seeds. "
+        "The paper's test errors are Table 6's (ResNets; it gives the plain nets only as curves).",
+        "## Does Fig. 6 reproduce?\n\n" + "\n".join(statements),
+    ]
+    write_results(ctx, table, {"final_train_error_tail_fraction": TAIL, **flags})
+    return write_report(ctx, "Fig. 6: plain vs residual networks on CIFAR-10", "Fig. 6 (Sec. 4.2)", sections,
+                        list(results.values()))  # fmt: skip

@@ -1,0 +1,148 @@
+"""Report writing for ``reslab reproduce``: PNG figures (matplotlib, no display), markdown tables, results files.
+
+Every report states the data, the budget, the machine, the date and the wall-clock, and puts the paper's numbers
+beside ours; results.json and results.csv hold the same rows for machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # the object API renders with Agg and never opens a window
+
+from reslab.engine.runinfo import run_info
+from reslab.experiments.runner import Context, RunResult
+
+PAPER_REF = "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition*, CVPR 2016 (arXiv:1512.03385)"
+
+
+@dataclass
+class Curve:
+    """One net's error curves: training error (thin dashed) and test error (bold), as in Fig. 6."""
+
+    label: str
+    train: tuple[Sequence[float], Sequence[float]]
+    test: tuple[Sequence[float], Sequence[float]]
+
+    @classmethod
+    def of(cls, label: str, result: RunResult) -> Curve:
+        return cls(label, result.train_curve(), result.test_curve())
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def best_mean_std(values: Sequence[float]) -> str:
+    """Table 6's "best (mean±std)" over seeds; a single run is just its value."""
+    if len(values) == 1:
+        return fmt(values[0])
+    mean, std = mean_std(values)
+    return f"{fmt(min(values))} ({fmt(mean)}±{fmt(std)})"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[fmt(r.get(c)) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
+    head = "| " + " | ".join(columns) + " |"
+    sep = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    return "\n".join([head, sep, *("| " + " | ".join(row) + " |" for row in cells)])
+
+
+def curves_figure(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], xlabel: str = "iterations") -> Path:
+    """Side-by-side panels like Fig. 6: per net a thin dashed training-error line and a bold test-error line."""
+    fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, curves) in zip(axes, panels, strict=True):
+        for i, c in enumerate(curves):
+            color = f"C{i}"
+            ax.plot(*c.train, linestyle="--", linewidth=0.8, color=color)
+            ax.plot(*c.test, linewidth=2.2, color=color, label=c.label)
+        ax.set(title=title, xlabel=xlabel, ylabel="error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def lines_figure(path: Path, panels: Sequence[tuple[str, str, dict[str, Sequence[float]]]], ylabel: str) -> Path:
+    """Stacked panels of one line per series (Fig. 7: layer responses by layer index and sorted)."""
+    fig = Figure(figsize=(7, 3.2 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (title, xlabel, series) in zip(axes, panels, strict=True):
+        for label, ys in series.items():
+            ax.plot(range(1, len(ys) + 1), ys, marker=".", linewidth=1.2, label=label)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def data_lines(ctx: Context) -> list[str]:
+    spec = ctx.runner.data
+    lines = [f"- Data: `{spec}`", f"- Dataset: {ctx.runner.dataset.name}"]
+    if "jpeg" in Path(spec).name.lower():
+        lines.append("- This is CIFAR-10 (JPEG q75 copy): real CIFAR-10 content re-encoded as JPEG quality 75, not "
+                     "the paper's exact data; JPEG removes detail, so errors on it run somewhat higher.")  # fmt: skip
+    if spec.startswith("synthetic"):
+        lines.append("- Synthetic data (coloured noise) for testing the pipeline: not comparable with the paper.")
+    return lines
+
+
+def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = ()) -> list[str]:
+    info = run_info()
+    b = ctx.budget
+    iters = b.iterations or b.recipe().iterations
+    return [
+        f"# {title}",
+        "",
+        f"Reproduces {cites} of {PAPER_REF}, with `reslab reproduce {ctx.experiment}`.",
+        "",
+        *data_lines(ctx),
+        f"- Budget: `{b.name}`: {iters} iterations at batch {b.batch_size} per run, test evaluation every "
+        f"{b.eval_every} iterations. {b.note}",
+        f"- Seeds: {', '.join(str(s) for s in range(ctx.seeds))}",
+        f"- Machine: {info['machine']}; torch {info['torch']}, {info['torch_threads']} threads; reslab "
+        f"{info['reslab']} ({info['git_commit']})",
+        f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- Wall-clock of this command: {(time.perf_counter() - ctx.started) / 60:.1f} min (runs found already "
+        f"finished under `{ctx.runner.out / 'runs'}` cost nothing)",
+        *([f"- Training time of the {len(runs)} runs (`train_seconds` of their summary.json, evaluations "
+           f"excluded): {sum(r.summary.get('train_seconds', 0.0) for r in runs) / 60:.1f} min"] if runs else []),
+        "",
+    ]  # fmt: skip
+
+
+def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
+    """results.json (rows plus context) and results.csv (the rows) beside report.md."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data, "seeds": ctx.seeds,
+           "rows": list(rows), **(extra or {})}  # fmt: skip
+    (ctx.out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(ctx.out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(ctx: Context, title: str, cites: str, sections: Sequence[str],
+                 runs: Sequence[RunResult] = ()) -> Path:  # fmt: skip
+    """``DIR/<experiment>/report.md``: the header, then the experiment's sections (figures, tables, statements)."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    path = ctx.out / "report.md"
+    path.write_text("\n".join([*header(ctx, title, cites, runs), *(s.rstrip() + "\n" for s in sections)]))
+    return path

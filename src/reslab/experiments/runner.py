@@ -1,0 +1,259 @@
+"""What every ``reslab reproduce`` experiment shares: budgets, the data loaded once, cached and resumable runs.
+
+Runs live in ``DIR/runs/<model>[-<variant>]-s<seed>/`` and are shared between experiments: ``responses`` reads
+the checkpoints that ``degradation`` trained, ``highway`` reuses its plain/ResNet runs, ``shortcuts`` its option-A
+ResNets. A run with a ``summary.json`` is done and skipped; one with only a ``checkpoint.pt`` continues through
+``train(..., resume=True)``, so a killed experiment picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.data.dataset import ImageDataset, load_dataset
+from reslab.engine.config import TrainConfig
+from reslab.engine.recipes import Recipe, get_recipe
+from reslab.engine.trainer import CHECKPOINT, train
+from reslab.errors import ConfigError, ReslabError
+from reslab.models import model_spec
+
+# Keys that may differ between a finished run and the configuration asked for now (as in Trainer.resume()).
+_VOLATILE = {"stop_at", "progress", "out", "eval_every", "checkpoint_every", "log_every"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each run trains and on how much data; every run keeps the paper recipe's shape (Sec. 4.2)."""
+
+    name: str
+    iterations: int | None  # None: the paper recipe's 64k
+    batch_size: int
+    eval_every: int  # iterations between test-set evaluations (the curves of Fig. 6)
+    log_every: int  # iterations between training-error records
+    train_subset: int | None = None  # None: the whole training set
+    test_subset: int | None = None
+    val_split: int = 5000  # held-out training images for experiments that choose anything (Table 6: 45k/5k)
+    note: str = ""
+
+    def recipe(self) -> Recipe:
+        return get_recipe("paper", iterations=self.iterations, batch_size=self.batch_size)
+
+
+BUDGETS = {
+    "smoke": Budget("smoke", iterations=6, batch_size=32, eval_every=3, log_every=2, train_subset=256,
+                    test_subset=128, val_split=64,
+                    note="smoke budget: a few iterations on a tiny subset, to test the pipeline; the errors mean "
+                    "nothing."),
+    # 2000 iterations of the 8 Fig. 6 nets take ~95 min on 2 cores (bf16); 8 test evaluations add ~10 min.
+    "cpu": Budget("cpu", iterations=2000, batch_size=128, eval_every=250, log_every=20,
+                  note="cpu budget: 2000 iterations (~5 epochs) per run with the paper's lr schedule compressed into "
+                  "them: the numbers are far from converged and far above the paper's."),
+    "paper": Budget("paper", iterations=None, batch_size=128, eval_every=1000, log_every=100,
+                    note="paper budget: the paper's recipe exactly (Sec. 4.2: 64k iterations, batch 128, lr 0.1 "
+                    "divided by 10 at 32k and 48k, warm-up at lr 0.01 for 110+ layers)."),
+}  # fmt: skip
+
+
+def get_budget(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of an experiment; its name is its folder under ``DIR/runs``."""
+
+    model: str
+    seed: int = 0
+    variant: str = ""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    val_split: int = 0
+
+    @property
+    def key(self) -> str:
+        """The run's name without the seed: what is averaged over seeds."""
+        return f"{self.model}-{self.variant}" if self.variant else self.model
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}-s{self.seed}"
+
+    @property
+    def depth(self) -> int:
+        return model_spec(self.model).depth
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    path: Path
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    def train_curve(self) -> tuple[list[int], list[float]]:
+        """Training error (%) of each logging interval, by iteration (Fig. 6, thin dashed lines)."""
+        rows = [m for m in self.metrics if "train_error" in m]
+        return [m["iter"] for m in rows], [m["train_error"] for m in rows]
+
+    def test_curve(self) -> tuple[list[int], list[float]]:
+        """Error (%) of each periodic evaluation (test set, or validation set with a hold-out; Fig. 6 bold lines)."""
+        rows = [m for m in self.metrics if "split" in m]
+        return [m["iter"] for m in rows], [m["error"] for m in rows]
+
+    def final_train_error(self, fraction: float = 0.1) -> float:
+        """Mean training error of the records in the last ``fraction`` of the run (single records are noisy)."""
+        iters, errors = self.train_curve()
+        if not iters:
+            return float("nan")
+        start = iters[-1] * (1 - fraction)
+        tail = [e for i, e in zip(iters, errors, strict=True) if i > start] or errors[-1:]
+        return sum(tail) / len(tail)
+
+
+def by_key(results: dict[str, RunResult]) -> dict[str, list[RunResult]]:
+    """Results grouped over seeds, in the experiment's order."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in results.values():
+        groups.setdefault(r.spec.key, []).append(r)
+    return groups
+
+
+def _fmt_hhmm(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def subset(ds: ImageDataset, n_train: int | None, n_test: int | None, seed: int = 0) -> ImageDataset:
+    """A random (seeded, order-kept) subset: folder datasets are sorted by class, so a prefix would be one class."""
+    if n_train is None and n_test is None:
+        return ds
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if n is None or n >= len(labels):
+            return images, labels
+        idx = torch.randperm(len(labels), generator=gen)[:n].sort().values
+        return images[idx].contiguous(), labels[idx]
+
+    train_images, train_labels = pick(ds.train_images, ds.train_labels, n_train)
+    test_images, test_labels = pick(ds.test_images, ds.test_labels, n_test)
+    return ImageDataset(train_images, train_labels, test_images, test_labels, list(ds.classes),
+                        f"{ds.name}, subset {len(train_labels)} train / {len(test_labels)} test")  # fmt: skip
+
+
+class Runner:
+    """Trains (or finds) the runs of an experiment under ``out/runs`` with the budget's settings."""
+
+    def __init__(self, data: str, out: str | Path, budget: Budget, *, data_dir: str | None = None,
+                 device: str = "auto", progress: bool = True) -> None:  # fmt: skip
+        self.data, self.data_dir, self.budget = data, data_dir, budget
+        self.out, self.device, self.progress = Path(out), device, progress
+        self._dataset: ImageDataset | None = None
+
+    @property
+    def dataset(self) -> ImageDataset:
+        """The data, loaded once for every run of the experiment (and cut to the budget's subset)."""
+        if self._dataset is None:
+            full = load_dataset(self.data, self.data_dir)
+            self._dataset = subset(full, self.budget.train_subset, self.budget.test_subset)
+        return self._dataset
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.out / "runs" / spec.name
+
+    def config(self, spec: RunSpec) -> TrainConfig:
+        b = self.budget
+        return TrainConfig(model=spec.model, model_kwargs=dict(spec.model_kwargs), data=self.data,
+                           data_dir=self.data_dir, val_split=spec.val_split, recipe=b.recipe(), seed=spec.seed,
+                           device=self.device, out=str(self.run_dir(spec)), eval_every=b.eval_every,
+                           log_every=b.log_every, progress=self.progress)  # fmt: skip
+
+    def is_done(self, spec: RunSpec) -> bool:
+        return (self.run_dir(spec) / "summary.json").exists()
+
+    def run_all(self, specs: Sequence[RunSpec]) -> dict[str, RunResult]:
+        """Train every run that is not finished yet (resuming partial ones) and return all results by name."""
+        specs = list({s.name: s for s in specs}.values())  # experiments may list a shared run twice
+        pending = [s for s in specs if not self.is_done(s)]
+        seconds_per_layer: list[float] = []  # measured seconds / depth of the runs finished in this call
+        for i, spec in enumerate(specs, 1):
+            head = f"run {i}/{len(specs)}: {spec.name}"
+            if spec not in pending:
+                self._check_same_config(spec)
+                self._say(f"{head} already done (summary.json), skipped")
+                continue
+            resuming = (self.run_dir(spec) / CHECKPOINT).exists()
+            self._say(f"{head} {'resumed' if resuming else 'started'}, ETA {self._eta(pending, seconds_per_layer)}")
+            t0 = time.perf_counter()
+            train(self.config(spec), dataset=self.dataset, resume=True)
+            seconds = time.perf_counter() - t0
+            seconds_per_layer.append(seconds / spec.depth)
+            pending.remove(spec)
+            self._say(f"{head} finished in {_fmt_hhmm(seconds)}, ETA {self._eta(pending, seconds_per_layer)}")
+        return {s.name: self.result(s) for s in specs}
+
+    def result(self, spec: RunSpec) -> RunResult:
+        path = self.run_dir(spec)
+        summary = json.loads((path / "summary.json").read_text())
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        return RunResult(spec, path, summary, [json.loads(ln) for ln in lines if ln.strip()])
+
+    def _eta(self, pending: Sequence[RunSpec], seconds_per_layer: Sequence[float]) -> str:
+        # Run cost grows about linearly with depth (measured on CPU: ResNet-20 0.2 s/it, 56 layers 0.55 s/it).
+        if not pending:
+            return "00:00"
+        if not seconds_per_layer:
+            return _fmt_hhmm(None)
+        rate = sum(seconds_per_layer) / len(seconds_per_layer)
+        return _fmt_hhmm(rate * sum(s.depth for s in pending))
+
+    def _check_same_config(self, spec: RunSpec) -> None:
+        """A finished run is reused only if it was trained as this experiment would train it now."""
+        saved = json.loads((self.run_dir(spec) / "config.json").read_text())["config"]
+        wanted = json.loads(json.dumps(self.config(spec).to_dict()))
+        diff = [k for k, v in wanted.items() if k not in _VOLATILE and saved.get(k) != v]
+        if diff:
+            raise ConfigError(
+                f"{self.run_dir(spec)} was trained with a different {diff[0]!r} (another --budget or --data?); "
+                "use another --out"
+            )
+
+    def _say(self, message: str) -> None:
+        print(f"[reproduce] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Context:
+    """One ``reslab reproduce`` invocation: its runner, its report folder ``DIR/<experiment>`` and its options."""
+
+    experiment: str
+    runner: Runner
+    out: Path
+    seeds: int = 1
+    with_1202: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def budget(self) -> Budget:
+        return self.runner.budget
+
+
+def checkpoint_state(result: RunResult) -> dict[str, Any]:
+    """The final checkpoint of a finished run (model weights, the training mean image, its config)."""
+    from reslab.engine.checkpoint import load_checkpoint
+
+    path = result.path / CHECKPOINT
+    if not path.exists():
+        raise ReslabError(f"{path} is missing: delete {result.path} and rerun to train it again")
+    return load_checkpoint(path)

@@ -1,0 +1,64 @@
+"""The paper's schedule and its warm-up rule, the fast recipe's shape, and recipe validation."""
+
+import itertools
+
+import pytest
+
+from reslab.engine.recipes import PAPER, PaperWarmup, get_recipe, scheduled_lr
+from reslab.errors import ConfigError
+
+
+def test_paper_recipe_is_sec_4_2():
+    r = get_recipe("paper")
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay, r.iterations) == (128, 0.1, 0.9, 1e-4, 64_000)
+    lr = {it: scheduled_lr(r, it, 64_000) for it in (0, 31_999, 32_000, 47_999, 48_000, 63_999)}
+    assert lr[0] == lr[31_999] == pytest.approx(0.1)
+    assert lr[32_000] == lr[47_999] == pytest.approx(0.01)
+    assert lr[48_000] == lr[63_999] == pytest.approx(0.001)
+
+
+def test_paper_warmup_rule_only_for_110_and_deeper():
+    assert not PaperWarmup(PAPER, 56).active
+    w = PaperWarmup(PAPER, 110)
+    assert w.active and w.apply(0.1) == pytest.approx(0.01)
+    w.observe(0.85)  # still above 80% training error: keep warming up
+    assert w.apply(0.1) == pytest.approx(0.01)
+    w.observe(0.79)
+    assert not w.active and w.apply(0.1) == pytest.approx(0.1)
+    w.observe(0.95)  # once done, never again
+    assert w.apply(0.1) == pytest.approx(0.1)
+    restored = PaperWarmup(PAPER, 110)
+    restored.load_state_dict(w.state_dict())
+    assert not restored.active
+
+
+def test_onecycle_and_cosine_shapes():
+    r = get_recipe("fast")
+    total = 1000
+    lrs = [scheduled_lr(r, i, total) for i in range(total)]
+    peak = lrs.index(max(lrs))
+    assert max(lrs) == pytest.approx(r.lr, rel=1e-3)
+    assert all(a <= b for a, b in itertools.pairwise(lrs[: peak + 1]))  # rises
+    assert all(a >= b for a, b in itertools.pairwise(lrs[peak:]))  # then falls
+    assert lrs[-1] < 0.01 * r.lr
+    cos = get_recipe("paper", schedule="cosine")
+    assert scheduled_lr(cos, 0, total) == pytest.approx(0.1) and scheduled_lr(cos, 500, total) == pytest.approx(0.05)
+
+
+def test_epochs_override_iterations():
+    assert get_recipe("paper", epochs=2).resolve_iterations(50_000) == 782  # ceil(2 * 50000 / 128)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"schedule": "poly"}, "schedule"),
+     ({"milestones": (0.75, 0.5)}, "milestones"), ({"bogus": 1}, "unknown recipe field")],
+)  # fmt: skip
+def test_bad_recipe_values(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        get_recipe("paper", **kwargs)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("slow")
