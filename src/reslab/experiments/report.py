@@ -54,8 +54,10 @@ def best_mean_std(values: Sequence[float]) -> str:
     return f"{fmt(min(values))} ({fmt(mean)}±{fmt(std)})"
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[fmt(r.get(c)) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns] for r in rows]
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digits: int = 2) -> str:
+    """A GitHub markdown table: first column left-aligned, the rest right-aligned; floats to ``digits`` places."""
+    cells = [[fmt(v, digits) if isinstance(v := r.get(c), float) else str(v if v is not None else "") for c in columns]
+             for r in rows]  # fmt: skip
     head = "| " + " | ".join(columns) + " |"
     sep = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|"
     return "\n".join([head, sep, *("| " + " | ".join(row) + " |" for row in cells)])
@@ -102,34 +104,38 @@ def data_lines(ctx: Context) -> list[str]:
     return lines
 
 
-def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = ()) -> list[str]:
+def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (), training: bool = True) -> list[str]:
     info = run_info()
-    b = ctx.budget
-    iters = b.iterations or b.recipe().iterations
-    return [
-        f"# {title}",
-        "",
-        f"Reproduces {cites} of {PAPER_REF}, with `reslab reproduce {ctx.experiment}`.",
-        "",
-        *data_lines(ctx),
-        f"- Budget: `{b.name}`: {iters} iterations at batch {b.batch_size} per run, test evaluation every "
-        f"{b.eval_every} iterations. {b.note}",
-        f"- Seeds: {', '.join(str(s) for s in range(ctx.seeds))}",
+    lines = [f"# {title}", "", f"Reproduces {cites} of {PAPER_REF}, with `reslab reproduce {ctx.experiment}`.", ""]
+    if training:
+        b = ctx.budget
+        lines += [
+            *data_lines(ctx),
+            f"- Budget: `{b.name}`: {b.recipe().iterations} iterations at batch {b.batch_size} per run, test "
+            f"evaluation every {b.eval_every} iterations. {b.note}",
+            f"- Seeds: {', '.join(str(s) for s in range(ctx.seeds))}",
+        ]
+    else:
+        lines.append("- No training and no data: everything is counted on freshly built modules.")
+    lines += [
         f"- Machine: {info['machine']}; torch {info['torch']}, {info['torch_threads']} threads; reslab "
         f"{info['reslab']} ({info['git_commit']})",
         f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- Wall-clock of this command: {(time.perf_counter() - ctx.started) / 60:.1f} min (runs found already "
-        f"finished under `{ctx.runner.out / 'runs'}` cost nothing)",
-        *([f"- Training time of the {len(runs)} runs (`train_seconds` of their summary.json, evaluations "
-           f"excluded): {sum(r.summary.get('train_seconds', 0.0) for r in runs) / 60:.1f} min"] if runs else []),
-        "",
-    ]  # fmt: skip
+        f"- Wall-clock of this command: {(time.perf_counter() - ctx.started) / 60:.1f} min"
+        + (f" (runs found already finished under `{ctx.runner.out / 'runs'}` cost nothing)" if training else ""),
+    ]
+    if runs:
+        seconds = sum(r.summary.get("train_seconds", 0.0) for r in runs)
+        lines.append(f"- Training time of the {len(runs)} runs (`train_seconds` of their summary.json, evaluations "
+                     f"excluded): {seconds / 60:.1f} min")  # fmt: skip
+    return [*lines, ""]
 
 
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """results.json (rows plus context) and results.csv (the rows) beside report.md."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data, "seeds": ctx.seeds,
+           "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": run_info()["machine"],
            "rows": list(rows), **(extra or {})}  # fmt: skip
     (ctx.out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -139,10 +145,10 @@ def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str,
         writer.writerows(rows)
 
 
-def write_report(ctx: Context, title: str, cites: str, sections: Sequence[str],
-                 runs: Sequence[RunResult] = ()) -> Path:  # fmt: skip
+def write_report(ctx: Context, title: str, cites: str, sections: Sequence[str], runs: Sequence[RunResult] = (),
+                 training: bool = True) -> Path:  # fmt: skip
     """``DIR/<experiment>/report.md``: the header, then the experiment's sections (figures, tables, statements)."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     path = ctx.out / "report.md"
-    path.write_text("\n".join([*header(ctx, title, cites, runs), *(s.rstrip() + "\n" for s in sections)]))
+    path.write_text("\n".join([*header(ctx, title, cites, runs, training), *(s.rstrip() + "\n" for s in sections)]))
     return path

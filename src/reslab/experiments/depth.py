@@ -1,0 +1,94 @@
+"""Table 6 (Sec. 4.2): CIFAR-10 test error of ResNet-20/32/44/56/110 (and 1202), "best (mean±std)" over seeds.
+
+As in the paper, training uses 45k images and holds out 5k for validation (``val_split``: the periodic curves and
+``val_error`` are on it), and the number reported is the test error of the *final* model: nothing is chosen on the
+test set.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from reslab import paper
+from reslab.experiments.report import best_mean_std, markdown_table, mean_std, write_report, write_results
+from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
+from reslab.models import complexity, create_model
+
+
+def depths(ctx: Context) -> tuple[int, ...]:
+    return (20, 32, 44, 56, 110, 1202) if ctx.with_1202 else (20, 32, 44, 56, 110)
+
+
+def specs(ctx: Context) -> list[RunSpec]:
+    # Variant "val": these runs hold out a validation split, so they differ from degradation's runs of the same net.
+    val = ctx.budget.val_split
+    return [RunSpec(f"resnet{d}", s, variant="val", val_split=val) for d in depths(ctx) for s in range(ctx.seeds)]
+
+
+def params_m(model: str) -> float:
+    with torch.device("meta"):  # counting needs no weights
+        net = create_model(model)
+    return complexity(net, (3, 32, 32))["params"] / 1e6
+
+
+def paper_error(depth: int) -> str:
+    if depth == 110:  # Table 6 gives ResNet-110 as best (mean±std) over 5 runs
+        mean, std = paper.CIFAR_RESNET110_MEAN_STD
+        return f"{paper.CIFAR_TEST_ERROR[110]:.2f} ({mean:.2f}±{std:.2f})"
+    return f"{paper.CIFAR_TEST_ERROR[depth]:.2f}"
+
+
+def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
+    out = []
+    for runs in groups.values():
+        spec = runs[0].spec
+        tests = [r.summary["reported_test_error"] for r in runs]
+        out.append({
+            "net": f"ResNet-{spec.depth}", "layers": spec.depth, "params (M)": round(params_m(spec.model), 3),
+            "paper params (M)": paper.CIFAR_PARAMS_M[spec.depth], "seeds": len(runs),
+            "val error (%)": statistics.fmean(r.summary["val_error"] for r in runs),
+            "test error (%)": best_mean_std(tests), "test mean (%)": mean_std(tests)[0],
+            "test std (%)": mean_std(tests)[1], "paper test error (%)": paper_error(spec.depth),
+        })  # fmt: skip
+    return out
+
+
+def figure(path: Path, table: list[dict[str, Any]]) -> Path:
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    layers = [r["layers"] for r in table]
+    ax.errorbar(layers, [r["test mean (%)"] for r in table], yerr=[r["test std (%)"] for r in table],
+                marker="o", capsize=3, label="reslab (mean±std over seeds)")  # fmt: skip
+    ax.plot(layers, [paper.CIFAR_TEST_ERROR[d] for d in layers], marker="s", linestyle="--", label="paper, Table 6")
+    ax.set(xscale="log", xlabel="layers", ylabel="test error (%)", title="CIFAR-10 test error vs depth")
+    ax.minorticks_off()  # the log axis' minor labels would overprint the depth labels
+    ax.set_xticks(layers, [str(d) for d in layers])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def run(ctx: Context) -> Path:
+    results = ctx.runner.run_all(specs(ctx))
+    table = rows(by_key(results))
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    figure(ctx.out / "table6_depth.png", table)
+    shown = ["net", "params (M)", "paper params (M)", "seeds", "val error (%)", "test error (%)",
+             "paper test error (%)"]  # fmt: skip
+    val = ctx.budget.val_split
+    sections = [
+        "## Table 6: test error by depth\n\n" + markdown_table(table, shown),
+        f"Training on all but {val} training images, which are held out for validation (the paper's 45k/5k "
+        "split); `val error` is the final model on them. `test error` is the final model on the whole test set "
+        "(no selection on the test set), as best (mean±std) over the seeds, like Table 6's ResNet-110 entry.",
+        "![test error vs depth](table6_depth.png)",
+    ]
+    write_results(ctx, table)
+    return write_report(ctx, "Table 6: CIFAR-10 ResNets by depth", "Table 6 (Sec. 4.2)", sections,
+                        list(results.values()))  # fmt: skip

@@ -1,0 +1,114 @@
+"""Fig. 7 (Sec. 4.2, "Analysis of Layer Responses"): standard deviation of each 3x3 layer's response.
+
+"The responses are the outputs of each 3x3 layer, after BN and before other nonlinearity (ReLU/addition)", on the
+test set. We hook the BN that follows every 3x3 convolution, run the final model in eval mode on the test images
+(preprocessed exactly as in training, with the training mean image stored in the checkpoint) and take the std over
+all the response's elements. The runs are ``degradation``'s: their checkpoints are read, and only missing runs are
+trained.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data.batches import eval_batches
+from reslab.engine.config import TrainConfig
+from reslab.engine.precision import resolve_device
+from reslab.experiments import degradation
+from reslab.experiments.report import lines_figure, markdown_table, write_report, write_results
+from reslab.experiments.runner import Context, RunResult, RunSpec, checkpoint_state
+from reslab.models import ResNet, create_model
+
+
+def specs(ctx: Context) -> list[RunSpec]:
+    """Plain and ResNet at 20 and 56 layers (and 110 in the paper budget), seed 0: Fig. 7 plots one run each."""
+    chosen = (20, 56, 110) if ctx.budget.name == "paper" else (20, 56)
+    return [s for s in degradation.specs(ctx, chosen) if s.seed == 0]
+
+
+def response_bns(model: ResNet) -> list[nn.BatchNorm2d]:
+    """The BN after every 3x3 convolution, in forward order: the stem's, then each unit's."""
+    pairs = [(model.conv1, model.bn1)]
+    for unit in model.units():
+        pairs += [(getattr(unit, f"conv{i}"), getattr(unit, f"bn{i}")) for i in (1, 2, 3) if hasattr(unit, f"conv{i}")]
+    return [bn for conv, bn in pairs if isinstance(bn, nn.BatchNorm2d) and conv.kernel_size == (3, 3)]
+
+
+@torch.no_grad()
+def layer_stds(state: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, device: str = "auto") -> list[float]:
+    """Std of every 3x3 layer's BN output over the given images, for the checkpointed model."""
+    cfg = TrainConfig.from_dict(state["config"])
+    dev = resolve_device(device)
+    model = create_model(cfg.model, num_classes=len(state["classes"]), **cfg.model_kwargs)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()  # eval mode: BN uses its running statistics, as at test time
+    bns = response_bns(model)
+    sums = torch.zeros(len(bns), 3, dtype=torch.float64)  # (sum, sum of squares, count) per layer
+
+    def hook(i: int) -> Callable[..., None]:
+        def record(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+            v = out.detach().double()
+            sums[i] += torch.stack([v.sum(), (v * v).sum(), torch.tensor(v.numel(), dtype=torch.float64)]).cpu()
+
+        return record
+
+    handles = [bn.register_forward_hook(hook(i)) for i, bn in enumerate(bns)]
+    try:
+        for x, _ in eval_batches(images, labels, state["mean"], batch_size=500, device=str(dev)):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    mean = sums[:, 0] / sums[:, 2]
+    return (sums[:, 1] / sums[:, 2] - mean**2).clamp_min(0).sqrt().tolist()
+
+
+def statements(stds: dict[str, list[float]]) -> list[str]:
+    """Fig. 7's two observations, decided from our numbers."""
+    avg = {k: statistics.fmean(v) for k, v in stds.items()}
+    out = []
+    for plain in (k for k in avg if k.startswith("plain")):
+        res = "ResNet" + plain[len("plain") :]
+        if res in avg:
+            word = "smaller" if avg[res] < avg[plain] else "not smaller"
+            out.append(f"- {res} mean response std {avg[res]:.3f} vs {avg[plain]:.3f} for {plain}: **{word}** (the "
+                       "paper: ResNets have generally smaller responses than their plain counterparts).")  # fmt: skip
+    resnets = sorted((k for k in avg if k.startswith("ResNet")), key=lambda k: int(k.split("-")[1]))
+    for a, b in itertools.pairwise(resnets):
+        word = "smaller" if avg[b] < avg[a] else "not smaller"
+        out.append(f"- {b} mean response std {avg[b]:.3f} vs {avg[a]:.3f} for {a}: **{word}** (the paper: the "
+                   "deeper ResNet has smaller magnitudes of responses).")  # fmt: skip
+    return out
+
+
+def run(ctx: Context) -> Path:
+    results: dict[str, RunResult] = ctx.runner.run_all(specs(ctx))
+    ds = ctx.runner.dataset
+    stds = {degradation.label(r.spec.model): layer_stds(checkpoint_state(r), ds.test_images, ds.test_labels,
+                                                        ctx.runner.device) for r in results.values()}  # fmt: skip
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    lines_figure(ctx.out / "fig7_responses.png", [
+        ("std of layer responses, in layer order", "layer index (original)", stds),
+        ("std of layer responses, sorted by magnitude", "layer index (sorted by magnitude)",
+         {k: sorted(v, reverse=True) for k, v in stds.items()}),
+    ], ylabel="std")  # fmt: skip
+    table = [{"net": k, "3x3 layers": len(v), "mean std": statistics.fmean(v), "max std": max(v), "min std": min(v)}
+             for k, v in stds.items()]  # fmt: skip
+    sections = [
+        "## Fig. 7: standard deviations of layer responses\n\n![Fig. 7](fig7_responses.png)",
+        f"Response = output of the BN after each 3x3 convolution (stem included), before the ReLU or the addition; "
+        f"final model in eval mode on the {len(ds.test_labels)} test images, preprocessed as in training (the "
+        "checkpoint's mean image). Std over all elements (images, channels, positions) of each layer's response.",
+        "## Summary\n\n" + markdown_table(table, list(table[0]), digits=3),
+        "## Does Fig. 7 reproduce?\n\n" + "\n".join(statements(stds)),
+    ]
+    write_results(ctx, table, {"stds": stds})
+    return write_report(ctx, "Fig. 7: layer responses of plain nets and ResNets", "Fig. 7 (Sec. 4.2)", sections,
+                        list(results.values()))  # fmt: skip

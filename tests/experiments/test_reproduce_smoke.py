@@ -1,0 +1,154 @@
+"""``reslab reproduce``: every experiment end to end at the smoke budget, run caching, resume and reuse of runs.
+
+These check that reports, figures and tables exist with the expected series and rows, not the errors: smoke runs
+are a few iterations on 256 synthetic images. All experiments share one results folder, as a user's would, so
+``responses``, ``highway`` and ``shortcuts`` reuse ``degradation``'s runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reslab.cli import main
+from reslab.engine.trainer import train
+from reslab.experiments.runner import Context, Runner, RunSpec, get_budget
+
+DATA = "synthetic:256"
+FIG6_NETS = [f"{k}-{d}" for k in ("plain", "ResNet") for d in (20, 32, 44, 56)]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reproduce")
+
+
+def reproduce(out: Path, name: str, *extra: str) -> Path:
+    argv = ["reproduce", name, "--data", DATA, "--out", str(out), "--budget", "smoke", "--quiet", *extra]
+    assert main(argv) == 0
+    return out / name
+
+
+def results(folder: Path) -> dict:
+    assert (folder / "report.md").is_file() and (folder / "results.csv").is_file()
+    return json.loads((folder / "results.json").read_text())
+
+
+def run_state(out: Path) -> dict[str, int]:
+    """Every run folder with the modification time of its summary (unchanged = not trained again)."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_degradation_report_and_cached_rerun(out: Path) -> None:
+    folder = reproduce(out, "degradation")
+    res = results(folder)
+    assert [r["net"] for r in res["rows"]] == FIG6_NETS
+    assert set(res) >= {"plain56_train_error_above_plain20", "resnet56_train_error_at_or_below_resnet20"}
+    report = (folder / "report.md").read_text()
+    assert_png(folder / "fig6_degradation.png")
+    assert "![Fig. 6](fig6_degradation.png)" in report and "- Data: `synthetic:256`" in report
+    assert "plain-56's training error is **" in report and "ResNet-56 **ends" in report
+    assert "last 10% of the iterations" in report and "| ResNet-56 | 56 |" in report
+    assert sorted(run_state(out)) == sorted(f"{k}{d}-s0" for k in ("plain", "resnet") for d in (20, 32, 44, 56))
+    before = run_state(out)
+    reproduce(out, "degradation")  # everything is cached: nothing is trained again
+    assert run_state(out) == before
+
+
+def test_responses_reads_degradation_checkpoints(out: Path) -> None:
+    reproduce(out, "degradation")  # cached if the test above ran
+    before = run_state(out)
+    res = results(reproduce(out, "responses"))
+    assert run_state(out) == before  # no new run folder, no retraining
+    # one std per 3x3 layer: the stem plus two per unit, 6n+1 for a 6n+2-layer net
+    assert {k: len(v) for k, v in res["stds"].items()} == {"plain-20": 19, "plain-56": 55, "ResNet-20": 19,
+                                                           "ResNet-56": 55}  # fmt: skip
+    assert_png(out / "responses" / "fig7_responses.png")
+    assert "![Fig. 7](fig7_responses.png)" in (out / "responses" / "report.md").read_text()
+
+
+def test_depth_table6(out: Path) -> None:
+    res = results(reproduce(out, "depth"))
+    assert [r["net"] for r in res["rows"]] == [f"ResNet-{d}" for d in (20, 32, 44, 56, 110)]
+    assert all(r["val error (%)"] >= 0 for r in res["rows"])
+    report = (out / "depth" / "report.md").read_text()
+    assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
+    assert_png(out / "depth" / "table6_depth.png")
+    assert {f"resnet{d}-val-s0" for d in (20, 32, 44, 56, 110)} <= set(run_state(out))
+
+
+def test_shortcuts_reuse_option_a(out: Path) -> None:
+    reproduce(out, "degradation")
+    before = run_state(out)
+    res = results(reproduce(out, "shortcuts"))
+    new = set(run_state(out)) - set(before)
+    assert new == {f"resnet{d}-{o}-s0" for d in (32, 56) for o in "BC"}  # option A is degradation's run
+    rows = {(r["net"], r["option"]): r for r in res["rows"]}
+    assert sorted(rows) == [(f"ResNet-{d}", o) for d in (32, 56) for o in "ABC"]
+    for d in (32, 56):
+        params = [rows[f"ResNet-{d}", o]["params"] for o in "ABC"]
+        assert params == sorted(set(params))  # B adds projections where shapes change, C everywhere
+
+
+def test_highway(out: Path) -> None:
+    res = results(reproduce(out, "highway"))
+    assert [r["net"] for r in res["rows"]] == [f"{k}-{d}" for d in (20, 56) for k in ("plain", "ResNet", "highway")]
+    report = (out / "highway" / "report.md").read_text()
+    assert "At 20 layers the test errors rank" in report and "The highway gates add" in report
+    assert_png(out / "highway" / "highway_curves.png")
+
+
+def test_table1_needs_no_training(tmp_path: Path) -> None:
+    assert main(["reproduce", "table1", "--out", str(tmp_path), "--budget", "smoke"]) == 0
+    rows = {r["model"]: r for r in results(tmp_path / "table1")["rows"]}
+    assert rows["resnet50"]["paper GMACs (Table 1)"] == 3.8
+    assert rows["resnet1202"]["paper params (M) (Table 6)"] == 19.4
+    assert abs(rows["resnet50"]["GMACs"] - 3.8) < 0.1 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["reproduce", "fig99"], ["reproduce", "depth", "--budget", "huge"]])
+def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert main([*argv, "--out", str(tmp_path), "--data", DATA]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reslab: error:") and "\n" not in err
+
+
+def _jpeg_tar(path: Path) -> Path:
+    """A tiny ImageFolder tar (4 train / 2 test JPEGs per class) whose name says 'jpeg', like the shared copy."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w") as tar:
+        for split, n in (("train", 4), ("test", 2)):
+            for c in range(10):
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG", quality=75)
+                    info = tarfile.TarInfo(f"{split}/class{c}/{i}.jpg")
+                    info.size = len(buf.getvalue())
+                    tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+def test_killed_run_resumes_and_jpeg_copy_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reslab.experiments.report import header
+
+    data = str(_jpeg_tar(tmp_path / "tiny-jpeg.tar"))
+    runner = Runner(data, tmp_path / "out", get_budget("smoke"), data_dir=str(tmp_path / "cache"), progress=False)
+    spec = RunSpec("resnet20")
+    train(dataclasses.replace(runner.config(spec), stop_at=3), dataset=runner.dataset)  # as if killed at 3 of 6
+    assert not runner.is_done(spec) and (runner.run_dir(spec) / "checkpoint.pt").exists()
+    result = runner.run_all([spec])[spec.name]
+    assert "resnet20-s0 resumed" in capsys.readouterr().err
+    assert result.summary["iterations"] == 6 and result.train_curve()[0] == [2, 4, 6]
+    lines = "\n".join(header(Context("degradation", runner, tmp_path / "out" / "degradation"), "t", "Fig. 6"))
+    assert f"- Data: `{data}`" in lines and "CIFAR-10 (JPEG q75 copy)" in lines and "not the paper's exact" in lines
