@@ -7,9 +7,18 @@ from reslab.cli import main
 
 
 def test_models_table_prints_paper_figures(capsys):
+    from reslab import paper
+    from reslab.models.table import COLUMNS
+
     assert main(["models", "resnet5*"]) == 0
-    out = capsys.readouterr().out
-    assert "resnet56" in out and "0.85" in out and "resnet50" in out and "3.8" in out
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == len(COLUMNS):
+            rows[cells[0]] = dict(zip(COLUMNS, cells))
+    assert float(rows["resnet56"]["paper params (M)"]) == paper.CIFAR_PARAMS_M[56]
+    assert float(rows["resnet50"]["paper GMACs"]) == paper.IMAGENET_GMACS[50]
+    assert abs(float(rows["resnet56"]["params (M)"]) - 0.853) < 1e-3
 
 
 def test_unknown_pattern_is_one_line_exit_2(capsys):

@@ -59,6 +59,9 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
         (["train", "--data", "synthetic", "--sync-bn"], "sync-bn needs"),
         (["train", "--data", "synthetic:64", "--batch-size", "128"], "batch size"),
         (["eval", "/no/such/checkpoint.pt"], "checkpoint not found"),
+        (["train", "--data", "synthetic", "--device", "tpu"], "unknown device"),
+        (["train", "--data", "synthetic", "--device", "cuda:7"], "no such CUDA device"),
+        (["train", "--data", "synthetic", "--seed", "-1"], "seed must be"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):

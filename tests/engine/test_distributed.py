@@ -1,5 +1,6 @@
 """torchrun: 2 CPU processes (gloo) train exactly what one process computes on the same global batches."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -84,3 +85,37 @@ def test_a_dead_rank_ends_the_job_with_an_error(tmp_path):
     )
     proc = torchrun(str(script), timeout=180)
     assert proc.returncode != 0
+
+
+def test_two_process_stop_and_resume_matches_straight(tmp_path):
+    """Exact resume under DDP too: the checkpoint carries the interval statistics summed over ranks."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from reslab.engine.config import TrainConfig
+        from reslab.engine.recipes import get_recipe
+        from reslab.engine.trainer import train
+
+        out, stop = sys.argv[1], int(sys.argv[2]) or None
+        cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=out, stop_at=stop,
+                          recipe=get_recipe("paper", iterations=4, batch_size=16), log_every=3, progress=False)
+        train(cfg, resume=True)
+    """)
+    )
+    for out, stop in (("straight", 0), ("split", 2), ("split", 0)):
+        proc = torchrun(str(script), str(tmp_path / out), str(stop))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    for k, v in straight["model"].items():
+        assert torch.equal(v, split["model"][k]), k
+    logged = [
+        [
+            json.loads(x)["train_error"]
+            for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+            if "train_error" in x
+        ]
+        for d in ("straight", "split")
+    ]
+    assert logged[0] == logged[1]  # the interval 1-3 spans the stop at 2

@@ -47,6 +47,8 @@ def test_onecycle_and_cosine_shapes():
 
 def test_epochs_override_iterations():
     assert get_recipe("paper", epochs=2).resolve_iterations(50_000) == 782  # ceil(2 * 50000 / 128)
+    # and an explicit iteration count beats a recipe defined in epochs
+    assert get_recipe("fast", iterations=10).resolve_iterations(50_000) == 10
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The training loop: outputs, exact resume, NaN stop, atomic checkpoints, configuration checks."""
 
+import dataclasses
 import json
 import os
 
@@ -58,10 +59,13 @@ def test_resume_refuses_a_different_configuration(tiny_config, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    train(tiny_config(stop_at=6))  # a good checkpoint at iteration 6
+    # Logging every 100 and evaluating never: the first boundary after the NaN is the checkpoint at 12, so it is
+    # the checkpoint's own check that must stop the run.
+    cfg = tiny_config(log_every=100, eval_every=100, checkpoint_every=6)
+    train(dataclasses.replace(cfg, stop_at=6))  # a good checkpoint at iteration 6
     ckpt = tmp_path / "run" / "checkpoint.pt"
     before = ckpt.read_bytes()
-    trainer = Trainer(tiny_config())
+    trainer = Trainer(cfg)
     real = trainer.criterion
 
     def poisoned(logits, y):  # NaN from iteration 8 on
@@ -73,6 +77,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
         trainer.fit(resume=True)
     assert ckpt.read_bytes() == before
     assert load_checkpoint(ckpt)["iteration"] == 6
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(tiny_config):
+    train(tiny_config())
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_config())
+
+
+def test_resume_survives_a_torn_metrics_line(tiny_config, tmp_path):
+    train(tiny_config(stop_at=6))
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 7, "train_lo')  # killed mid-write
+    assert train(tiny_config(), resume=True)["iterations"] == 12
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["iter"] <= 12 for line in lines)
 
 
 def test_atomic_save_leaves_the_old_checkpoint_when_writing_fails(tmp_path, monkeypatch):

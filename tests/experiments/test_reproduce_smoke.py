@@ -125,15 +125,15 @@ def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def _jpeg_tar(path: Path) -> Path:
-    """A tiny ImageFolder tar (4 train / 2 test JPEGs per class) whose name says 'jpeg', like the shared copy."""
+    """A tiny ImageFolder tar (4 train / 2 test JPEGs per CIFAR-10 class) named 'jpeg', like the shared copy."""
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w") as tar:
         for split, n in (("train", 4), ("test", 2)):
-            for c in range(10):
+            for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
                 for i in range(n):
                     buf = io.BytesIO()
                     Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG", quality=75)
-                    info = tarfile.TarInfo(f"{split}/class{c}/{i}.jpg")
+                    info = tarfile.TarInfo(f"{split}/{c}/{i}.jpg")
                     info.size = len(buf.getvalue())
                     tar.addfile(info, io.BytesIO(buf.getvalue()))
     return path

@@ -15,6 +15,7 @@ Pixels are scaled by 1/255; a constant input scale does not change a network who
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -22,9 +23,11 @@ import torch.nn.functional as F
 
 from reslab.errors import ConfigError
 
-# Large odd constants to mix (seed, epoch, batch) into one generator seed.
-_EPOCH_MIX = 1_000_003
-_BATCH_MIX = 7_919
+
+def _generator(*key: int) -> torch.Generator:
+    """A generator seeded by a hash of ``key``: no overflow for any seed, no collisions between (epoch, batch)."""
+    digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 def pixel_mean(images: torch.Tensor) -> torch.Tensor:
@@ -112,7 +115,7 @@ class BatchStream:
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order is None:
-            gen = torch.Generator().manual_seed(self.seed * _EPOCH_MIX + self.epoch)
+            gen = _generator(self.seed, self.epoch)
             self._order = torch.randperm(len(self.images), generator=gen).to(self.device)
         return self._order
 
@@ -124,7 +127,7 @@ class BatchStream:
             self.epoch, self.batch, self._order = self.epoch + 1, 0, None
         order = self._epoch_order()
         idx = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
-        gen = torch.Generator().manual_seed((self.seed * _EPOCH_MIX + self.epoch) * _BATCH_MIX + self.batch)
+        gen = _generator(self.seed, self.epoch, self.batch)
         self.batch += 1
         x = normalize(self.images[idx], self.mean)
         if self.augment:

@@ -232,7 +232,7 @@ class _Decoder:
             raise DataError(
                 f"image {name} in {self.where} is {array.shape[1]}x{array.shape[0]} but earlier images are"
                 f" {self.hw[1]}x{self.hw[0]};"
-                " pass --image-size to resize all images"
+                " resize them to one size first, or load them with image_size=S"
             )
         return array
 

@@ -22,7 +22,7 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -65,7 +65,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", type=_bool, default=True)
     p.add_argument("--no-augment", action="store_true", help="no pad/crop/flip")
     p.add_argument("--eval-every", type=int, default=0, help="iterations between evaluations (0: about 20 per run)")
-    p.add_argument("--log-every", type=_positive_int, default=50)
+    p.add_argument("--log-every", type=positive_int, default=50)
     p.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints (0: at evaluations)")
     p.add_argument("--sync-bn", action="store_true", help="synchronised BN across processes (CUDA under torchrun)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (did not help on our CPU)")

@@ -8,12 +8,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-import torch
-
+from reslab.engine.precision import resolve_device
 from reslab.engine.recipes import PAPER, Recipe
 from reslab.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Fields that may differ between a checkpointed run and the command that continues or reuses it: where and how
+# often it reports, not what it computes. (``log_every`` is not here: the paper's warm-up rule reads whole
+# logging intervals.)
+RESUME_IGNORED = frozenset({"stop_at", "progress", "out", "eval_every", "checkpoint_every", "device", "data_dir"})
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,9 @@ class TrainConfig:
         self.recipe.validate()
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but no CUDA device is available")
+        resolve_device(self.device)  # raises ConfigError for a bad or unavailable device
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
         for name in ("eval_every", "checkpoint_every", "val_split"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

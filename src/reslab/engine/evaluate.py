@@ -83,6 +83,9 @@ def evaluate_checkpoint(
     classes = list(state["classes"])
     if list(ds.classes) != classes:
         raise DataError(f"the data's classes {ds.classes[:4]}... differ from the checkpoint's {classes[:4]}...")
+    if ds.test_images.shape[1:] != state["mean"].shape:
+        raise DataError(f"the data's images are {list(ds.test_images.shape[1:])}, the checkpoint was trained on "
+                        f"{list(state['mean'].shape)}")  # fmt: skip
     dev = resolve_device(device)
     model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
     model.load_state_dict(state["model"])

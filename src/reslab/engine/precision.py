@@ -15,7 +15,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 autocast is then about 2x fp32 for these convnets (measured, README)."""
+    """AVX-512 BF16 or AMX: bf16 autocast is then faster than fp32 for these convnets (benchmarks/)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -24,8 +24,16 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else, or CUDA where there is none, is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available() or int(index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for, but this machine has no such CUDA device")
     return torch.device(name)
 
 

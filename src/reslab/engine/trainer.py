@@ -20,8 +20,8 @@ from torch import nn
 from reslab.data.batches import BatchStream, pixel_mean
 from reslab.data.dataset import ImageDataset, holdout_split, load_dataset
 from reslab.engine import distributed as D
-from reslab.engine.checkpoint import load_checkpoint, save_atomic
-from reslab.engine.config import TrainConfig
+from reslab.engine.checkpoint import load_checkpoint, save_atomic, write_text_atomic
+from reslab.engine.config import RESUME_IGNORED, TrainConfig
 from reslab.engine.evaluate import evaluate
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.recipes import PaperWarmup, build_optimizer, scheduled_lr
@@ -53,6 +53,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # the model's initial weights
 
         ds = dataset if dataset is not None else load_dataset(config.data, config.data_dir, strict=config.strict_data)
+        self.full_test = (ds.test_images, ds.test_labels)  # the test set, also when test_* below is a validation set
         self.dataset = holdout_split(ds, config.val_split) if config.val_split else ds
         self.model = self._build_model()
         self.mean = pixel_mean(self.dataset.train_images)
@@ -89,10 +90,12 @@ class Trainer:
         return model
 
     def _depth(self) -> int:
+        """Depth for the paper's warm-up rule, which is a CIFAR rule (Sec. 4.2): 0 for the ImageNet family."""
         try:
-            return model_spec(self.cfg.model).depth
+            spec = model_spec(self.cfg.model)
+            return spec.depth if spec.family == "cifar" else 0
         except ReslabError:  # a generic builder: the depth is a keyword
-            return int(self.cfg.model_kwargs.get("depth", 0))
+            return int(self.cfg.model_kwargs.get("depth", 0)) if self.cfg.model.startswith("cifar") else 0
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net = model
@@ -113,7 +116,7 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "warmup": self.warmup.state_dict(),
             "iteration": self.iteration,
-            "interval_stats": self.stats.cpu(),
+            "interval_stats": self._reduced_stats().cpu(),
             "train_seconds": self.train_seconds,
             "rng_cpu": torch.get_rng_state(),
             "mean": self.mean,
@@ -127,13 +130,22 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         self.warmup.load_state_dict(state["warmup"])
         self.iteration = int(state["iteration"])
-        self.stats = state["interval_stats"].to(self.device)
+        # The saved statistics are summed over ranks: rank 0 carries them on, the others start from zero.
+        self.stats = state["interval_stats"].to(self.device) * float(self.dist.is_main)
         self.train_seconds = float(state["train_seconds"])
         torch.set_rng_state(state["rng_cpu"])
 
+    def _reduced_stats(self) -> torch.Tensor:
+        return D.all_reduce_sum(self.stats.clone())
+
     def save_checkpoint(self) -> None:
+        # A finite loss does not prove finite weights: the last step's update may have overflowed.
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDiverged(f"weights became NaN/Inf before iteration {self.iteration}; stopped, and the "
+                                   f"last good checkpoint ({self.out / CHECKPOINT}) is untouched")  # fmt: skip
+        state = self.state_dict()  # every rank joins the statistics' all-reduce inside
         if self.dist.is_main:
-            save_atomic(self.state_dict(), self.out / CHECKPOINT)
+            save_atomic(state, self.out / CHECKPOINT)
 
     def resume(self) -> bool:
         """Continue from ``out/checkpoint.pt`` if it exists; the run's configuration must be the same."""
@@ -142,8 +154,7 @@ class Trainer:
             return False
         state = load_checkpoint(path)
         saved = TrainConfig.from_dict(state["config"])
-        ignore = {"stop_at", "progress", "out", "eval_every", "checkpoint_every", "log_every"}
-        diff = [k for k, v in saved.to_dict().items() if k not in ignore and self.cfg.to_dict()[k] != v]
+        diff = [k for k, v in saved.to_dict().items() if k not in RESUME_IGNORED and self.cfg.to_dict()[k] != v]
         if diff:
             raise ConfigError(f"cannot resume {path}: it was trained with a different {diff[0]!r}")
         self.load_state_dict(state)
@@ -170,13 +181,15 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to the end (or to ``stop_at``) and return the summary (empty if stopped early)."""
+        if not resume and (self.out / CHECKPOINT).exists():
+            raise ConfigError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
         if resume and self.resume():
             self._log(f"resumed from iteration {self.iteration}")
         self._start_run_dir(resumed=self.iteration > 0)
         stop = min(self.total, self.cfg.stop_at or self.total)
         bar = self._progress(stop)
         wall0, tick = time.perf_counter(), time.perf_counter()
-        interval_seconds = 0.0
+        interval_seconds, train0 = 0.0, self.train_seconds
         self.net.train()
         while self.iteration < stop:
             lr = self._set_lr()
@@ -205,14 +218,17 @@ class Trainer:
             tick = time.perf_counter()
         if bar is not None:
             bar.close()
-        return self._finish(time.perf_counter() - wall0) if self.iteration == self.total else {}
+        if self.iteration < self.total:
+            return {}
+        wall = time.perf_counter() - wall0
+        return self._finish(wall, overhead=1 - (self.train_seconds - train0) / max(wall, 1e-9))
 
     def _checked_totals(self) -> list[float]:
         """This interval's (loss sum, wrong, seen) over all ranks; stops the run if the loss is not finite.
 
         Checkpoints are only written after this check, so a diverged run never overwrites its last good checkpoint.
         """
-        totals = D.all_reduce_sum(self.stats.clone()).tolist()
+        totals = self._reduced_stats().tolist()
         if not math.isfinite(totals[0]):
             raise TrainingDiverged(
                 f"loss became {totals[0]} before iteration {self.iteration}; stopped, and the last good checkpoint "
@@ -246,13 +262,16 @@ class Trainer:
                              "top5_error": result["top5_error"], "loss": result["loss"]})  # fmt: skip
         self._log(f"iter {self.iteration}/{self.total}: {split} error {result['error']:.2f}%")
 
-    def _finish(self, wall_seconds: float) -> dict[str, Any]:
+    def _finish(self, wall_seconds: float, overhead: float) -> dict[str, Any]:
+        """Final evaluation and summary.json; ``overhead`` is the share of this session's wall-clock spent outside
+        training steps (evaluation, logging, checkpoints), the final evaluation excluded."""
         summary: dict[str, Any] = {}
         if self.dist.is_main:
             summary = self.final_evaluation()
             summary.update(iterations=self.total, train_seconds=self.train_seconds, wall_seconds=wall_seconds,
+                           overhead_fraction=overhead,
                            precision=self.precision, device=str(self.device), world_size=self.dist.world)  # fmt: skip
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             self._log(f"done: {json.dumps({k: v for k, v in summary.items() if 'error' in k})}")
         return summary
 
@@ -261,9 +280,8 @@ class Trainer:
         flip TTA. The test set is never used for any choice during training."""
         out: dict[str, Any] = {"dataset": self.dataset.name}
         splits = {"val" if self.cfg.val_split else "test": (self.dataset.test_images, self.dataset.test_labels)}
-        if self.cfg.val_split and self.cfg.data:
-            full = load_dataset(self.cfg.data, self.cfg.data_dir, strict=self.cfg.strict_data)
-            splits["test"] = (full.test_images, full.test_labels)
+        if self.cfg.val_split:
+            splits["test"] = self.full_test
         for split, (images, labels) in splits.items():
             plain = self._eval_split(images, labels, tta=False)
             flip = self._eval_split(images, labels, tta=True)
@@ -277,15 +295,18 @@ class Trainer:
     def _start_run_dir(self, resumed: bool) -> None:
         if not self.dist.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run folder {self.out}: {e.strerror}") from e
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "iterations": self.total,
                 "precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
                 "dataset": self.dataset.name, "train_images": len(self.dataset.train_labels), **run_info()}  # fmt: skip
-        (self.out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_text_atomic(self.out / "config.json", json.dumps(info, indent=2) + "\n")
         metrics = self.out / "metrics.jsonl"
         if resumed and metrics.exists():  # drop what was logged after the checkpoint we resume from
-            keep = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["iter"] <= self.iteration]
-            metrics.write_text("".join(ln + "\n" for ln in keep))
+            keep = [ln for ln in metrics.read_text().splitlines() if _logged_iter(ln) <= self.iteration]
+            write_text_atomic(metrics, "".join(ln + "\n" for ln in keep))
         elif metrics.exists():
             metrics.unlink()
 
@@ -304,6 +325,14 @@ class Trainer:
     def _log(self, message: str) -> None:
         if self.dist.is_main and self.cfg.progress:
             print(f"[reslab] {message}", file=sys.stderr, flush=True)
+
+
+def _logged_iter(line: str) -> float:
+    """The iteration of a metrics.jsonl line; a line torn by a kill counts as never written."""
+    try:
+        return json.loads(line)["iter"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False) -> dict[str, Any]:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.engine.cli import positive_int
 from reslab.experiments import EXPERIMENTS
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +20,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/report.md")
     p.add_argument("--budget", default="cpu", help="smoke (seconds, CI), cpu (2-core laptop, ~2 h for degradation) "
                    "or paper (the paper's 64k iterations; for a GPU); default cpu")  # fmt: skip
-    p.add_argument("--seeds", type=_positive_int, default=1, help="train seeds 0..K-1 of every run (default 1)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run (default 1)")
     p.add_argument("--with-1202", action="store_true", help="depth: also ResNet-1202 (Table 6; very long)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="only the per-run progress lines, no per-run training log")

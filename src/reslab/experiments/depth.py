@@ -11,13 +11,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
 from reslab import paper
 from reslab.experiments.report import best_mean_std, markdown_table, mean_std, write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
-from reslab.models import complexity, create_model
+from reslab.models import model_complexity
 
 
 def depths(ctx: Context) -> tuple[int, ...]:
@@ -31,9 +30,7 @@ def specs(ctx: Context) -> list[RunSpec]:
 
 
 def params_m(model: str) -> float:
-    with torch.device("meta"):  # counting needs no weights
-        net = create_model(model)
-    return complexity(net, (3, 32, 32))["params"] / 1e6
+    return model_complexity(model)["params"] / 1e6
 
 
 def paper_error(depth: int) -> str:

@@ -13,12 +13,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reslab.experiments.degradation import TAIL
 from reslab.experiments.report import Curve, best_mean_std, curves_figure, markdown_table, write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
-from reslab.models import complexity, create_model
+from reslab.models import model_complexity
 
 DEPTHS = (20, 56)
 KINDS = {"plain": "plain", "resnet": "ResNet", "highway": "highway"}
@@ -30,8 +28,7 @@ def specs(ctx: Context) -> list[RunSpec]:
 
 
 def params(model: str) -> int:
-    with torch.device("meta"):  # counting needs no weights
-        return complexity(create_model(model), (3, 32, 32))["params"]
+    return model_complexity(model)["params"]
 
 
 def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:

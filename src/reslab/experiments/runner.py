@@ -19,15 +19,15 @@ from typing import Any
 import torch
 
 from reslab.data.dataset import ImageDataset, load_dataset
-from reslab.engine.config import TrainConfig
+from reslab.engine.config import RESUME_IGNORED, TrainConfig
 from reslab.engine.recipes import Recipe, get_recipe
 from reslab.engine.trainer import CHECKPOINT, train
 from reslab.errors import ConfigError, ReslabError
 from reslab.models import model_spec
 
-# Keys that may differ between a finished run and the configuration asked for now: Trainer.resume()'s, plus where
-# it ran and where the data cache lives, which do not change what was trained.
-_VOLATILE = {"stop_at", "progress", "out", "eval_every", "checkpoint_every", "log_every", "device", "data_dir"}
+# Keys that may differ between a finished run and the configuration asked for now: those a resume ignores, and the
+# logging cadence, which cannot matter to a run that is already finished.
+_VOLATILE = RESUME_IGNORED | {"log_every"}
 
 
 @dataclass(frozen=True)

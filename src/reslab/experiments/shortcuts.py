@@ -11,12 +11,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reslab import paper
 from reslab.experiments.report import best_mean_std, markdown_table, write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
-from reslab.models import complexity, create_model
+from reslab.models import model_complexity
 
 MODELS = ("resnet32", "resnet56")
 OPTIONS = ("A", "B", "C")
@@ -35,9 +33,7 @@ def specs(ctx: Context) -> list[RunSpec]:
 
 
 def params(model: str, option: str) -> int:
-    with torch.device("meta"):  # counting needs no weights
-        net = create_model(model, shortcut=option)
-    return complexity(net, (3, 32, 32))["params"]
+    return model_complexity(model, shortcut=option)["params"]
 
 
 def rows(ctx: Context, results: dict[str, RunResult]) -> list[dict[str, Any]]:

@@ -9,18 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reslab import paper
 from reslab.experiments.report import markdown_table, write_report, write_results
 from reslab.experiments.runner import Context
-from reslab.models import complexity, create_model, list_models, model_spec
+from reslab.models import list_models, model_complexity, model_spec
 
 
 def count(name: str) -> dict[str, Any]:
     spec = model_spec(name)
-    with torch.device("meta"):  # shapes are enough to count: no weights, no arithmetic
-        c = complexity(create_model(name), spec.input_size)
+    c = model_complexity(name)
     return {"model": name, "family": spec.family, "depth": spec.depth,
             "input": f"{spec.input_size[1]}x{spec.input_size[2]}", "params (M)": round(c["params"] / 1e6, 3),
             "GMACs": round(c["macs"] / 1e9, 3)}  # fmt: skip
@@ -44,7 +41,7 @@ def run(ctx: Context) -> Path:
         "## Table 1: ImageNet networks (224x224)\n\n" + markdown_table(
             imagenet, ["model", "depth", "params (M)", "GMACs", "paper GMACs (Table 1)"]),
         "GMACs = billions of multiply-adds (the paper's \"FLOPs\"): `torch.utils.flop_counter` FLOPs / 2, "
-        "convolutions and the FC layer only. The paper gives FLOPs only for the plain nets it trained (18/34). "
+        "convolutions and the FC layer only. Of the plain nets, the paper gives FLOPs only for plain-18/34. "
         "The bottleneck nets put the stride-2 on the first 1x1 as the paper does.",
         "## Table 6: CIFAR-10 ResNets (32x32)\n\n" + markdown_table(
             cifar, ["model", "depth", "params (M)", "paper params (M) (Table 6)", "GMACs"]),

@@ -1,7 +1,7 @@
 """Every network of the paper, behind one registry."""
 
 from reslab.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, Unit, ZeroPadShortcut
-from reslab.models.complexity import complexity
+from reslab.models.complexity import complexity, model_complexity
 from reslab.models.registry import ModelSpec, create_model, list_models, model_spec
 from reslab.models.resnet import ResNet
 
@@ -17,5 +17,6 @@ __all__ = [
     "complexity",
     "create_model",
     "list_models",
+    "model_complexity",
     "model_spec",
 ]

@@ -23,6 +23,8 @@ so that torchvision state dicts load unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,13 +84,26 @@ def make_shortcut(option: str, in_ch: int, out_ch: int, stride: int, *, with_bn:
     return nn.Sequential(*layers)
 
 
+def bottleneck_strides(stride: int, stride_in_1x1: bool) -> tuple[int, int]:
+    """(stride of the first 1x1, stride of the 3x3): the paper strides the 1x1, torchvision's v1.5 the 3x3."""
+    return (stride, 1) if stride_in_1x1 else (1, stride)
+
+
 class Unit(nn.Module):
     """What every unit shares: the shortcut, the optional highway gate, and the merge of ``F(x)`` with ``x``."""
 
     expansion = 1
     preact = False
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, shortcut: str, mode: str, gate_bias: float) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        shortcut: str = "B",
+        mode: str = "residual",
+        gate_bias: float = -1.0,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ModelError(f"unknown unit mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -122,11 +137,8 @@ class Unit(nn.Module):
 class BasicBlock(Unit):
     """Two 3x3 convolutions (Fig. 2 / Fig. 5 left), used by the CIFAR nets and ResNet-18/34."""
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, shortcut: str = "B", mode: str = "residual",
-        gate_bias: float = -1.0, stride_in_1x1: bool = True,
-    ) -> None:  # fmt: skip
-        super().__init__(in_ch, out_ch, stride, shortcut, mode, gate_bias)
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+        super().__init__(in_ch, out_ch, stride, **unit)
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = conv3x3(out_ch, out_ch)
@@ -152,13 +164,9 @@ class Bottleneck(Unit):
 
     expansion = 4
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, shortcut: str = "B", mode: str = "residual",
-        gate_bias: float = -1.0, stride_in_1x1: bool = True,
-    ) -> None:  # fmt: skip
-        super().__init__(in_ch, out_ch, stride, shortcut, mode, gate_bias)
-        width = out_ch // self.expansion
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+        super().__init__(in_ch, out_ch, stride, **unit)
+        width, (s1, s3) = out_ch // self.expansion, bottleneck_strides(stride, stride_in_1x1)
         self.conv1 = conv1x1(in_ch, width, s1)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, s3)
@@ -184,11 +192,8 @@ class PreActBasicBlock(Unit):
 
     preact = True
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, shortcut: str = "B", mode: str = "residual",
-        gate_bias: float = -1.0, stride_in_1x1: bool = True,
-    ) -> None:  # fmt: skip
-        super().__init__(in_ch, out_ch, stride, shortcut, mode, gate_bias)
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+        super().__init__(in_ch, out_ch, stride, **unit)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn2 = nn.BatchNorm2d(out_ch)
@@ -206,13 +211,9 @@ class PreActBottleneck(Unit):
     expansion = 4
     preact = True
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, shortcut: str = "B", mode: str = "residual",
-        gate_bias: float = -1.0, stride_in_1x1: bool = True,
-    ) -> None:  # fmt: skip
-        super().__init__(in_ch, out_ch, stride, shortcut, mode, gate_bias)
-        width = out_ch // self.expansion
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+        super().__init__(in_ch, out_ch, stride, **unit)
+        width, (s1, s3) = out_ch // self.expansion, bottleneck_strides(stride, stride_in_1x1)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv1x1(in_ch, width, s1)
         self.bn2 = nn.BatchNorm2d(width)

@@ -42,7 +42,7 @@ def cifar_resnet(depth: int = 20, *, num_classes: int = 10, shortcut: str = "A",
 
 
 def cifar_preact_resnet(depth: int = 164, *, bottleneck: bool = True, num_classes: int = 10,
-                        shortcut: str = "B", **kwargs: Any) -> ResNet:  # fmt: skip
+                        shortcut: str = "B", residual: bool = True, **kwargs: Any) -> ResNet:  # fmt: skip
     """Pre-activation CIFAR ResNets (*Identity Mappings in Deep Residual Networks*, He et al. 2016).
 
     Basic units give depth 6n+2 (ResNet-110); bottleneck units (output 64/128/256) give 9n+2 (ResNet-164, 1001).
@@ -51,7 +51,9 @@ def cifar_preact_resnet(depth: int = 164, *, bottleneck: bool = True, num_classe
     """
     block = PreActBottleneck if bottleneck else PreActBasicBlock
     n = _units_per_stage(depth, 3 if bottleneck else 2)
-    return ResNet(block, [n] * 3, CIFAR_WIDTHS, stem="cifar", num_classes=num_classes, shortcut=shortcut, **kwargs)
+    mode = kwargs.pop("mode", None) or ("residual" if residual else "plain")
+    return ResNet(block, [n] * 3, CIFAR_WIDTHS, stem="cifar", num_classes=num_classes, shortcut=shortcut, mode=mode,
+                  **kwargs)  # fmt: skip
 
 
 register_builder("cifar_resnet", cifar_resnet)

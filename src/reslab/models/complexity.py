@@ -27,3 +27,13 @@ def complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> d
     finally:
         model.train(was_training)
     return {"params": params, "macs": counter.get_total_flops() // 2}
+
+
+def model_complexity(name: str, input_size: Sequence[int] | None = None, **kwargs: object) -> dict[str, int]:
+    """`complexity` of a registered model, built on the meta device: shapes only, so no memory and no arithmetic
+    (ResNet-1202 counts in a second). ``input_size`` defaults to the family's (32x32 CIFAR, 224x224 ImageNet)."""
+    from reslab.models.registry import create_model, model_spec  # the registry imports the families
+
+    size = input_size or model_spec(name).input_size
+    with torch.device("meta"):
+        return complexity(create_model(name, **kwargs), size)

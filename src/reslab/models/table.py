@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from reslab.errors import ModelError
-from reslab.models.complexity import complexity
-from reslab.models.registry import create_model, list_models, model_spec
+from reslab.models.complexity import model_complexity
+from reslab.models.registry import list_models, model_spec
 
 COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs")
 
@@ -17,7 +17,7 @@ def model_rows(pattern: str | None = None) -> list[dict[str, object]]:
     rows = []
     for name in names:
         spec = model_spec(name)
-        c = complexity(create_model(name), spec.input_size)
+        c = model_complexity(name)
         rows.append(
             {
                 "model": name,
