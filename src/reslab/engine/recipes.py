@@ -78,7 +78,7 @@ class Recipe:
 # iterations, and terminate training at 64k iterations ... weight decay of 0.0001 and momentum of 0.9".
 PAPER = Recipe(name="paper")
 
-# A short one-cycle schedule for a 2-core CPU (~30 min for ResNet-20 at the ~600-650 img/s measured here). Its
+# A short one-cycle schedule meant to take about 30 min for ResNet-20 on a 2-core CPU (README: throughput). Its
 # choices follow common short-schedule practice (one-cycle, Nesterov, label smoothing, no decay on BN, flip TTA);
 # they are not yet tuned by measurement against the paper recipe on the same data (README, Status).
 FAST = Recipe(
