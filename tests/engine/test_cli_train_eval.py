@@ -24,6 +24,17 @@ def test_train_then_eval(tmp_path, capsys):
     assert "top-1 error" in capsys.readouterr().out
 
 
+def test_optional_recipe_fields_take_none(tmp_path, capsys):
+    out = tmp_path / "run"
+    # the paper's warm-up rule for every depth, then cleared again: `none` resets an optional field
+    assert main(["train", *TINY, "--out", str(out), "--paper-warmup-min-depth", "none", "--epochs", "none"]) == 0
+    recipe = json.loads((out / "config.json").read_text())["config"]["recipe"]
+    assert recipe["paper_warmup_min_depth"] is None and recipe["iterations"] == 6
+    assert main(["train", *TINY, "--out", str(tmp_path / "r2"), "--paper-warmup-min-depth", "20"]) == 0
+    recipe = json.loads((tmp_path / "r2" / "config.json").read_text())["config"]["recipe"]
+    assert recipe["paper_warmup_min_depth"] == 20
+
+
 def test_train_on_an_image_folder_tar(tmp_path, capsys):
     import io
     import tarfile
@@ -62,6 +73,8 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
         (["train", "--data", "synthetic", "--device", "tpu"], "unknown device"),
         (["train", "--data", "synthetic", "--device", "cuda:7"], "no such CUDA device"),
         (["train", "--data", "synthetic", "--seed", "-1"], "seed must be"),
+        (["train", "--data", "synthetic", "--paper-warmup-min-depth", "1.5"], "invalid int or none value"),
+        (["train", "--data", "synthetic", "--nesterov", "maybe"], "expected true/false"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):

@@ -45,6 +45,18 @@ def test_onecycle_and_cosine_shapes():
     assert scheduled_lr(cos, 0, total) == pytest.approx(0.1) and scheduled_lr(cos, 500, total) == pytest.approx(0.05)
 
 
+def test_linear_warmup_then_step_schedule():
+    r = get_recipe("paper", iterations=2000, warmup_fraction=0.05)  # the cpu budget of `reslab reproduce`
+    assert scheduled_lr(r, 0, 2000) == pytest.approx(0.1 / 100)
+    assert scheduled_lr(r, 49, 2000) == pytest.approx(0.05)
+    assert scheduled_lr(r, 99, 2000) == pytest.approx(0.1)
+    assert scheduled_lr(r, 999, 2000) == pytest.approx(0.1)
+    assert scheduled_lr(r, 1000, 2000) == pytest.approx(0.01)
+    assert scheduled_lr(r, 1500, 2000) == pytest.approx(0.001)
+    # without a warm-up the paper schedule starts at full lr
+    assert scheduled_lr(get_recipe("paper"), 0, 64_000) == pytest.approx(0.1)
+
+
 def test_epochs_override_iterations():
     assert get_recipe("paper", epochs=2).resolve_iterations(50_000) == 782  # ceil(2 * 50000 / 128)
     # and an explicit iteration count beats a recipe defined in epochs

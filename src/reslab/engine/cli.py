@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import fields
+import typing
+from collections.abc import Callable
+from dataclasses import fields, replace
 from typing import Any
 
 from reslab.engine.recipes import RECIPES, Recipe, get_recipe
@@ -36,15 +38,31 @@ def _milestones(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions such as 0.5,0.75, got {text!r}") from e
 
 
-def _type_of(f: Any) -> Any:
-    kind = str(f.type)
-    if "bool" in kind:
-        return _bool
-    if "int" in kind and "float" not in kind:
-        return int
-    if "float" in kind:
-        return float
-    return str
+class _Unset:
+    """What ``--flag none`` parses to: clear an optional recipe field (``None`` itself means "flag not given")."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+_NONE = _Unset()
+
+
+def _type_of(name: str) -> Callable[[str], Any]:
+    """The parser of one recipe field, from its resolved type hint; optional fields also take ``none``."""
+    hint = typing.get_type_hints(Recipe)[name]
+    members = typing.get_args(hint) or (hint,)
+    optional = type(None) in members
+    base = next(m for m in members if m is not type(None))
+    convert: Callable[[str], Any] = {bool: _bool, int: int, float: float}.get(base, str)
+    if not optional:
+        return convert
+
+    def parse(text: str) -> Any:
+        return _NONE if text.lower() == "none" else convert(text)
+
+    parse.__name__ = f"{getattr(base, '__name__', 'value')} or none"  # argparse names the type in its error
+    return parse
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,8 +89,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (did not help on our CPU)")
     p.add_argument("--shortcut", choices=["A", "B", "C"], default=None, help="override the model's shortcut option")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
-    for name, f in _RECIPE_FLAGS.items():
-        g.add_argument(f"--{name.replace('_', '-')}", dest=f"r_{name}", type=_type_of(f), default=None)
+    for name in _RECIPE_FLAGS:
+        g.add_argument(f"--{name.replace('_', '-')}", dest=f"r_{name}", type=_type_of(name), default=None)
     g.add_argument("--milestones", dest="r_milestones", type=_milestones, default=None,
                    help="step schedule: fractions of the run, e.g. 0.5,0.75")  # fmt: skip
     p.set_defaults(func=run_train)
@@ -96,7 +114,11 @@ def run_train(args: argparse.Namespace) -> int:
     from reslab.engine.trainer import train
 
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_") and v is not None}
-    recipe = get_recipe(args.recipe, **overrides)
+    cleared = {k: None for k, v in overrides.items() if v is _NONE}
+    recipe = get_recipe(args.recipe, **{k: v for k, v in overrides.items() if k not in cleared})
+    if cleared:
+        recipe = replace(recipe, **cleared)
+        recipe.validate()
     out = args.out or os.path.join("runs", f"{args.model}-{args.recipe}-s{args.seed}")
     config = TrainConfig(
         model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, data=args.data,

@@ -39,7 +39,7 @@ class Recipe:
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
-    warmup_fraction: float = 0.0  # linear warm-up, for cosine / onecycle
+    warmup_fraction: float = 0.0  # linear warm-up from 0 over this fraction of the run (any schedule)
     final_lr_fraction: float = 0.0  # where cosine / onecycle end, as a fraction of lr
     # The paper's rule for 110 layers and deeper (Sec. 4.2): lr 0.01 until training error < 80%, then lr.
     paper_warmup_min_depth: int | None = 110
@@ -118,11 +118,11 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
 def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:
     """The learning rate for iteration ``it`` (0-based) of ``total``, before any paper warm-up override."""
     frac = it / total
+    if recipe.warmup_fraction and frac < recipe.warmup_fraction:
+        return recipe.lr * (it + 1) / (recipe.warmup_fraction * total)
     if recipe.schedule == "step":
         return recipe.lr * recipe.gamma ** sum(frac >= m for m in recipe.milestones)
     floor = recipe.lr * recipe.final_lr_fraction
-    if recipe.warmup_fraction and frac < recipe.warmup_fraction:
-        return recipe.lr * (it + 1) / (recipe.warmup_fraction * total)
     decay = (frac - recipe.warmup_fraction) / (1 - recipe.warmup_fraction)
     if recipe.schedule == "cosine":
         return floor + (recipe.lr - floor) * 0.5 * (1 + math.cos(math.pi * decay))

@@ -150,9 +150,12 @@ class Trainer:
     def resume(self) -> bool:
         """Continue from ``out/checkpoint.pt`` if it exists; the run's configuration must be the same."""
         path = self.out / CHECKPOINT
-        if not path.exists():
+        # Only rank 0 writes checkpoints, so only rank 0 is sure to see one (the ranks need not share a filesystem):
+        # it reads the file and sends the state to the others. The state came through weights_only loading.
+        state = load_checkpoint(path) if self.dist.is_main and path.exists() else None
+        state = D.broadcast_from_main(state)
+        if state is None:
             return False
-        state = load_checkpoint(path)
         saved = TrainConfig.from_dict(state["config"])
         diff = [k for k, v in saved.to_dict().items() if k not in RESUME_IGNORED and self.cfg.to_dict()[k] != v]
         if diff:

@@ -127,8 +127,10 @@ def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (),
     ]
     if runs:
         seconds = sum(r.summary.get("train_seconds", 0.0) for r in runs)
-        lines.append(f"- Training time of the {len(runs)} runs (`train_seconds` of their summary.json, evaluations "
-                     f"excluded): {seconds / 60:.1f} min")  # fmt: skip
+        wall = sum(r.summary.get("wall_seconds", 0.0) for r in runs)
+        lines.append(f"- Time of the {len(runs)} runs, whichever command trained them (their summary.json): "
+                     f"{wall / 60:.1f} min wall-clock (`wall_seconds`: training, evaluations, checkpoints), of "
+                     f"which {seconds / 60:.1f} min training steps (`train_seconds`)")  # fmt: skip
     return [*lines, ""]
 
 

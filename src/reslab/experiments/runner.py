@@ -42,10 +42,12 @@ class Budget:
     train_subset: int | None = None  # None: the whole training set
     test_subset: int | None = None
     val_split: int = 5000  # held-out training images for experiments that choose anything (Table 6: 45k/5k)
+    warmup_fraction: float = 0.0  # linear lr warm-up (the cpu budget's one deviation from the paper's schedule)
     note: str = ""
 
     def recipe(self) -> Recipe:
-        return get_recipe("paper", iterations=self.iterations, batch_size=self.batch_size)
+        return get_recipe("paper", iterations=self.iterations, batch_size=self.batch_size,
+                          warmup_fraction=self.warmup_fraction)  # fmt: skip
 
 
 BUDGETS = {
@@ -53,10 +55,22 @@ BUDGETS = {
                     test_subset=128, val_split=64,
                     note="smoke budget: a few iterations on a tiny subset, to test the pipeline; the errors mean "
                     "nothing."),
-    # 1600 iterations of the 8 Fig. 6 nets take ~75 min on 2 cores (bf16); 8 test evaluations add ~10 min.
-    "cpu": Budget("cpu", iterations=1600, batch_size=128, eval_every=200, log_every=20,
-                  note="cpu budget: 1600 iterations (~4 epochs) per run with the paper's lr schedule compressed into "
-                  "them: the numbers are far from converged and far above the paper's."),
+    # 2000 iterations of the 8 Fig. 6 nets take ~90 min on 2 cores (bf16); 8 test evaluations per run add ~10 min.
+    # Why half the training set: in 2000 iterations the whole set is seen ~5 times, too early for depth to pay off
+    # (measured, 2026-11-23: ResNet-56 ended ~1 point above ResNet-20 in training error, still catching up). On 25k
+    # images the same iterations are ~10 epochs, closer to the paper's many-epoch regime (164 epochs) where Fig. 6's
+    # training curves live; the test set stays whole.
+    # Why the warm-up: at lr 0.1 from the first step, ResNet-56 blows up (loss ~10 within 5 steps) and sits at chance
+    # for ~300 iterations (measured, 2026-11-23). Over the paper's 64k iterations that is noise; in a 2000-iteration
+    # budget it is a sixth of the run and decides the comparison. The paper's own remedy for ResNet-110 (Sec. 4.2) is
+    # a low-lr warm-up; a 100-iteration linear warm-up for every net (plain twins included) is the compressed form.
+    "cpu": Budget("cpu", iterations=2000, batch_size=128, eval_every=250, log_every=20, train_subset=25_000,
+                  warmup_fraction=0.05,
+                  note="cpu budget: 2000 iterations per run on a random half of the training set (25k images, ~10 "
+                  "epochs; the test set is whole) with the paper's lr schedule compressed into them (lr /10 at 50% "
+                  "and 75%) after a 100-iteration linear warm-up (not in the paper: at lr 0.1 from step one "
+                  "ResNet-56 stalls at chance for ~300 iterations); the numbers are far from converged and far "
+                  "above the paper's."),
     "paper": Budget("paper", iterations=None, batch_size=128, eval_every=1000, log_every=100,
                     note="paper budget: the paper's recipe exactly (Sec. 4.2: 64k iterations, batch 128, lr 0.1 "
                     "divided by 10 at 32k and 48k, warm-up at lr 0.01 for 110+ layers)."),
