@@ -13,7 +13,7 @@ from typing import Any
 from reslab.engine.recipes import RECIPES, Recipe, get_recipe
 
 # Recipe fields that the command line can override, with their parsers (name -> --flag-name).
-_RECIPE_FLAGS = {f.name: f for f in fields(Recipe) if f.name not in ("name", "extra", "milestones")}
+_RECIPE_FLAGS = tuple(f.name for f in fields(Recipe) if f.name not in ("name", "extra", "milestones"))
 
 
 def _bool(text: str) -> bool:

@@ -18,7 +18,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
                    help="'cifar10' (downloaded), an ImageFolder folder or .tar, or 'synthetic[:N]'")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="download/cache folder (default $RESLAB_DATA or ~/.cache/reslab)")
     p.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/report.md")
-    p.add_argument("--budget", default="cpu", help="smoke (seconds, CI), cpu (2-core laptop: degradation about 1.8 h "
+    p.add_argument("--budget", default="cpu", help="smoke (seconds, CI), cpu (2-core laptop: degradation about 1.9 h "
                    "here) or paper (the paper's 64k iterations; for a GPU); default cpu")  # fmt: skip
     p.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run (default 1)")
     p.add_argument("--with-1202", action="store_true", help="depth: also ResNet-1202 (Table 6; very long)")
