@@ -22,6 +22,15 @@ def test_train_then_eval(tmp_path, capsys):
     assert result["error"] == pytest.approx(summary["test_error"])
     assert main(["eval", str(out / "checkpoint.pt"), "--tta"]) == 0
     assert "top-1 error" in capsys.readouterr().out
+    assert main(["eval", str(out / "checkpoint.pt"), "--tta", "--tta-shift", "1"]) == 0
+    assert "6 views" in capsys.readouterr().out
+
+
+def test_recipe_tta_shift_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--tta-flip", "true", "--tta-shift", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reported_test_error"] == summary["test_error_tta_shift"]
 
 
 def test_optional_recipe_fields_take_none(tmp_path, capsys):
@@ -70,6 +79,8 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
         (["train", "--data", "synthetic", "--sync-bn"], "sync-bn needs"),
         (["train", "--data", "synthetic:64", "--batch-size", "128"], "batch size"),
         (["eval", "/no/such/checkpoint.pt"], "checkpoint not found"),
+        (["eval", "/no/such/checkpoint.pt", "--tta-shift", "1"], "needs --tta"),
+        (["train", "--data", "synthetic", "--tta-shift", "1"], "bad value for tta_shift"),
         (["train", "--data", "synthetic", "--device", "tpu"], "unknown device"),
         (["train", "--data", "synthetic", "--device", "cuda:7"], "no such CUDA device"),
         (["train", "--data", "synthetic", "--seed", "-1"], "seed must be"),

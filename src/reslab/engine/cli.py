@@ -11,6 +11,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from reslab.engine.recipes import RECIPES, Recipe, get_recipe
+from reslab.errors import ConfigError
 
 # Recipe fields that the command line can override, with their parsers (name -> --flag-name).
 _RECIPE_FLAGS = tuple(f.name for f in fields(Recipe) if f.name not in ("name", "extra", "milestones"))
@@ -103,6 +104,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="S",
+                   help="with --tta: also the views shifted by (+S, +S) and (-S, -S) pixels (6 views)")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -136,13 +139,22 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from reslab.engine.evaluate import evaluate_checkpoint
 
+    if args.tta_shift < 0 or (args.tta_shift and not args.tta):
+        raise ConfigError(f"--tta-shift {args.tta_shift}: needs --tta and a shift >= 0")
     result = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir, split=args.split,
-                                 tta=args.tta, device=args.device, precision=args.precision)  # fmt: skip
+                                 tta=args.tta, tta_shift=args.tta_shift, device=args.device,
+                                 precision=args.precision)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['dataset']} [{result['split']}, {result['n']} images{', flip TTA' if args.tta else ''}]")
+    print(f"{result['dataset']} [{result['split']}, {result['n']} images{_tta_label(args)}]")
     print(f"top-1 error {result['error']:.2f}%   top-5 error {result['top5_error']:.2f}%")
     for name, acc in zip(result["classes"], result["per_class_accuracy"], strict=False):
         print(f"  {name:>12s}  {acc:6.2f}%")
     return 0
+
+
+def _tta_label(args: argparse.Namespace) -> str:
+    if not args.tta:
+        return ""
+    return f", TTA: flip and shifts of {args.tta_shift} px (6 views)" if args.tta_shift else ", flip TTA"

@@ -1,4 +1,9 @@
-"""Evaluation: top-1 and top-5 error, loss and per-class accuracy, optionally with flip test-time augmentation."""
+"""Evaluation: top-1 and top-5 error, loss and per-class accuracy, optionally with test-time augmentation (TTA).
+
+TTA averages the softmax over views of each test image: the image and its mirror (``tta_flip``), and with
+``tta_shift = s`` also both of them shifted by (+s, +s) and (-s, -s) pixels with zero (mean-grey) fill, 6 views in
+all, the translations the training crops were drawn from. The paper reports single-view CIFAR-10 results.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,22 @@ from reslab.data.batches import eval_batches
 from reslab.engine.precision import autocast
 
 
+def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` [N, C, H, W] moved by (dy, dx) pixels, the uncovered border filled with zeros (mean grey)."""
+    h, w = x.shape[2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))
+    return padded[:, :, p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]:
+    """The test-time views of a batch: itself; its mirror if ``flip``; both shifted by (+-shift, +-shift)."""
+    views = [x, x.flip(3)] if flip else [x]
+    if shift:
+        views += [shift_image(v, s, s) for s in (shift, -shift) for v in views[:2]]
+    return views
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -23,10 +44,11 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     tta_flip: bool = False,
+    tta_shift: int = 0,
     batch_size: int = 1000,
     channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Errors in percent. ``tta_flip`` averages the softmax of each image and its mirror image."""
+    """Errors in percent, over the views of `tta_views` (one view without TTA)."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = 0
@@ -37,9 +59,8 @@ def evaluate(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(precision, device):
-                probs = model(x).float().softmax(1)
-                if tta_flip:
-                    probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+                views = tta_views(x, tta_flip, tta_shift)
+                probs = sum(model(v).float().softmax(1) for v in views) / len(views)
             loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
             top5 = probs.topk(min(5, num_classes), 1).indices
             hit1 = top5[:, 0] == y
@@ -66,6 +87,7 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     split: str = "test",
     tta: bool = False,
+    tta_shift: int = 0,
     device: str = "auto",
     precision: str = "auto",
 ) -> dict[str, Any]:
@@ -92,5 +114,5 @@ def evaluate_checkpoint(
     model.to(dev)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
     result = evaluate(model, images, labels, state["mean"], num_classes=len(classes), device=dev,
-                      precision=resolve_precision(precision, dev), tta_flip=tta)  # fmt: skip
+                      precision=resolve_precision(precision, dev), tta_flip=tta, tta_shift=tta_shift)  # fmt: skip
     return {**result, "dataset": ds.name, "split": split, "classes": classes, "iteration": int(state["iteration"])}

@@ -47,7 +47,8 @@ class Recipe:
     paper_warmup_error: float = 0.80
     label_smoothing: float = 0.0
     no_decay_bn: bool = False  # exclude BN and bias parameters from weight decay
-    tta_flip: bool = False  # average the logits of the image and its mirror at test time
+    tta_flip: bool = False  # test time: average the softmax of the image and its mirror
+    tta_shift: int = 0  # test time, with tta_flip: also the views shifted by (+s, +s) and (-s, -s) pixels (6 in all)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolve_iterations(self, train_images: int) -> int:
@@ -68,6 +69,7 @@ class Recipe:
             "milestones": all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
+            "tta_shift": self.tta_shift >= 0 and (self.tta_shift == 0 or self.tta_flip),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

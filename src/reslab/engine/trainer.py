@@ -251,9 +251,9 @@ class Trainer:
         if bar is not None:
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1f}%", lr=f"{lr:.3g}")
 
-    def _eval_split(self, images: torch.Tensor, labels: torch.Tensor, tta: bool) -> dict[str, Any]:
+    def _eval_split(self, images: torch.Tensor, labels: torch.Tensor, tta: bool, shift: int = 0) -> dict[str, Any]:
         return evaluate(self.model, images, labels, self.mean, num_classes=self.dataset.num_classes,
-                        device=self.device, precision=self.precision, tta_flip=tta,
+                        device=self.device, precision=self.precision, tta_flip=tta, tta_shift=shift,
                         batch_size=self.cfg.eval_batch_size, channels_last=self.cfg.channels_last)  # fmt: skip
 
     def _evaluate_periodic(self) -> None:
@@ -279,8 +279,9 @@ class Trainer:
         return summary
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Final errors: on the held-out validation split if there is one, and on the test set, with and without
-        flip TTA. The test set is never used for any choice during training."""
+        """Final errors: on the held-out validation split if there is one, and on the test set, without TTA, with
+        flip TTA and, if the recipe sets ``tta_shift``, with its 6 views. The test set is never used for any choice
+        during training."""
         out: dict[str, Any] = {"dataset": self.dataset.name}
         splits = {"val" if self.cfg.val_split else "test": (self.dataset.test_images, self.dataset.test_labels)}
         if self.cfg.val_split:
@@ -290,8 +291,12 @@ class Trainer:
             flip = self._eval_split(images, labels, tta=True)
             out[f"{split}_error"], out[f"{split}_top5_error"] = plain["error"], plain["top5_error"]
             out[f"{split}_error_tta"] = flip["error"]
+            if self.recipe.tta_shift:
+                views = self._eval_split(images, labels, tta=True, shift=self.recipe.tta_shift)
+                out[f"{split}_error_tta_shift"] = views["error"]
             out[f"{split}_per_class_accuracy"] = plain["per_class_accuracy"]
-        out["reported_test_error"] = out["test_error_tta"] if self.recipe.tta_flip else out["test_error"]
+        reported = "_tta_shift" if self.recipe.tta_shift else "_tta" if self.recipe.tta_flip else ""
+        out["reported_test_error"] = out[f"test_error{reported}"]
         return out
 
     # -- output -------------------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Test-time views: exact shifts with mean-grey fill, and the averaged softmax they feed."""
+
+import torch
+from torch import nn
+
+from reslab.engine.evaluate import evaluate, shift_image, tta_views
+
+
+def test_shift_moves_content_and_fills_with_zeros():
+    x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    y = shift_image(x, 1, 2)
+    assert torch.equal(y[0, 0, 1:, 2:], x[0, 0, :3, :2])  # content moved down 1, right 2
+    assert (y[0, 0, 0] == 0).all() and (y[0, 0, :, :2] == 0).all()
+    assert torch.equal(shift_image(y, -1, -2)[0, 0, :3, :2], x[0, 0, :3, :2])
+
+
+def test_views_count_and_content():
+    x = torch.randn(2, 3, 8, 8)
+    assert len(tta_views(x, flip=False)) == 1
+    flip = tta_views(x, flip=True)
+    assert len(flip) == 2 and torch.equal(flip[1], x.flip(3))
+    six = tta_views(x, flip=True, shift=1)
+    assert len(six) == 6
+    assert torch.equal(six[2], shift_image(x, 1, 1)) and torch.equal(six[5], shift_image(x.flip(3), -1, -1))
+
+
+class _PixelProbe(nn.Module):
+    """Logits from the top-left pixel: a model that tells the views apart."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], 1) * 10
+
+
+def test_evaluate_averages_the_softmax_over_views():
+    images = torch.full((4, 3, 4, 4), 255, dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.long)
+    mean = torch.full((3, 4, 4), 0.5)
+    kw = dict(num_classes=2, device=torch.device("cpu"), batch_size=2)
+    assert evaluate(_PixelProbe(), images, labels, mean, **kw)["error"] == 0.0
+    # 6 views: 4 keep the bright pixel at (0, 0); the two shifted by (+1, +1) see the zero fill there (a tie
+    # broken towards class 0), so the averaged softmax still favours class 0 and the loss grows.
+    six = evaluate(_PixelProbe(), images, labels, mean, tta_flip=True, tta_shift=1, **kw)
+    assert six["error"] == 0.0
+    assert six["loss"] > evaluate(_PixelProbe(), images, labels, mean, **kw)["loss"]
