@@ -42,7 +42,12 @@ def test_stop_and_resume_is_bit_identical(tiny_config, tmp_path, precision):
     train(straight)
     split = tiny_config(out=str(tmp_path / "split"), precision=precision, stop_at=6)
     assert train(split) == {}  # stopped early: no summary yet
-    train(tiny_config(out=str(tmp_path / "split"), precision=precision), resume=True)
+    first = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    summary = train(tiny_config(out=str(tmp_path / "split"), precision=precision), resume=True)
+    # the clocks carry over: the summary counts both sessions
+    assert summary["train_seconds"] > first["train_seconds"] > 0
+    assert summary["wall_seconds"] >= summary["train_seconds"] and summary["wall_seconds"] > first["loop_seconds"]
+    assert 0 <= summary["overhead_fraction"] < 1
     a, b = weights(tmp_path / "straight" / "checkpoint.pt"), weights(tmp_path / "split" / "checkpoint.pt")
     assert a.keys() == b.keys()
     for k in a:

@@ -68,7 +68,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
         self.iteration = 0
+        # Seconds in training steps, and in the whole loop (steps, evaluations, logging, checkpoints), summed over
+        # every session of a resumed run: time redone after a kill counts, time lost to it does not.
         self.train_seconds = 0.0
+        self.loop_seconds = 0.0
         # (loss sum, wrong predictions, images) of the current logging interval, kept on the device.
         self.stats = torch.zeros(3, device=self.device)
         per_epoch = self.stream.batches_per_epoch
@@ -118,6 +121,7 @@ class Trainer:
             "iteration": self.iteration,
             "interval_stats": self._reduced_stats().cpu(),
             "train_seconds": self.train_seconds,
+            "loop_seconds": self.loop_seconds,
             "rng_cpu": torch.get_rng_state(),
             "mean": self.mean,
             "classes": list(self.dataset.classes),
@@ -133,6 +137,8 @@ class Trainer:
         # The saved statistics are summed over ranks: rank 0 carries them on, the others start from zero.
         self.stats = state["interval_stats"].to(self.device) * float(self.dist.is_main)
         self.train_seconds = float(state["train_seconds"])
+        # Checkpoints written before the loop time was saved know only their training steps.
+        self.loop_seconds = float(state.get("loop_seconds", self.train_seconds))
         torch.set_rng_state(state["rng_cpu"])
 
     def _reduced_stats(self) -> torch.Tensor:
@@ -191,8 +197,8 @@ class Trainer:
         self._start_run_dir(resumed=self.iteration > 0)
         stop = min(self.total, self.cfg.stop_at or self.total)
         bar = self._progress(stop)
-        wall0, tick = time.perf_counter(), time.perf_counter()
-        interval_seconds, train0 = 0.0, self.train_seconds
+        tick = loop_tick = time.perf_counter()
+        interval_seconds = 0.0
         self.net.train()
         while self.iteration < stop:
             lr = self._set_lr()
@@ -217,14 +223,16 @@ class Trainer:
             if eval_now:
                 self._evaluate_periodic()
             if ckpt_now:
+                self.loop_seconds += time.perf_counter() - loop_tick
+                loop_tick = time.perf_counter()
                 self.save_checkpoint()
             tick = time.perf_counter()
         if bar is not None:
             bar.close()
         if self.iteration < self.total:
             return {}
-        wall = time.perf_counter() - wall0
-        return self._finish(wall, overhead=1 - (self.train_seconds - train0) / max(wall, 1e-9))
+        self.loop_seconds += time.perf_counter() - loop_tick
+        return self._finish()
 
     def _checked_totals(self) -> list[float]:
         """This interval's (loss sum, wrong, seen) over all ranks; stops the run if the loss is not finite.
@@ -265,14 +273,17 @@ class Trainer:
                              "top5_error": result["top5_error"], "loss": result["loss"]})  # fmt: skip
         self._log(f"iter {self.iteration}/{self.total}: {split} error {result['error']:.2f}%")
 
-    def _finish(self, wall_seconds: float, overhead: float) -> dict[str, Any]:
-        """Final evaluation and summary.json; ``overhead`` is the share of this session's wall-clock spent outside
-        training steps (evaluation, logging, checkpoints), the final evaluation excluded."""
+    def _finish(self) -> dict[str, Any]:
+        """Final evaluation and summary.json. ``wall_seconds`` is the training loop's wall-clock over all sessions,
+        ``overhead_fraction`` its share outside training steps (evaluations, logging, checkpoints); data loading and
+        the final evaluation are outside the loop (``final_eval_seconds``)."""
         summary: dict[str, Any] = {}
         if self.dist.is_main:
+            t0 = time.perf_counter()
             summary = self.final_evaluation()
-            summary.update(iterations=self.total, train_seconds=self.train_seconds, wall_seconds=wall_seconds,
-                           overhead_fraction=overhead,
+            overhead = 1 - self.train_seconds / max(self.loop_seconds, 1e-9)
+            summary.update(iterations=self.total, train_seconds=self.train_seconds, wall_seconds=self.loop_seconds,
+                           overhead_fraction=overhead, final_eval_seconds=time.perf_counter() - t0,
                            precision=self.precision, device=str(self.device), world_size=self.dist.world)  # fmt: skip
             write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             self._log(f"done: {json.dumps({k: v for k, v in summary.items() if 'error' in k})}")
