@@ -36,6 +36,12 @@ def test_directory_exact_pixels_labels_and_class_order(image_tree, tmp_path):
     assert_matches(ds, expected)
 
 
+def test_symlink_loop_is_walked_once(image_tree, tmp_path):
+    root, expected = image_tree
+    os.symlink(root / "train", root / "train" / "cat" / "loop")  # train/cat/loop -> train: a cycle
+    assert_matches(load_image_folder(root, tmp_path / "cache"), expected)
+
+
 @pytest.mark.parametrize(("suffix", "wrap"), [(".tar", None), (".tar", "cifar"), (".tar.gz", None), (".tgz", "top")])
 def test_tar_variants_match_directory(image_tree, tmp_path, helpers, suffix, wrap):
     root, expected = image_tree

@@ -99,17 +99,21 @@ def test_resume_survives_a_torn_metrics_line(tiny_config, tmp_path):
     assert all(json.loads(line)["iter"] <= 12 for line in lines)
 
 
+def _state(w):
+    return {"model": {"w": w}, "config": {}, "iteration": 0, "mean": torch.zeros(3, 2, 2), "classes": ["a"]}
+
+
 def test_atomic_save_leaves_the_old_checkpoint_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
-    save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
+    save_atomic(_state(torch.ones(2)), path)
 
     def crash(obj, f):
         f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
-        save_atomic({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    with pytest.raises(ReslabError, match=r"cannot write .*disk full"):  # one line for the user, not a traceback
+        save_atomic(_state(torch.zeros(2)), path)
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
     assert os.listdir(tmp_path) == ["c.pt"]  # no temp file left behind
 
@@ -131,3 +135,72 @@ def test_paper_warmup_runs_at_low_lr_first(tiny_config, tmp_path):
     train(cfg)
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
     assert lrs[0] == pytest.approx(0.01)
+
+
+def test_checkpoint_without_required_entries_is_refused(tmp_path):
+    state = _state(torch.ones(2))
+    del state["mean"]
+    torch.save(state, tmp_path / "c.pt")
+    with pytest.raises(ReslabError, match="no 'mean' entry"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_unknown_config_fields_are_refused():
+    from reslab.engine.config import TrainConfig
+
+    d = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(d) == TrainConfig()
+    d["recipe"]["lookahead"] = True
+    with pytest.raises(ConfigError, match="unknown configuration field 'lookahead'"):
+        TrainConfig.from_dict(d)
+
+
+def test_resume_refuses_another_precision(tiny_config):
+    train(tiny_config(precision="bf16", stop_at=6))
+    with pytest.raises(ConfigError, match="different 'precision'"):
+        Trainer(tiny_config(precision="fp32")).fit(resume=True)
+    # `auto` that resolves differently on this machine is caught too: pretend the run was trained in fp16
+    from reslab.engine.checkpoint import load_checkpoint as load
+
+    path = Trainer(tiny_config(precision="bf16")).out / "checkpoint.pt"
+    state = load(path)
+    state["precision"] = "fp16"
+    save_atomic(state, path)
+    with pytest.raises(ConfigError, match="trained in fp16"):
+        Trainer(tiny_config(precision="bf16")).fit(resume=True)
+
+
+def test_resumed_run_keeps_its_first_record_and_logs_plain_lines(tiny_config, tmp_path, capsys):
+    train(tiny_config(stop_at=6, progress=True))
+    first = json.loads((tmp_path / "run" / "config.json").read_text())
+    train(tiny_config(progress=True), resume=True)
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["date"] == first["date"] and [r["from_iteration"] for r in info["resumed"]] == [6]
+    err = capsys.readouterr().err  # not a terminal: one plain line per logging interval
+    assert "iter 4/12: loss" in err and "iter 8/12: loss" in err and "resumed from iteration 6" in err
+
+
+def test_any_iterable_of_batches_can_feed_the_trainer(tiny_config):
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)) for _ in range(5)]
+    trainer = Trainer(tiny_config(), batches=batches)  # a finite list: restarted at its end
+    summary = trainer.fit()
+    assert summary["iterations"] == 12 and trainer.batches_per_epoch is None
+    with pytest.raises(ConfigError, match="cannot resume exactly"):
+        Trainer(tiny_config(stop_at=6), batches=batches).load_state_dict(trainer.state_dict())
+
+
+def test_read_only_run_folder_is_a_one_line_error(tiny_config, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pathlib.Path.write_text", refuse)
+    with pytest.raises(ReslabError, match=r"cannot write .*config\.json: Permission denied"):
+        train(tiny_config())
+
+
+def test_python_api_is_exported():
+    import reslab
+
+    assert reslab.train is train and reslab.Trainer is Trainer
+    assert reslab.get_recipe("paper").batch_size == 128

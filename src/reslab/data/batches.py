@@ -43,25 +43,40 @@ def normalize(images_u8: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255.0).sub_(mean)
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Pad by ``pad`` zeros, take one random HxW crop per image and flip half of them: one gather for the batch.
+def draw_crops_flips(n: int, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """The random numbers of `apply_crops_flips` for ``n`` images, drawn from ``gen`` on the CPU (so a GPU run draws
+    the same ones): int64 [3, n] of (row offset, column offset, flip?)."""
+    zeros = torch.zeros(n, dtype=torch.long)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen) if pad > 0 else zeros
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen) if pad > 0 else zeros
+    mirror = (torch.rand(n, generator=gen) < 0.5).long() if flip else zeros
+    return torch.stack([dy, dx, mirror])
 
-    The random numbers come from ``gen`` on the CPU (so a GPU run draws the same ones) and move to ``x``'s device.
-    """
+
+def apply_crops_flips(x: torch.Tensor, params: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Pad ``x`` by ``pad`` zeros, take each image's HxW crop at its offsets and mirror those flagged: one gather."""
     n, c, h, w = x.shape
     dev = x.device
+    dy, dx, mirror = params
     if pad > 0:
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
         padded = F.pad(x, (pad, pad, pad, pad))
         rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
         batch, chan = torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
-    if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(dev)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
+    return torch.where(mirror.bool()[:, None, None, None], x.flip(3), x)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One small host-to-device copy that does not stall the GPU's queue (pinned memory, non-blocking)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Pad by ``pad`` zeros, take one random HxW crop per image and flip half of them (Sec. 4.2)."""
+    return apply_crops_flips(x, _to_device(draw_crops_flips(len(x), gen, pad, flip), x.device), pad)
 
 
 class BatchStream:
@@ -129,13 +144,16 @@ class BatchStream:
         idx = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
         gen = _generator(self.seed, self.epoch, self.batch)
         self.batch += 1
-        x = normalize(self.images[idx], self.mean)
-        if self.augment:
-            x = random_crop_flip(x, gen)
-        # This rank's contiguous shard of the global batch (the augmentation was drawn for the whole batch).
+        # This rank's contiguous shard of the global batch; the random numbers are drawn for the whole batch, so
+        # each image is cropped and flipped as it would be in a one-process run.
         shard = self.batch_size // self.world
         lo, hi = self.rank * shard, (self.rank + 1) * shard
-        x, y = x[lo:hi], self.labels[idx[lo:hi]]
+        idx = idx[lo:hi]
+        x = normalize(self.images[idx], self.mean)
+        if self.augment:
+            params = draw_crops_flips(self.batch_size, gen)[:, lo:hi]
+            x = apply_crops_flips(x, _to_device(params, self.device))
+        y = self.labels[idx]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y

@@ -92,7 +92,10 @@ def download_cifar10(cache_dir: str | Path, download: bool = True) -> Path:
     except OSError as exc:
         raise DataError(f"cannot create data directory {directory}: {exc.strerror or exc}") from exc
     log.info("downloading CIFAR-10 from %s to %s", CIFAR10_URL, target)
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{CIFAR10_FILENAME}.", suffix=".part")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{CIFAR10_FILENAME}.", suffix=".part")
+    except OSError as exc:
+        raise DataError(f"cannot write to data directory {directory}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -88,7 +88,13 @@ def _is_image(rel: Rel) -> bool:
 def _scan_directory(root: Path) -> tuple[set[Rel], dict[Rel, Source]]:
     dirs: set[Rel] = set()
     files: dict[Rel, Source] = {}
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every folder walked: a symlink loop is walked once
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
         base = Path(dirpath)
         for d in dirnames:
             rel = _split_rel((base / d).relative_to(root).as_posix())
@@ -124,9 +130,12 @@ def _cache_key(path: Path, listing: tuple[set[Rel], dict[Rel, Source]] | None, i
     digest = hashlib.sha256(f"{CACHE_FORMAT}\0size={image_size}\0".encode())
     if listing is None:
         digest.update(b"tar\0")
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     else:
         digest.update(b"dir\0")
         for rel, file in sorted(listing[1].items()):
@@ -232,7 +241,7 @@ class _Decoder:
             raise DataError(
                 f"image {name} in {self.where} is {array.shape[1]}x{array.shape[0]} but earlier images are"
                 f" {self.hw[1]}x{self.hw[0]};"
-                " resize them to one size first, or load them with image_size=S"
+                " resize them to one size first (from Python: load_dataset(..., image_size=S) resizes them)"
             )
         return array
 

@@ -63,9 +63,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
         recipe = dict(d.get("recipe", {}))
+        # A field this version does not know came from a newer reslab (or a foreign file): using the config without
+        # it would silently change the run, so refuse.
+        for given, known in ((d, fields(cls)), (recipe, fields(Recipe))):
+            unknown = sorted(set(given) - {f.name for f in known})
+            if unknown:
+                raise ConfigError(f"unknown configuration field {unknown[0]!r} (written by another reslab version?)")
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
         return replace(cls(**{**d, "recipe": Recipe()}), recipe=Recipe(**recipe))

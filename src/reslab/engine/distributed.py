@@ -6,12 +6,17 @@ Outside torchrun (no ``WORLD_SIZE`` in the environment) everything here is a no-
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from reslab.errors import ReslabError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,22 @@ def broadcast_from_main(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def main_first(load: Callable[[], T]) -> T:
+    """``load()`` on rank 0 first, then on the others: rank 0 downloads or decodes the data and fills the cache once,
+    the others read the cache. If rank 0 fails, every rank stops with its error instead of waiting for it."""
+    if not dist.is_initialized():
+        return load()
+    if dist.get_rank() == 0:
+        try:
+            result = load()
+        except BaseException as e:
+            broadcast_from_main(f"{type(e).__name__}: {e}")
+            raise
+        broadcast_from_main(None)
+        return result
+    failure = broadcast_from_main(None)
+    if failure is not None:
+        raise ReslabError(f"rank 0 could not load the data ({failure})")
+    return load()

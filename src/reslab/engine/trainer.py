@@ -11,6 +11,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from reslab.errors import ConfigError, ReslabError
 from reslab.models import create_model, model_spec
 
 CHECKPOINT = "checkpoint.pt"
+Batch = tuple[torch.Tensor, torch.Tensor]
+# What resuming needs beyond the entries every checkpoint has (checkpoint.REQUIRED).
+RESUME_KEYS = ("optimizer", "scaler", "stream", "warmup", "interval_stats", "train_seconds", "rng_cpu")
 
 
 class TrainingDiverged(ReslabError):
@@ -40,9 +44,15 @@ class Trainer:
     """Builds everything a run needs from a `TrainConfig` and runs it with `fit()`.
 
     ``dataset`` may be passed in (experiments load the data once for many runs); otherwise ``config.data`` is loaded.
+    ``batches`` replaces the built-in in-memory stream with any iterable of model-ready ``(images, labels)`` batches
+    (already normalised and augmented; a finite one, like a ``DataLoader``, is restarted at its end). The dataset
+    still provides the evaluation split and the mean image. Resume is exact only for a stream with
+    ``state_dict``/``load_state_dict`` (as `BatchStream` has); metrics show epochs if it has ``batches_per_epoch``.
     """
 
-    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, dataset: ImageDataset | None = None, batches: Iterable[Batch] | None = None
+    ) -> None:
         config.validate()
         self.cfg, self.recipe = config, config.recipe
         self.device = resolve_device(config.device)
@@ -52,17 +62,20 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         torch.manual_seed(config.seed)  # the model's initial weights
 
-        ds = dataset if dataset is not None else load_dataset(config.data, config.data_dir, strict=config.strict_data)
+        if dataset is None:  # rank 0 first: it downloads or decodes, the other ranks read its cache
+            dataset = D.main_first(lambda: load_dataset(config.data, config.data_dir, strict=config.strict_data))
+        ds = dataset
         self.full_test = (ds.test_images, ds.test_labels)  # the test set, also when test_* below is a validation set
         self.dataset = holdout_split(ds, config.val_split) if config.val_split else ds
         self.model = self._build_model()
         self.mean = pixel_mean(self.dataset.train_images)
         self.total = self.recipe.resolve_iterations(len(self.dataset.train_labels))
-        self.stream = BatchStream(
+        self.stream: Iterable[Batch] = batches if batches is not None else BatchStream(
             self.dataset.train_images, self.dataset.train_labels, self.recipe.batch_size, self.mean,
             seed=config.seed, augment=config.augment, rank=self.dist.rank, world=self.dist.world,
             device=self.device, channels_last=config.channels_last,
         )  # fmt: skip
+        self._batches: Iterator[Batch] = iter(self.stream)
         self.optimizer = build_optimizer(self.model, self.recipe)
         self.warmup = PaperWarmup(self.recipe, self._depth())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -72,10 +85,12 @@ class Trainer:
         # every session of a resumed run: time redone after a kill counts, time lost to it does not.
         self.train_seconds = 0.0
         self.loop_seconds = 0.0
+        self.interval_seconds = 0.0  # training-step seconds of the current logging interval (for img/s)
+        self._bar: Any = None
         # (loss sum, wrong predictions, images) of the current logging interval, kept on the device.
         self.stats = torch.zeros(3, device=self.device)
-        per_epoch = self.stream.batches_per_epoch
-        self.eval_every = config.eval_every or max(per_epoch, math.ceil(self.total / 20))
+        self.batches_per_epoch: int | None = getattr(self.stream, "batches_per_epoch", None)
+        self.eval_every = config.eval_every or max(self.batches_per_epoch or 1, math.ceil(self.total / 20))
         self.checkpoint_every = config.checkpoint_every or self.eval_every
         self.out = Path(config.out)
         self.net = self._wrap(self.model)
@@ -116,13 +131,17 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "stream": self.stream.state_dict(),
+            "stream": self.stream.state_dict() if hasattr(self.stream, "state_dict") else None,
             "warmup": self.warmup.state_dict(),
             "iteration": self.iteration,
             "interval_stats": self._reduced_stats().cpu(),
             "train_seconds": self.train_seconds,
             "loop_seconds": self.loop_seconds,
+            "interval_seconds": self.interval_seconds,
             "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "precision": self.precision,
+            "device_type": self.device.type,
             "mean": self.mean,
             "classes": list(self.dataset.classes),
         }
@@ -131,7 +150,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if not hasattr(self.stream, "load_state_dict") or state["stream"] is None:
+            raise ConfigError("cannot resume exactly: the batch stream has no state_dict/load_state_dict")
         self.stream.load_state_dict(state["stream"])
+        self._batches = iter(self.stream)
         self.warmup.load_state_dict(state["warmup"])
         self.iteration = int(state["iteration"])
         # The saved statistics are summed over ranks: rank 0 carries them on, the others start from zero.
@@ -139,7 +161,10 @@ class Trainer:
         self.train_seconds = float(state["train_seconds"])
         # Checkpoints written before the loop time was saved know only their training steps.
         self.loop_seconds = float(state.get("loop_seconds", self.train_seconds))
+        self.interval_seconds = float(state.get("interval_seconds", 0.0)) if self.dist.is_main else 0.0
         torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and state.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
 
     def _reduced_stats(self) -> torch.Tensor:
         return D.all_reduce_sum(self.stats.clone())
@@ -147,11 +172,15 @@ class Trainer:
     def save_checkpoint(self) -> None:
         # A finite loss does not prove finite weights: the last step's update may have overflowed.
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise TrainingDiverged(f"weights became NaN/Inf before iteration {self.iteration}; stopped, and the "
-                                   f"last good checkpoint ({self.out / CHECKPOINT}) is untouched")  # fmt: skip
+            raise TrainingDiverged(f"weights became NaN/Inf before iteration {self.iteration}; stopped, "
+                                   f"{self._last_good()}")  # fmt: skip
         state = self.state_dict()  # every rank joins the statistics' all-reduce inside
         if self.dist.is_main:
             save_atomic(state, self.out / CHECKPOINT)
+
+    def _last_good(self) -> str:
+        path = self.out / CHECKPOINT
+        return f"the last good checkpoint ({path}) is untouched" if path.exists() else "no checkpoint was written yet"
 
     def resume(self) -> bool:
         """Continue from ``out/checkpoint.pt`` if it exists; the run's configuration must be the same."""
@@ -162,10 +191,20 @@ class Trainer:
         state = D.broadcast_from_main(state)
         if state is None:
             return False
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"cannot resume {path}: the checkpoint has no {missing[0]!r} entry")
         saved = TrainConfig.from_dict(state["config"])
         diff = [k for k, v in saved.to_dict().items() if k not in RESUME_IGNORED and self.cfg.to_dict()[k] != v]
         if diff:
             raise ConfigError(f"cannot resume {path}: it was trained with a different {diff[0]!r}")
+        # `precision: auto` resolves per machine: a bf16 run must not go on in fp32 (or fp16) without notice.
+        if state.get("precision", self.precision) != self.precision:
+            raise ConfigError(f"cannot resume {path}: it trained in {state['precision']}, this machine resolves "
+                              f"--precision {self.cfg.precision} to {self.precision}; pass --precision "
+                              f"{state['precision']} if this device supports it")  # fmt: skip
+        if state.get("device_type", self.device.type) != self.device.type:
+            self._log(f"warning: resuming a {state['device_type']} run on {self.device.type}: not bit-exact")
         self.load_state_dict(state)
         return True
 
@@ -176,6 +215,17 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def _next_batch(self) -> Batch:
+        try:
+            x, y = next(self._batches)
+        except StopIteration:  # a finite iterable: start its next pass
+            self._batches = iter(self.stream)
+            x, y = next(self._batches)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the built-in stream
+        return x, y
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, stats: torch.Tensor) -> None:
         with autocast(self.precision, self.device):
             logits = self.net(x)
@@ -184,9 +234,10 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with torch.no_grad():
-            stats += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) != y).sum().float(),
-                                  torch.tensor(float(len(y)), device=stats.device)])  # fmt: skip
+        with torch.no_grad():  # device-side sums: no host sync per step
+            stats[0] += loss.detach().float() * len(y)
+            stats[1] += (logits.argmax(1) != y).sum()
+            stats[2] += len(y)
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to the end (or to ``stop_at``) and return the summary (empty if stopped early)."""
@@ -196,13 +247,12 @@ class Trainer:
             self._log(f"resumed from iteration {self.iteration}")
         self._start_run_dir(resumed=self.iteration > 0)
         stop = min(self.total, self.cfg.stop_at or self.total)
-        bar = self._progress(stop)
+        bar = self._bar = self._progress(stop)
         tick = loop_tick = time.perf_counter()
-        interval_seconds = 0.0
         self.net.train()
         while self.iteration < stop:
             lr = self._set_lr()
-            x, y = next(self.stream)
+            x, y = self._next_batch()
             self._step(x, y, self.stats)
             self.iteration += 1
             if bar is not None:
@@ -214,12 +264,12 @@ class Trainer:
                 continue
             seconds = time.perf_counter() - tick
             self.train_seconds += seconds
-            interval_seconds += seconds
+            self.interval_seconds += seconds
             totals = self._checked_totals()  # one host sync per boundary; raises on NaN/Inf
             if log_now:
-                self._log_interval(totals, lr, interval_seconds, bar)
+                self._log_interval(totals, lr, self.interval_seconds, bar)
                 self.stats.zero_()
-                interval_seconds = 0.0
+                self.interval_seconds = 0.0
             if eval_now:
                 self._evaluate_periodic()
             if ckpt_now:
@@ -229,6 +279,7 @@ class Trainer:
             tick = time.perf_counter()
         if bar is not None:
             bar.close()
+            self._bar = None
         if self.iteration < self.total:
             return {}
         self.loop_seconds += time.perf_counter() - loop_tick
@@ -242,8 +293,8 @@ class Trainer:
         totals = self._reduced_stats().tolist()
         if not math.isfinite(totals[0]):
             raise TrainingDiverged(
-                f"loss became {totals[0]} before iteration {self.iteration}; stopped, and the last good checkpoint "
-                f"({self.out / CHECKPOINT}) is untouched: lower --lr or use --precision fp32"
+                f"loss became {totals[0]} before iteration {self.iteration}; stopped, {self._last_good()}: "
+                f"lower --lr or use --precision fp32"
             )
         return totals
 
@@ -252,12 +303,15 @@ class Trainer:
         # The paper's warm-up rule reads the training error of whole logging intervals only, so that a run that
         # was stopped and resumed in the middle of an interval decides exactly as an uninterrupted one.
         self.warmup.observe(wrong / n)
-        record = {"iter": self.iteration, "epoch": round(self.iteration / self.stream.batches_per_epoch, 3),
-                  "lr": lr, "train_loss": loss_sum / n, "train_error": 100.0 * wrong / n,
-                  "img_per_s": n / max(seconds, 1e-9)}  # fmt: skip
+        epoch = round(self.iteration / self.batches_per_epoch, 3) if self.batches_per_epoch else None
+        record = {"iter": self.iteration, "epoch": epoch, "lr": lr, "train_loss": loss_sum / n,
+                  "train_error": 100.0 * wrong / n, "img_per_s": n / max(seconds, 1e-9)}  # fmt: skip
         self._write_metrics(record)
         if bar is not None:
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", err=f"{record['train_error']:.1f}%", lr=f"{lr:.3g}")
+        else:  # a log file, not a terminal: one plain line per interval
+            self._log(f"iter {self.iteration}/{self.total}: loss {record['train_loss']:.4f}, train error "
+                      f"{record['train_error']:.2f}%, lr {lr:.4g}, {record['img_per_s']:.0f} img/s")  # fmt: skip
 
     def _eval_split(self, images: torch.Tensor, labels: torch.Tensor, tta: bool, shift: int = 0) -> dict[str, Any]:
         return evaluate(self.model, images, labels, self.mean, num_classes=self.dataset.num_classes,
@@ -318,9 +372,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the run folder {self.out}: {e.strerror}") from e
+        now = run_info()
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "iterations": self.total,
                 "precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
-                "dataset": self.dataset.name, "train_images": len(self.dataset.train_labels), **run_info()}  # fmt: skip
+                "dataset": self.dataset.name, "train_images": len(self.dataset.train_labels), **now}  # fmt: skip
+        if resumed:  # keep the first session's record; add this one's (code, versions, machine may differ)
+            first = _read_json(self.out / "config.json") or info
+            session = {"device": info["device"], "world_size": info["world_size"], **now}
+            info = {**first, "resumed": [*first.get("resumed", []), {"from_iteration": self.iteration, **session}]}
         write_text_atomic(self.out / "config.json", json.dumps(info, indent=2) + "\n")
         metrics = self.out / "metrics.jsonl"
         if resumed and metrics.exists():  # drop what was logged after the checkpoint we resume from
@@ -342,8 +401,20 @@ class Trainer:
         return tqdm(total=stop, initial=self.iteration, desc=self.cfg.model, unit="it", dynamic_ncols=True)
 
     def _log(self, message: str) -> None:
-        if self.dist.is_main and self.cfg.progress:
+        if not (self.dist.is_main and self.cfg.progress):
+            return
+        if self._bar is not None:  # above the bar, not through it
+            self._bar.write(f"[reslab] {message}", file=sys.stderr)
+        else:
             print(f"[reslab] {message}", file=sys.stderr, flush=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _logged_iter(line: str) -> float:
@@ -354,9 +425,14 @@ def _logged_iter(line: str) -> float:
         return math.inf
 
 
-def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    dataset: ImageDataset | None = None,
+    resume: bool = False,
+    batches: Iterable[Batch] | None = None,
+) -> dict[str, Any]:
     """Train one run described by ``config`` and return its summary (the Python API behind ``reslab train``)."""
-    trainer = Trainer(config, dataset)
+    trainer = Trainer(config, dataset, batches)
     try:
         return trainer.fit(resume=resume)
     finally:
