@@ -41,9 +41,12 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, trials: int = 3
     return best
 
 
-def reslab_rate(model: str, data: str, batch: int, steps: int, warmup: int, precision: str) -> float:
+def reslab_rate(
+    model: str, data: str, batch: int, steps: int, warmup: int, precision: str, channels_last: bool = True
+) -> float:
     cfg = TrainConfig(model=model, data=data, recipe=get_recipe("paper", batch_size=batch, iterations=10**6),
-                      precision=precision, out=tempfile.mkdtemp(), progress=False)  # fmt: skip
+                      precision=precision, channels_last=channels_last, out=tempfile.mkdtemp(),
+                      progress=False)  # fmt: skip
     tr = Trainer(cfg)
     stats = torch.zeros(3)
     tr.net.train()
@@ -51,7 +54,7 @@ def reslab_rate(model: str, data: str, batch: int, steps: int, warmup: int, prec
         if i == warmup:
             t = time.perf_counter()
         tr._set_lr()
-        tr._step(*next(tr.stream), stats)
+        tr._step(*tr._next_batch(), stats)
         tr.iteration += 1
     stats.tolist()  # the loop's host sync, once
     return steps * batch / (time.perf_counter() - t)
@@ -93,6 +96,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--skip-tutorial", action="store_true")
+    ap.add_argument("--channels-last", choices=["true", "false"], default="true", help="reslab's memory format")
     args = ap.parse_args()
 
     peak = gemm_peak(torch.bfloat16)
@@ -109,7 +113,8 @@ def main() -> None:
     for name in args.models.split(","):
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
         ceiling = peak / (3 * macs)
-        ours = reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision)
+        ours = reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision,
+                           channels_last=args.channels_last == "true")  # fmt: skip
         theirs = tutorial_rate(name, root, args.batch, args.steps, args.warmup) if root else float("nan")
         row = (name, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}", f"{ceiling:.0f}", f"{ours / ceiling:.1%}")
         print(" ".join(f"{v:>14}" for v in row))
