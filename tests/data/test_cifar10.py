@@ -32,7 +32,7 @@ def test_parse_shapes_labels_and_pixel_layout(tmp_path, helpers, style):
     path = tmp_path / "cifar.tar.gz"
     expected = helpers.write_cifar_archive(path, style=style)
     ds = cifar10.parse_cifar10_archive(path)
-    assert ds.name == "CIFAR-10 (official)"
+    assert ds.name == "CIFAR-10 (official)" and ds.label == "CIFAR-10" and ds.encoding == "raw"
     assert ds.classes[:3] == ["airplane", "automobile", "bird"] and ds.num_classes == 10
     assert ds.train_images.shape == (100, 3, 32, 32) and ds.test_images.shape == (10, 3, 32, 32)
     assert ds.train_images.dtype == torch.uint8 and ds.train_labels.dtype == torch.int64

@@ -256,7 +256,33 @@ def test_real_cifar10_jpeg_tar(tmp_path):
     assert ds.classes[0] == "airplane" and ds.classes[-1] == "truck" and ds.num_classes == 10
     assert torch.bincount(ds.train_labels).tolist() == [5000] * 10
     assert torch.bincount(ds.test_labels).tolist() == [1000] * 10
+    assert ds.encoding == "JPEG q75" and ds.label == "CIFAR-10 (JPEG q75 copy)"  # read from the files, not the name
     start = time.perf_counter()
     again = load_dataset(str(REAL_TAR), tmp_path)
     assert time.perf_counter() - start < first / 3
     assert torch.equal(again.test_images, ds.test_images)
+
+
+@pytest.mark.parametrize("quality", [75, 90, 30])
+def test_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path, quality):
+    from PIL import Image
+
+    rng = np.random.default_rng(quality)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for split in ("train", "test"):
+        for name in classes:
+            img = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            (tmp_path / "d" / split / name).mkdir(parents=True)
+            img.save(tmp_path / "d" / split / name / "0.jpg", quality=quality)
+    ds = load_image_folder(tmp_path / "d", tmp_path / "cache")
+    assert ds.encoding == f"JPEG q{quality}"
+    assert ds.label == f"CIFAR-10 (JPEG q{quality} copy)"  # whatever the folder is called
+    cached = load_image_folder(tmp_path / "d", tmp_path / "cache")
+    assert cached.encoding == ds.encoding
+
+
+def test_png_tree_is_labelled_by_its_name(image_tree, tmp_path):
+    root, _ = image_tree
+    ds = load_image_folder(root, tmp_path / "cache")
+    assert ds.encoding == "PNG" and ds.label == ds.name
+    assert folders.describe_encodings({"PNG": 3, "JPEG q75": 5}) == "mixed: JPEG q75 (5), PNG (3)"

@@ -125,7 +125,7 @@ def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def _jpeg_tar(path: Path) -> Path:
-    """A tiny ImageFolder tar (4 train / 2 test JPEGs per CIFAR-10 class) named 'jpeg', like the shared copy."""
+    """A tiny ImageFolder tar (4 train / 2 test quality-75 JPEGs per CIFAR-10 class), like the shared copy."""
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w") as tar:
         for split, n in (("train", 4), ("test", 2)):
@@ -142,7 +142,7 @@ def _jpeg_tar(path: Path) -> Path:
 def test_killed_run_resumes_and_jpeg_copy_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reslab.experiments.report import header
 
-    data = str(_jpeg_tar(tmp_path / "tiny-jpeg.tar"))
+    data = str(_jpeg_tar(tmp_path / "tiny.tar"))  # the label comes from the files, not from the name
     runner = Runner(data, tmp_path / "out", get_budget("smoke"), data_dir=str(tmp_path / "cache"), progress=False)
     spec = RunSpec("resnet20")
     train(dataclasses.replace(runner.config(spec), stop_at=3), dataset=runner.dataset)  # as if killed at 3 of 6
@@ -151,4 +151,4 @@ def test_killed_run_resumes_and_jpeg_copy_is_labelled(tmp_path: Path, capsys: py
     assert "resnet20-s0 resumed" in capsys.readouterr().err
     assert result.summary["iterations"] == 6 and result.train_curve()[0] == [2, 4, 6]
     lines = "\n".join(header(Context("degradation", runner, tmp_path / "out" / "degradation"), "t", "Fig. 6"))
-    assert f"- Data: `{data}`" in lines and "CIFAR-10 (JPEG q75 copy)" in lines and "not the paper's exact" in lines
+    assert f"- Data: **CIFAR-10 (JPEG q75 copy)** (`{data}`" in lines and "not the paper's exact" in lines

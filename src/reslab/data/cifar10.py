@@ -209,4 +209,5 @@ def parse_cifar10_archive(path: str | Path) -> ImageDataset:
         test_labels=test_labels,
         classes=classes,
         name="CIFAR-10 (official)",
+        encoding="raw",
     )

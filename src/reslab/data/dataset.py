@@ -15,6 +15,7 @@ import torch
 from reslab.errors import DataError
 
 SYNTHETIC_DEFAULT_SIZE = 512
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _SYNTHETIC_CLASSES = 10
 _SYNTHETIC_HW = 32
 
@@ -24,7 +25,9 @@ class ImageDataset:
     """A labelled image classification dataset held entirely in memory.
 
     `train_images`/`test_images` are contiguous uint8 tensors of shape [N, 3, H, W]; labels are int64 in
-    `[0, len(classes))`. `name` is a human label for reports.
+    `[0, len(classes))`. `name` names the source (a file or folder); `encoding` says how its pixels were stored,
+    read from the files themselves (e.g. ``"JPEG q75"``, ``"PNG"``, ``"raw"`` for the official CIFAR-10 archive;
+    empty if unknown). `label` is what reports call the data.
     """
 
     train_images: torch.Tensor
@@ -33,6 +36,7 @@ class ImageDataset:
     test_labels: torch.Tensor
     classes: list[str]
     name: str
+    encoding: str = ""
 
     def __post_init__(self) -> None:
         # A malformed dataset here is a loader bug, not a user error, hence ValueError rather than DataError.
@@ -46,6 +50,13 @@ class ImageDataset:
                 )
             if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.classes)):
                 raise ValueError(f"{split}_labels out of range for {len(self.classes)} classes")
+
+    @property
+    def label(self) -> str:
+        """The data's name in reports: "CIFAR-10" only for the official pixels; a re-encoded copy says so."""
+        if list(self.classes) == CIFAR10_CLASSES and tuple(self.train_images.shape[2:]) == (32, 32):
+            return "CIFAR-10" if self.encoding == "raw" else f"CIFAR-10 ({self.encoding or 'unknown encoding'} copy)"
+        return self.name
 
     @property
     def num_classes(self) -> int:
@@ -143,6 +154,7 @@ def make_synthetic(num_train: int = SYNTHETIC_DEFAULT_SIZE, seed: int = 0) -> Im
         test_labels=test_labels,
         classes=[f"class{i}" for i in range(_SYNTHETIC_CLASSES)],
         name=f"synthetic ({num_train} train / {num_train // 4} test)",
+        encoding="synthetic",
     )
 
 
@@ -166,4 +178,5 @@ def holdout_split(ds: ImageDataset, val_size: int, seed: int = 0) -> ImageDatase
         test_labels=ds.train_labels[val_idx],
         classes=list(ds.classes),
         name=f"{ds.name} (train {n - val_size}/val {val_size})",
+        encoding=ds.encoding,
     )

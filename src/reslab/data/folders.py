@@ -20,7 +20,8 @@ import tarfile
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from reslab.errors import DataError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"})
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 # Bump when the decoding or cache layout changes, so stale caches are not reused.
-CACHE_FORMAT = "reslab-folders-v1"
+CACHE_FORMAT = "reslab-folders-v2"  # v2: the files' encodings are cached too
 _CHUNK = 1 << 20
 
 Rel = tuple[str, ...]  # a path relative to the dataset root, as components
@@ -69,6 +70,7 @@ def load_image_folder(
         test_labels=arrays["test_labels"],
         classes=list(arrays["classes"]),
         name=f"{path.resolve().name} (ImageFolder)",
+        encoding=describe_encodings(arrays["encodings"]),
     )
 
 
@@ -160,6 +162,8 @@ def _read_cache(cache_file: Path) -> dict | None:
         # Build the dataset once here so a structurally broken cache is caught now, not later in training.
         ImageDataset(**{f: arrays[f] for f in _CACHE_FIELDS}, classes=list(arrays["classes"]), name="cache")
         list(arrays["skipped"])
+        if not all(isinstance(k, str) and isinstance(v, int) for k, v in dict(arrays["encodings"]).items()):
+            raise ValueError("bad encodings")
     except Exception as exc:  # any failure at all just means "rebuild"
         warnings.warn(f"ignoring unreadable data cache {cache_file} ({exc}); rebuilding it", stacklevel=3)
         return None
@@ -202,9 +206,36 @@ def _classes_of(split: str, dirs: set[Rel], files: dict[Rel, Source]) -> dict[st
     return {name: sorted(rels) for name, rels in by_class.items()}
 
 
-def _decode_image(data: bytes, image_size: int | None) -> np.ndarray:
-    """Decode one image to an RGB uint8 [H, W, 3] array, resized+center-cropped to `image_size` if given."""
+# The IJG (libjpeg) luminance quantisation table, natural order: JPEG quality q scales it (jpeg_quality_scaling).
+_IJG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+             14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)  # fmt: skip
+
+
+def jpeg_quality(luma_table: Sequence[int]) -> int | None:
+    """The IJG quality (1-100) whose scaled table is ``luma_table``, or None for a non-IJG table."""
+    table = tuple(luma_table)
+    for q in range(1, 101):
+        scale = 5000 // q if q < 50 else 200 - 2 * q
+        if table == tuple(min(max((v * scale + 50) // 100, 1), 255) for v in _IJG_LUMA):
+            return q
+    return None
+
+
+def _encoding(img: Image.Image) -> str:
+    """How a file stored its pixels: "JPEG q75" for a standard-table JPEG, else the format's name."""
+    if img.format == "JPEG":
+        tables = getattr(img, "quantization", None) or {}
+        q = jpeg_quality(tables[0]) if 0 in tables else None
+        return f"JPEG q{q}" if q is not None else "JPEG"
+    return img.format or "unknown"
+
+
+def _decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, str]:
+    """Decode one image to an RGB uint8 [H, W, 3] array, resized+center-cropped to `image_size` if given, and say
+    how it was encoded."""
     with Image.open(io.BytesIO(data)) as img:
+        encoding = _encoding(img)
         img = img.convert("RGB")
     if image_size is not None:
         w, h = img.size
@@ -213,7 +244,7 @@ def _decode_image(data: bytes, image_size: int | None) -> np.ndarray:
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - image_size) // 2, (nh - image_size) // 2
         img = img.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(img)
+    return np.asarray(img), encoding
 
 
 class _Decoder:
@@ -223,11 +254,12 @@ class _Decoder:
         self.where, self.image_size, self.strict = where, image_size, strict
         self.hw: tuple[int, int] | None = (image_size, image_size) if image_size else None
         self.skipped: list[str] = []
+        self.encodings: Counter[str] = Counter()
 
     def _one(self, name: str, source: Source) -> np.ndarray | None:
         try:
             data = source.read_bytes() if isinstance(source, Path) else source
-            array = _decode_image(data, self.image_size)
+            array, encoding = _decode_image(data, self.image_size)
         except Exception as exc:
             # A corrupt file can fail deep inside any of PIL's parsers (OSError, SyntaxError, struct.error, ...), so
             # every failure to read or decode one file counts as "unreadable image".
@@ -235,6 +267,7 @@ class _Decoder:
                 raise DataError(f"unreadable image {name} in {self.where}: {exc}") from exc
             self.skipped.append(name)
             return None
+        self.encodings[encoding] += 1
         if self.hw is None:
             self.hw = array.shape[:2]
         elif array.shape[:2] != self.hw:
@@ -310,7 +343,16 @@ def _decode_all(path: Path, dirs: set[Rel], files: dict[Rel, Source], image_size
             raise DataError(f"class folder train/{empty} in {path} has no readable images")
         out[f"{field}_images"], out[f"{field}_labels"] = torch.from_numpy(images), torch.from_numpy(labels)
     out["skipped"] = decoder.skipped
+    out["encodings"] = dict(decoder.encodings)
     return out
+
+
+def describe_encodings(counts: dict[str, int]) -> str:
+    """``{"JPEG q75": 60000}`` -> ``"JPEG q75"``; several kinds are listed with their counts, most common first."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return "mixed: " + ", ".join(f"{k} ({v})" for k, v in ranked[:3]) + (", ..." if len(ranked) > 3 else "")
 
 
 def _report_skipped(path: Path, skipped: list[str], strict: bool) -> None:

@@ -347,7 +347,7 @@ class Trainer:
         """Final errors: on the held-out validation split if there is one, and on the test set, without TTA, with
         flip TTA and, if the recipe sets ``tta_shift``, with its 6 views. The test set is never used for any choice
         during training."""
-        out: dict[str, Any] = {"dataset": self.dataset.name}
+        out: dict[str, Any] = {"dataset": self.dataset.name, "data_label": self.dataset.label}
         splits = {"val" if self.cfg.val_split else "test": (self.dataset.test_images, self.dataset.test_labels)}
         if self.cfg.val_split:
             splits["test"] = self.full_test
@@ -375,7 +375,8 @@ class Trainer:
         now = run_info()
         info = {"config": self.cfg.to_dict(), "seed": self.cfg.seed, "iterations": self.total,
                 "precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
-                "dataset": self.dataset.name, "train_images": len(self.dataset.train_labels), **now}  # fmt: skip
+                "dataset": self.dataset.name, "data_label": self.dataset.label,
+                "train_images": len(self.dataset.train_labels), **now}  # fmt: skip
         if resumed:  # keep the first session's record; add this one's (code, versions, machine may differ)
             first = _read_json(self.out / "config.json") or info
             session = {"device": info["device"], "world_size": info["world_size"], **now}

@@ -78,7 +78,7 @@ def run(ctx: Context) -> Path:
     panels = [(f"{name} networks (seed 0)", [Curve.of(label(k), r) for k, r in first.items() if k.startswith(kind)])
               for kind, name in KINDS.items()]  # fmt: skip
     ctx.out.mkdir(parents=True, exist_ok=True)
-    curves_figure(ctx.out / "fig6_degradation.png", panels)
+    curves_figure(ctx.out / "fig6_degradation.png", panels, data=ctx.data_label)
     table = rows(groups)
     statements, flags = verdicts(groups)
     log_every = ctx.budget.log_every
@@ -94,5 +94,5 @@ def run(ctx: Context) -> Path:
         "## Does Fig. 6 reproduce?\n\n" + "\n".join(statements),
     ]
     write_results(ctx, table, {"final_train_error_tail_fraction": TAIL, **flags})
-    return write_report(ctx, "Fig. 6: plain vs residual networks on CIFAR-10", "Fig. 6 (Sec. 4.2)", sections,
+    return write_report(ctx, f"Fig. 6: plain vs residual networks on {ctx.data_label}", "Fig. 6 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

@@ -55,14 +55,14 @@ def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
     return out
 
 
-def figure(path: Path, table: list[dict[str, Any]]) -> Path:
+def figure(path: Path, table: list[dict[str, Any]], data: str) -> Path:
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     layers = [r["layers"] for r in table]
     ax.errorbar(layers, [r["test mean (%)"] for r in table], yerr=[r["test std (%)"] for r in table],
                 marker="o", capsize=3, label="reslab (mean±std over seeds)")  # fmt: skip
     ax.plot(layers, [paper.CIFAR_TEST_ERROR[d] for d in layers], marker="s", linestyle="--", label="paper, Table 6")
-    ax.set(xscale="log", xlabel="layers", ylabel="test error (%)", title="CIFAR-10 test error vs depth")
+    ax.set(xscale="log", xlabel="layers", ylabel="test error (%)", title=f"{data}: test error vs depth")
     ax.minorticks_off()  # the log axis' minor labels would overprint the depth labels
     ax.set_xticks(layers, [str(d) for d in layers])
     ax.grid(alpha=0.3)
@@ -75,7 +75,7 @@ def run(ctx: Context) -> Path:
     results = ctx.runner.run_all(specs(ctx))
     table = rows(by_key(results))
     ctx.out.mkdir(parents=True, exist_ok=True)
-    figure(ctx.out / "table6_depth.png", table)
+    figure(ctx.out / "table6_depth.png", table, ctx.data_label)
     shown = ["net", "params (M)", "paper params (M)", "seeds", "val error (%)", "test error (%)",
              "paper test error (%)"]  # fmt: skip
     val = ctx.budget.val_split
@@ -87,5 +87,5 @@ def run(ctx: Context) -> Path:
         "![test error vs depth](table6_depth.png)",
     ]
     write_results(ctx, table)
-    return write_report(ctx, "Table 6: CIFAR-10 ResNets by depth", "Table 6 (Sec. 4.2)", sections,
+    return write_report(ctx, f"Table 6: ResNets by depth on {ctx.data_label}", "Table 6 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

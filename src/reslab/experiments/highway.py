@@ -78,7 +78,7 @@ def run(ctx: Context) -> Path:
     panels = [(f"{d} layers (seed 0)", [Curve.of(f"{name}-{d}", groups[f"{k}{d}"][0]) for k, name in KINDS.items()])
               for d in DEPTHS]  # fmt: skip
     ctx.out.mkdir(parents=True, exist_ok=True)
-    curves_figure(ctx.out / "highway_curves.png", panels)
+    curves_figure(ctx.out / "highway_curves.png", panels, data=ctx.data_label)
     table = rows(groups)
     shown = ["net", "params", "seeds", "final train error (%)", "test error (%)"]
     sections = [
@@ -87,10 +87,10 @@ def run(ctx: Context) -> Path:
         "## Final errors\n\n" + markdown_table(table, shown),
         f"Final training error = mean of the training-error records in the last {TAIL:.0%} of the run, averaged "
         "over seeds; test error = final model, whole test set, best (mean±std) over seeds. The paper reports no "
-        "highway numbers; highway units here: y = T(x)·F(x) + (1 − T(x))·x with T = sigmoid(1x1 conv), gate bias "
+        "highway numbers; highway units here: y = relu(T(x)·F(x) + (1 − T(x))·x) with T = sigmoid(1x1 conv), gate bias "
         "−1.",
         "## Findings\n\n" + paragraph(table),
     ]
     write_results(ctx, table)
-    return write_report(ctx, "Plain vs residual vs highway networks on CIFAR-10", "Sec. 2 and Fig. 6", sections,
-                        list(results.values()))  # fmt: skip
+    title = f"Plain vs residual vs highway networks on {ctx.data_label}"
+    return write_report(ctx, title, "Sec. 2 and Fig. 6", sections, list(results.values()))

@@ -63,9 +63,14 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
     return "\n".join([head, sep, *("| " + " | ".join(row) + " |" for row in cells)])
 
 
-def curves_figure(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], xlabel: str = "iterations") -> Path:
-    """Side-by-side panels like Fig. 6: per net a thin dashed training-error line and a bold test-error line."""
+def curves_figure(
+    path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], xlabel: str = "iterations", data: str = ""
+) -> Path:
+    """Side-by-side panels like Fig. 6: per net a thin dashed training-error line and a bold test-error line;
+    ``data`` (the data's label) titles the figure."""
     fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
+    if data:
+        fig.suptitle(data)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, curves) in zip(axes, panels, strict=True):
         for i, c in enumerate(curves):
@@ -79,9 +84,13 @@ def curves_figure(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], xla
     return path
 
 
-def lines_figure(path: Path, panels: Sequence[tuple[str, str, dict[str, Sequence[float]]]], ylabel: str) -> Path:
+def lines_figure(
+    path: Path, panels: Sequence[tuple[str, str, dict[str, Sequence[float]]]], ylabel: str, data: str = ""
+) -> Path:
     """Stacked panels of one line per series (Fig. 7: layer responses by layer index and sorted)."""
     fig = Figure(figsize=(7, 3.2 * len(panels)), layout="constrained")
+    if data:
+        fig.suptitle(data)
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (title, xlabel, series) in zip(axes, panels, strict=True):
         for label, ys in series.items():
@@ -94,12 +103,11 @@ def lines_figure(path: Path, panels: Sequence[tuple[str, str, dict[str, Sequence
 
 
 def data_lines(ctx: Context) -> list[str]:
-    spec = ctx.runner.data
-    lines = [f"- Data: `{spec}`", f"- Dataset: {ctx.runner.dataset.name}"]
-    cifar_classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    if "jpeg" in Path(spec).name.lower() and list(ctx.runner.dataset.classes) == cifar_classes:
-        lines.append("- This is CIFAR-10 (JPEG q75 copy): real CIFAR-10 content re-encoded as JPEG quality 75, not "
-                     "the paper's exact data; JPEG removes detail, so errors on it run somewhat higher.")  # fmt: skip
+    spec, ds = ctx.runner.data, ctx.runner.dataset
+    lines = [f"- Data: **{ds.label}** (`{spec}`; {ds.name}; stored as {ds.encoding or 'unknown'})"]
+    if ds.label.startswith("CIFAR-10 (") and ds.encoding != "synthetic":
+        lines.append(f"- This is {ds.label}: CIFAR-10 content re-encoded ({ds.encoding}), not the paper's exact "
+                     "data; lossy encoding removes detail, so errors on it run higher.")  # fmt: skip
     if spec.startswith("synthetic"):
         lines.append("- Synthetic data (coloured noise) for testing the pipeline: not comparable with the paper.")
     return lines
@@ -137,7 +145,9 @@ def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (),
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """results.json (rows plus context) and results.csv (the rows) beside report.md."""
     ctx.out.mkdir(parents=True, exist_ok=True)
-    doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data, "seeds": ctx.seeds,
+    label = ctx.data_label if ctx.experiment != "table1" else "none (no training)"
+    doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data, "data_label": label,
+           "seeds": ctx.seeds,
            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": run_info()["machine"],
            "rows": list(rows), **(extra or {})}  # fmt: skip
     (ctx.out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")

@@ -98,7 +98,7 @@ def run(ctx: Context) -> Path:
         ("std of layer responses, in layer order", "layer index (original)", stds),
         ("std of layer responses, sorted by magnitude", "layer index (sorted by magnitude)",
          {k: sorted(v, reverse=True) for k, v in stds.items()}),
-    ], ylabel="std")  # fmt: skip
+    ], ylabel="std", data=ctx.data_label)  # fmt: skip
     table = [{"net": k, "3x3 layers": len(v), "mean std": statistics.fmean(v), "max std": max(v), "min std": min(v)}
              for k, v in stds.items()]  # fmt: skip
     sections = [

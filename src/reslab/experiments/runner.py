@@ -164,7 +164,8 @@ def subset(ds: ImageDataset, n_train: int | None, n_test: int | None, seed: int 
     train_images, train_labels = pick(ds.train_images, ds.train_labels, n_train)
     test_images, test_labels = pick(ds.test_images, ds.test_labels, n_test)
     return ImageDataset(train_images, train_labels, test_images, test_labels, list(ds.classes),
-                        f"{ds.name}, subset {len(train_labels)} train / {len(test_labels)} test")  # fmt: skip
+                        f"{ds.name}, subset {len(train_labels)} train / {len(test_labels)} test",
+                        encoding=ds.encoding)  # fmt: skip
 
 
 class Runner:
@@ -262,6 +263,11 @@ class Context:
     @property
     def budget(self) -> Budget:
         return self.runner.budget
+
+    @property
+    def data_label(self) -> str:
+        """What the data is, read from its contents (e.g. "CIFAR-10 (JPEG q75 copy)"), for titles and tables."""
+        return self.runner.dataset.label
 
 
 def checkpoint_state(result: RunResult) -> dict[str, Any]:

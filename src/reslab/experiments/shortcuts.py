@@ -46,7 +46,7 @@ def rows(ctx: Context, results: dict[str, RunResult]) -> list[dict[str, Any]]:
             out.append({
                 "net": f"ResNet-{runs[0].spec.depth}", "option": option, "params": params(model, option),
                 "seeds": len(runs), "test error (%)": best_mean_std(tests), "test mean (%)": statistics.fmean(tests),
-                "paper, ImageNet ResNet-34 top-1 (%)": paper.IMAGENET_TOP1_10CROP[f"resnet34_{option}"],
+                "paper, ImageNet ResNet-34 top-1 error (%)": paper.IMAGENET_TOP1_10CROP[f"resnet34_{option}"],
             })  # fmt: skip
     return out
 
@@ -62,14 +62,14 @@ def run(ctx: Context) -> Path:
     paper_order = sorted(OPTIONS, key=lambda o: paper.IMAGENET_TOP1_10CROP[f"resnet34_{o}"])
     nets = list(dict.fromkeys(r["net"] for r in table))
     findings = [f"- {net}: test error {ordering(table, net)} (by mean over seeds)" for net in nets]
-    shown = ["net", "option", "params", "seeds", "test error (%)", "paper, ImageNet ResNet-34 top-1 (%)"]
+    shown = ["net", "option", "params", "seeds", "test error (%)", "paper, ImageNet ResNet-34 top-1 error (%)"]
     sections = [
         "## Shortcut options A / B / C\n\n" + markdown_table(table, shown),
         "Parameters counted on the built module (`reslab.complexity`); test error = final model, whole test set, "
-        "best (mean±std) over seeds. The paper's column is Table 3 (ImageNet, ResNet-34, 10-crop top-1): another "
+        "best (mean±std) over seeds. The paper's column is Table 3 (ImageNet, ResNet-34, 10-crop top-1 error): another "
         "dataset and network, shown only for the ordering of the options.",
         "## Ordering\n\n" + "\n".join(findings) + f"\n- paper (Table 3, ImageNet): {' < '.join(paper_order)}",
     ]
     write_results(ctx, table)
-    return write_report(ctx, "Identity vs projection shortcuts on CIFAR-10", "Table 3 (Sec. 4.1)", sections,
+    return write_report(ctx, f"Identity vs projection shortcuts on {ctx.data_label}", "Table 3 (Sec. 4.1)", sections,
                         list(results.values()))  # fmt: skip
