@@ -124,14 +124,18 @@ class RunResult:
         rows = [m for m in self.metrics if "split" in m]
         return [m["iter"] for m in rows], [m["error"] for m in rows]
 
-    def final_train_error(self, fraction: float = 0.1) -> float:
-        """Mean training error of the records in the last ``fraction`` of the run (single records are noisy)."""
+    def tail_train_errors(self, fraction: float = 0.1) -> list[float]:
+        """The training-error records of the last ``fraction`` of the run (at least the last one)."""
         iters, errors = self.train_curve()
         if not iters:
-            return float("nan")
+            return []
         start = iters[-1] * (1 - fraction)
-        tail = [e for i, e in zip(iters, errors, strict=True) if i > start] or errors[-1:]
-        return sum(tail) / len(tail)
+        return [e for i, e in zip(iters, errors, strict=True) if i > start] or errors[-1:]
+
+    def final_train_error(self, fraction: float = 0.1) -> float:
+        """Mean training error of the records in the last ``fraction`` of the run (single records are noisy)."""
+        tail = self.tail_train_errors(fraction)
+        return sum(tail) / len(tail) if tail else float("nan")
 
 
 def by_key(results: dict[str, RunResult]) -> dict[str, list[RunResult]]:
