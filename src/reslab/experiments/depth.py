@@ -1,8 +1,9 @@
 """Table 6 (Sec. 4.2): CIFAR-10 test error of ResNet-20/32/44/56/110 (and 1202), "best (mean±std)" over seeds.
 
-As in the paper, training uses 45k images and holds out 5k for validation (``val_split``: the periodic curves and
-``val_error`` are on it), and the number reported is the test error of the *final* model: nothing is chosen on the
-test set.
+Each run holds out ``val_split`` training images for validation (the periodic curves and ``val_error`` are on
+it) and reports the test error of the *final* model: nothing is chosen on the test set. The paper fixed its schedule
+on a 45k/5k train/val split (Sec. 4.2) but does not say whether Table 6's models then trained on 45k or all 50k;
+holding out 5k throughout is our reading, and at the ``cpu`` budget the split is taken from its 25k subset.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def run(ctx: Context) -> Path:
     val = ctx.budget.val_split
     sections = [
         "## Table 6: test error by depth\n\n" + markdown_table(table, shown),
-        f"Training on all but {val} training images, which are held out for validation (the paper's 45k/5k "
-        "split); `val error` is the final model on them. `test error` is the final model on the whole test set "
+        f"Training on {len(ctx.runner.dataset.train_labels) - val} images, {val} more held out for validation (the "
+        "paper fixed its schedule on a 45k/5k split); `val error` is the final model on them. "
+        "`test error` is the final model on the whole test set "
         "(no selection on the test set), as best (mean±std) over the seeds, like Table 6's ResNet-110 entry.",
         "![test error vs depth](table6_depth.png)",
     ]

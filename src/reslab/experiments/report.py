@@ -120,8 +120,9 @@ def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (),
         b = ctx.budget
         lines += [
             *data_lines(ctx),
-            f"- Budget: `{b.name}`: {b.recipe().iterations} iterations at batch {b.batch_size} per run, test "
-            f"evaluation every {b.eval_every} iterations. {b.note}",
+            f"- Budget: `{b.name}`: {b.recipe().iterations} iterations at batch {b.batch_size} per run, an "
+            f"evaluation (on the validation split where one is held out, else the test set) every {b.eval_every} "
+            f"iterations. {b.note}",
             f"- Seeds: {', '.join(str(s) for s in range(ctx.seeds))}",
         ]
     else:
