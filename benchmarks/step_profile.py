@@ -57,7 +57,7 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 def profile_model(name: str, batch: int, steps: int, precision: str) -> tuple[float, dict[str, float]]:
     cfg = TrainConfig(model=name, data=f"synthetic:{batch * 4}", recipe=get_recipe("paper", batch_size=batch),
-                      precision=precision, out="/nonexistent", progress=False)  # fmt: skip
+                      precision=precision, device="cpu", out="/nonexistent", progress=False)  # fmt: skip
     tr = Trainer(cfg)
     tr.net.train()
     x, y = tr._next_batch()
@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
+    if args.steps < 1 or args.batch < 1:
+        ap.error("--steps and --batch must be >= 1")
     precision = resolve_precision(args.precision, torch.device("cpu"))
     peak = gemm_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
     print(f"machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}")

@@ -5,8 +5,9 @@
 For each model it prints images/s of
   * reslab: in-memory uint8 data, batched crop/flip, bf16 autocast (where the CPU has it), channels_last;
   * tutorial: torchvision ImageFolder + DataLoader(num_workers=2) + RandomCrop/Flip/ToTensor/Normalize, fp32 eager;
-the ratio between them, and the fraction of the bf16 GEMM ceiling: the peak bf16 matmul rate measured in this run
-divided by the model's training multiply-adds per image (3x the forward: forward, input grad, weight grad).
+the ratio between them, and the fraction of the GEMM ceiling: the peak matmul rate measured in this run (bf16, or
+fp32 if reslab trains in fp32) divided by the model's training multiply-adds per image (3x the forward: forward,
+input grad, weight grad).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchvision import transforms
 
 from reslab import complexity, create_model
 from reslab.engine.config import TrainConfig
+from reslab.engine.precision import resolve_precision
 from reslab.engine.recipes import get_recipe
 from reslab.engine.runinfo import machine
 from reslab.engine.trainer import Trainer
@@ -42,11 +44,18 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, trials: int = 3
 
 
 def reslab_rate(
-    model: str, data: str, batch: int, steps: int, warmup: int, precision: str, channels_last: bool = True
+    model: str,
+    data: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    channels_last: bool = True,
+    compile: bool = False,
 ) -> float:
     cfg = TrainConfig(model=model, data=data, recipe=get_recipe("paper", batch_size=batch, iterations=10**6),
-                      precision=precision, channels_last=channels_last, out=tempfile.mkdtemp(),
-                      progress=False)  # fmt: skip
+                      precision=precision, channels_last=channels_last, device="cpu", compile=compile,
+                      out=tempfile.mkdtemp(), progress=False)  # fmt: skip
     tr = Trainer(cfg)
     stats = torch.zeros(3)
     tr.net.train()
@@ -97,11 +106,18 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--skip-tutorial", action="store_true")
     ap.add_argument("--channels-last", choices=["true", "false"], default="true", help="reslab's memory format")
+    ap.add_argument("--compile", action="store_true", help="torch.compile reslab's model (as `reslab train --compile`)")
     args = ap.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1:
+        ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
+    if not Path(args.data).is_file():
+        ap.error(f"--data {args.data}: not a file (an ImageFolder .tar, e.g. ../shared/data/cifar10-jpeg.tar)")
 
-    peak = gemm_peak(torch.bfloat16)
-    print(f"machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"bf16 GEMM peak measured now: {2 * peak / 1e9:.0f} GFLOP/s; fp32: {2 * gemm_peak(torch.float32) / 1e9:.0f}")
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    bf16, fp32 = gemm_peak(torch.bfloat16), gemm_peak(torch.float32)
+    peak = bf16 if precision == "bf16" else fp32  # the ceiling of the precision reslab trains in
+    print(f"machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; reslab in {precision}")
+    print(f"GEMM peak measured now: bf16 {2 * bf16 / 1e9:.0f} GFLOP/s, fp32 {2 * fp32 / 1e9:.0f} GFLOP/s")
     root = None
     if not args.skip_tutorial:
         tmp = tempfile.mkdtemp()
@@ -114,7 +130,7 @@ def main() -> None:
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
         ceiling = peak / (3 * macs)
         ours = reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision,
-                           channels_last=args.channels_last == "true")  # fmt: skip
+                           channels_last=args.channels_last == "true", compile=args.compile)  # fmt: skip
         theirs = tutorial_rate(name, root, args.batch, args.steps, args.warmup) if root else float("nan")
         row = (name, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}", f"{ceiling:.0f}", f"{ours / ceiling:.1%}")
         print(" ".join(f"{v:>14}" for v in row))

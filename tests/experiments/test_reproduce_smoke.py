@@ -125,6 +125,13 @@ def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert err.startswith("reslab: error:") and "\n" not in err
 
 
+def test_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    assert main(["reproduce", "table1", "--out", str(tmp_path / "file"), "--budget", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reslab: error: cannot write") and "\n" not in err
+
+
 def _jpeg_tar(path: Path) -> Path:
     """A tiny ImageFolder tar (4 train / 2 test quality-75 JPEGs per CIFAR-10 class), like the shared copy."""
     rng = np.random.default_rng(0)

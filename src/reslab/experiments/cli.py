@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from reslab.engine.cli import positive_int
+from reslab.errors import ConfigError
 from reslab.experiments import EXPERIMENTS
 
 
@@ -30,8 +31,11 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from reslab.experiments import reproduce
 
-    report = reproduce(args.name, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
-                       data_dir=args.data_dir, device=args.device, with_1202=args.with_1202,
-                       progress=not args.quiet)  # fmt: skip
+    try:
+        report = reproduce(args.name, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
+                           data_dir=args.data_dir, device=args.device, with_1202=args.with_1202,
+                           progress=not args.quiet)  # fmt: skip
+    except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
+        raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)
     return 0

@@ -200,7 +200,8 @@ class Runner:
                            log_every=b.log_every, progress=self.progress)  # fmt: skip
 
     def is_done(self, spec: RunSpec) -> bool:
-        return (self.run_dir(spec) / "summary.json").exists()
+        """Finished: a summary and the config it was trained with (without one, resuming re-finishes the run)."""
+        return all((self.run_dir(spec) / f).exists() for f in ("summary.json", "config.json"))
 
     def run_all(self, specs: Sequence[RunSpec]) -> dict[str, RunResult]:
         """Train every run that is not finished yet (resuming partial ones) and return all results by name."""
@@ -240,8 +241,13 @@ class Runner:
 
     def _check_same_config(self, spec: RunSpec) -> None:
         """A finished run is reused only if it was trained as this experiment would train it now."""
-        saved = json.loads((self.run_dir(spec) / "config.json").read_text())["config"]
-        wanted = json.loads(json.dumps(self.config(spec).to_dict()))
+        # Through TrainConfig, so that a run saved before a field was added compares with that field's default.
+        path = self.run_dir(spec) / "config.json"
+        try:
+            saved = TrainConfig.from_dict(json.loads(path.read_text())["config"]).to_dict()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"cannot read {path} ({e}); use another --out") from e
+        wanted = self.config(spec).to_dict()
         diff = [k for k, v in wanted.items() if k not in _VOLATILE and saved.get(k) != v]
         if diff:
             raise ConfigError(

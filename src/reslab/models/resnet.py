@@ -58,6 +58,11 @@ class ResNet(nn.Module):
             raise ModelError(f"need one width per stage and at least one unit per stage, got {depths=} {widths=}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if zero_init_residual and (mode != "residual" or block.preact):
+            # A plain unit would output relu(0) = 0 with no gradient to its BN; a pre-activation unit has no BN
+            # after its last conv. Zero-init only makes sense where an identity carries the signal past F.
+            raise ModelError("zero_init_residual needs residual units with a BN after the last conv (not plain, "
+                             "highway or pre-activation nets)")  # fmt: skip
         self.preact = block.preact
         stem_width = widths[0] if stem == "cifar" else 64
         if stem == "cifar":
