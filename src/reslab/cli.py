@@ -37,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine_commands(sub: argparse._SubParsersAction) -> None:
-    from reslab.engine.cli import add_eval_parser, add_train_parser
+    from reslab.engine.cli import add_eval_parser, add_runs_parser, add_train_parser
 
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_runs_parser(sub)
 
 
 def _experiment_commands(sub: argparse._SubParsersAction) -> None:

@@ -33,6 +33,18 @@ def test_recipe_tta_shift_is_reported(tmp_path, capsys):
     assert summary["reported_test_error"] == summary["test_error_tta_shift"]
 
 
+def test_runs_table_reads_finished_runs(tmp_path, capsys):
+    out = tmp_path / "r1"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert main(["runs", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| run | model | recipe | data |") and len(table) == 3
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[:3] == ["r1", "resnet20", "paper"] and float(cells[4]) == round(summary["test_error"], 2)
+    assert cells[5].endswith("(1 view)") and cells[6] == "6"
+
+
 def test_optional_recipe_fields_take_none(tmp_path, capsys):
     out = tmp_path / "run"
     # the paper's warm-up rule for every depth, then cleared again: `none` resets an optional field
@@ -79,6 +91,7 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
         (["train", "--data", "synthetic", "--sync-bn"], "sync-bn needs"),
         (["train", "--data", "synthetic:64", "--batch-size", "128"], "batch size"),
         (["eval", "/no/such/checkpoint.pt"], "checkpoint not found"),
+        (["runs", "/no/such/run"], "is not a finished run"),
         (["eval", "/no/such/checkpoint.pt", "--tta-shift", "1"], "needs --tta"),
         (["train", "--data", "synthetic", "--tta-shift", "1"], "bad value for tta_shift"),
         (["train", "--data", "synthetic", "--device", "tpu"], "unknown device"),

@@ -112,6 +112,19 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
+def add_runs_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="finished runs as a markdown table (test error, wall-clock, machine, date)")
+    p.add_argument("folders", nargs="+", metavar="RUN_DIR")
+    p.set_defaults(func=run_runs)
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from reslab.engine.runs import runs_table
+
+    print(runs_table(args.folders))
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     from reslab.engine.config import TrainConfig
     from reslab.engine.trainer import train
