@@ -209,9 +209,9 @@ def test_cache_key_follows_content_and_image_size(image_tree, tmp_path, helpers,
 
     new = np.full((8, 8, 3), 7, np.uint8)
     target = root / "train" / "cat" / "00.png"
-    helpers.write_image(target, new)
     st = target.stat()
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # mtime granularity may be coarse
+    helpers.write_image(target, new)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as `cp -p` or `rsync -a` would leave it
     ds = load_image_folder(root, cache)
     assert calls and torch.equal(ds.train_images[3], torch.from_numpy(new.transpose(2, 0, 1)))
 

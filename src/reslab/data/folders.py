@@ -7,8 +7,9 @@ a class are taken in sorted path order, so the result is deterministic.
 Sizes: without `image_size` every image must have the same size. With `image_size=S` each image is resized so its
 shorter side is S (bilinear, antialiased) and then center-cropped to SxS.
 
-The decoded arrays are cached in ``<cache_dir>/folders/<key>.pt``, keyed by the tar's bytes (or, for a directory,
-the relative path, size and mtime of every image) plus `image_size`, so later runs skip decoding entirely.
+The decoded arrays are cached in ``<cache_dir>/folders/<key>.pt``, keyed by the source's content (the tar's bytes,
+or every image's relative path and bytes in a directory) plus `image_size`: later runs hash the source (seconds for
+CIFAR-10) and skip decoding entirely, and an edited image is never served stale from the cache.
 """
 
 from __future__ import annotations
@@ -141,8 +142,12 @@ def _cache_key(path: Path, listing: tuple[set[Rel], dict[Rel, Source]] | None, i
     else:
         digest.update(b"dir\0")
         for rel, file in sorted(listing[1].items()):
-            st = file.stat()
-            digest.update(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            try:
+                data = file.read_bytes()
+            except OSError as exc:
+                raise DataError(f"cannot read {file}: {exc.strerror or exc}") from exc
+            digest.update(f"{'/'.join(rel)}\0{len(data)}\0".encode())
+            digest.update(data)
     return digest.hexdigest()
 
 
