@@ -204,3 +204,13 @@ def test_python_api_is_exported():
 
     assert reslab.train is train and reslab.Trainer is Trainer
     assert reslab.get_recipe("paper").batch_size == 128
+
+
+def test_progressive_resizing_trains_small_first(tiny_config):
+    recipe = {"iterations": 12, "batch_size": 32, "low_res_size": 16, "low_res_fraction": 0.5, "evaluations": 1}
+    trainer = Trainer(tiny_config(recipe=recipe, eval_every=0))
+    sizes = []
+    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]) if m.training else None)
+    trainer.fit()
+    assert sizes == [16] * 6 + [32] * 6
+    assert trainer.eval_every == 12  # one evaluation per run, as the recipe asks

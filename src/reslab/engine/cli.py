@@ -83,7 +83,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--channels-last", type=_bool, default=True)
     p.add_argument("--no-augment", action="store_true", help="no pad/crop/flip")
-    p.add_argument("--eval-every", type=int, default=0, help="iterations between evaluations (0: about 20 per run)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="iterations between evaluations (0: the recipe's --evaluations per run)")  # fmt: skip
     p.add_argument("--log-every", type=positive_int, default=50)
     p.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints (0: at evaluations)")
     p.add_argument("--sync-bn", action="store_true", help="synchronised BN across processes (CUDA under torchrun)")

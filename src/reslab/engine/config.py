@@ -34,7 +34,7 @@ class TrainConfig:
     channels_last: bool = True
     device: str = "auto"
     out: str = "runs/default"
-    eval_every: int = 0  # iterations between evaluations; 0: about 20 per run, at least one epoch apart
+    eval_every: int = 0  # iterations between evaluations; 0: the recipe's `evaluations` per run, >= 1 epoch apart
     log_every: int = 50
     checkpoint_every: int = 0  # iterations between checkpoints; 0: at every evaluation
     stop_at: int | None = None  # stop (checkpointed) after this iteration, as if killed: for resume tests

@@ -49,6 +49,11 @@ class Recipe:
     no_decay_bn: bool = False  # exclude BN and bias parameters from weight decay
     tta_flip: bool = False  # test time: average the softmax of the image and its mirror
     tta_shift: int = 0  # test time, with tta_flip: also the views shifted by (+s, +s) and (-s, -s) pixels (6 in all)
+    # Progressive resizing (not in the paper): the first low_res_fraction of the iterations train on the augmented
+    # images downsampled to low_res_size (antialiased bilinear), at (low_res_size / H)^2 of the compute.
+    low_res_size: int | None = None
+    low_res_fraction: float = 0.0
+    evaluations: int = 20  # periodic evaluations per run when --eval-every is 0 (each at least one epoch apart)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolve_iterations(self, train_images: int) -> int:
@@ -70,6 +75,9 @@ class Recipe:
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "tta_shift": self.tta_shift >= 0 and (self.tta_shift == 0 or self.tta_flip),
+            "low_res_size": self.low_res_size is None or self.low_res_size >= 8,
+            "low_res_fraction": 0 <= self.low_res_fraction < 1,
+            "evaluations": self.evaluations >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

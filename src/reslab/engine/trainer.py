@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reslab.data.batches import BatchStream, pixel_mean
@@ -90,7 +91,9 @@ class Trainer:
         # (loss sum, wrong predictions, images) of the current logging interval, kept on the device.
         self.stats = torch.zeros(3, device=self.device)
         self.batches_per_epoch: int | None = getattr(self.stream, "batches_per_epoch", None)
-        self.eval_every = config.eval_every or max(self.batches_per_epoch or 1, math.ceil(self.total / 20))
+        self.eval_every = config.eval_every or max(
+            self.batches_per_epoch or 1, math.ceil(self.total / self.recipe.evaluations)
+        )
         self.checkpoint_every = config.checkpoint_every or self.eval_every
         self.out = Path(config.out)
         self.net = self._wrap(self.model)
@@ -222,6 +225,9 @@ class Trainer:
             self._batches = iter(self.stream)
             x, y = next(self._batches)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        size = self.recipe.low_res_size
+        if size and self.iteration < self.recipe.low_res_fraction * self.total and x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if self.cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the built-in stream
         return x, y
