@@ -3,6 +3,7 @@
 import itertools
 
 import pytest
+import torch
 
 from reslab.engine.recipes import PAPER, PaperWarmup, get_recipe, scheduled_lr
 from reslab.errors import ConfigError
@@ -76,3 +77,27 @@ def test_bad_recipe_values(kwargs, message):
 def test_unknown_recipe():
     with pytest.raises(ConfigError, match="unknown recipe"):
         get_recipe("slow")
+
+
+def test_fused_sgd_gives_the_same_bits_as_the_loop():
+    from reslab import create_model
+    from reslab.engine.recipes import build_optimizer
+
+    recipe = get_recipe("fast")  # nesterov, weight decay without BN/bias decay: every branch of the update
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = create_model("resnet20")
+        opt = build_optimizer(model, recipe)
+        assert opt.defaults["fused"] is True
+        if not fused:  # the same optimizer, per-tensor loop
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+            opt = torch.optim.SGD(groups, **{**opt.defaults, "fused": False, "foreach": False})
+            assert not any(g["fused"] for g in opt.param_groups)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
