@@ -217,14 +217,18 @@ _IJG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14,
              49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)  # fmt: skip
 
 
+def _ijg_table(q: int) -> tuple[int, ...]:
+    scale = 5000 // q if q < 50 else 200 - 2 * q
+    return tuple(min(max((v * scale + 50) // 100, 1), 255) for v in _IJG_LUMA)
+
+
+# Table -> quality, built once: decoding looks up one table per image (the 100 tables are all different).
+_IJG_QUALITY = {_ijg_table(q): q for q in range(1, 101)}
+
+
 def jpeg_quality(luma_table: Sequence[int]) -> int | None:
     """The IJG quality (1-100) whose scaled table is ``luma_table``, or None for a non-IJG table."""
-    table = tuple(luma_table)
-    for q in range(1, 101):
-        scale = 5000 // q if q < 50 else 200 - 2 * q
-        if table == tuple(min(max((v * scale + 50) // 100, 1), 255) for v in _IJG_LUMA):
-            return q
-    return None
+    return _IJG_QUALITY.get(tuple(luma_table))
 
 
 def _encoding(img: Image.Image) -> str:
