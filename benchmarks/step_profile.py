@@ -17,6 +17,9 @@ from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from train_throughput import (
+    gemm_peak,  # the sibling benchmark's GEMM ceiling (run as a script: benchmarks/ on the path)
+)
 
 from reslab import complexity, create_model
 from reslab.engine.config import TrainConfig
@@ -41,18 +44,6 @@ def group_of(name: str) -> str:
         if any(f in lowered for f in fragments):
             return group
     return "other"
-
-
-def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Best matmul rate in multiply-adds per second over three trials."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    best = 0.0
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = max(best, reps * n**3 / (time.perf_counter() - t))
-    return best
 
 
 def profile_model(name: str, batch: int, steps: int, precision: str) -> tuple[float, dict[str, float]]:
