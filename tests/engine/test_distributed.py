@@ -20,12 +20,18 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def failure(proc: subprocess.CompletedProcess) -> str:
+    """What the ranks printed: the start says why a rank failed, the end what torchrun made of it."""
+    err = proc.stderr
+    return err if len(err) < 6000 else f"{err[:4000]}\n[...]\n{err[-2000:]}"
+
+
 def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
     out = tmp_path / "ddp"
     proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision",
                     "fp32", "--iterations", str(ITERS), "--batch-size", str(BATCH), "--log-every", "2",
                     "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, failure(proc)
     ddp = load_checkpoint(out / "checkpoint.pt")
     assert ddp["iteration"] == ITERS
 
@@ -105,7 +111,7 @@ def test_two_process_stop_and_resume_matches_straight(tmp_path):
     )
     for out, stop in (("straight", 0), ("split", 2), ("split", 0)):
         proc = torchrun(str(script), str(tmp_path / out), str(stop))
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.returncode == 0, failure(proc)
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
     for k, v in straight["model"].items():

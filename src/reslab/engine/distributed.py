@@ -51,6 +51,11 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
     return info
 
 
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -7,6 +7,7 @@ also where the NaN check and the paper's warm-up rule look. Evaluation and check
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -439,8 +440,15 @@ def train(
     batches: Iterable[Batch] | None = None,
 ) -> dict[str, Any]:
     """Train one run described by ``config`` and return its summary (the Python API behind ``reslab train``)."""
-    trainer = Trainer(config, dataset, batches)
+    trainer = None
     try:
-        return trainer.fit(resume=resume)
+        trainer = Trainer(config, dataset, batches)
+        summary = trainer.fit(resume=resume)
+        D.barrier()  # rank 0 ran the final evaluation alone: the ranks leave together, none exits under the others
+        return summary
     finally:
+        # DDP's reducer holds the process group past destroy_process_group. Left to interpreter exit, gloo's threads
+        # can free tensors after Python is gone and abort the process (a rare SIGABRT seen in CI); free it here.
+        del trainer
+        gc.collect()
         D.shutdown()
