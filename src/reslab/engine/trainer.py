@@ -227,7 +227,7 @@ class Trainer:
             x, y = next(self._batches)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         size = self.recipe.low_res_size
-        if size and self.iteration < self.recipe.low_res_fraction * self.total and x.shape[-1] != size:
+        if size and self.iteration < self.recipe.low_res_fraction * self.total and x.shape[-1] > size:  # never upsample
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if self.cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the built-in stream
