@@ -89,7 +89,7 @@ def test_generic_depth():
 
 def test_zero_init_residual_only_where_an_identity_carries_the_signal():
     model = create_model("resnet20", zero_init_residual=True)
-    assert all(float(u.last_bn().weight.abs().sum()) == 0 for u in model.units())
+    assert all(float(u.last_bn().weight.detach().abs().sum()) == 0 for u in model.units())
     for name in ("plain20", "preact_resnet110", "highway20"):
         with pytest.raises(ModelError, match="zero_init_residual needs residual units"):
             create_model(name, zero_init_residual=True)
