@@ -214,3 +214,13 @@ def test_progressive_resizing_trains_small_first(tiny_config):
     trainer.fit()
     assert sizes == [16] * 6 + [32] * 6
     assert trainer.eval_every == 12  # one evaluation per run, as the recipe asks
+
+
+def test_progressive_resizing_never_upsamples(tiny_config):
+    """A low-res size above the images' own size (64 for 32x32 data) leaves them as they are."""
+    recipe = {"iterations": 4, "batch_size": 32, "low_res_size": 64, "low_res_fraction": 0.5, "evaluations": 1}
+    trainer = Trainer(tiny_config(recipe=recipe, eval_every=0))
+    sizes = []
+    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]) if m.training else None)
+    trainer.fit()
+    assert sizes == [32] * 4
