@@ -206,21 +206,22 @@ def test_python_api_is_exported():
     assert reslab.get_recipe("paper").batch_size == 128
 
 
+def training_input_sizes(trainer: Trainer) -> list[int]:
+    """Train to the end and return the image size of every training forward pass."""
+    sizes: list[int] = []
+    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]) if m.training else None)
+    trainer.fit()
+    return sizes
+
+
 def test_progressive_resizing_trains_small_first(tiny_config):
     recipe = {"iterations": 12, "batch_size": 32, "low_res_size": 16, "low_res_fraction": 0.5, "evaluations": 1}
     trainer = Trainer(tiny_config(recipe=recipe, eval_every=0))
-    sizes = []
-    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]) if m.training else None)
-    trainer.fit()
-    assert sizes == [16] * 6 + [32] * 6
+    assert training_input_sizes(trainer) == [16] * 6 + [32] * 6
     assert trainer.eval_every == 12  # one evaluation per run, as the recipe asks
 
 
 def test_progressive_resizing_never_upsamples(tiny_config):
     """A low-res size above the images' own size (64 for 32x32 data) leaves them as they are."""
     recipe = {"iterations": 4, "batch_size": 32, "low_res_size": 64, "low_res_fraction": 0.5, "evaluations": 1}
-    trainer = Trainer(tiny_config(recipe=recipe, eval_every=0))
-    sizes = []
-    trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[-1]) if m.training else None)
-    trainer.fit()
-    assert sizes == [32] * 4
+    assert training_input_sizes(Trainer(tiny_config(recipe=recipe, eval_every=0))) == [32] * 4
