@@ -89,7 +89,7 @@ class Recipe:
 PAPER = Recipe(name="paper")
 
 # The shortest wall-clock to the paper recipe's accuracy for ResNet-20 on a 2-core CPU (README: results). Chosen by
-# measurement on CIFAR-10 (JPEG q75 copy), 2026-11-23/24: bf16 autocast (about 2x fp32), batch 256 (as fast as 128
+# measurement on CIFAR-10 (JPEG q75 copy), 2026-11-23/24: bf16 autocast (1.7x fp32), batch 256 (as fast as 128
 # and 512 per image), flip + shifted-view TTA (6 views: 1.3 points below 1 view on the 20-epoch run), progressive
 # resizing (the first half at 24x24 runs at about 1200 img/s against 750 at 32x32, so 28 epochs fit where 20 did;
 # on the 45k/5k split it beat an all-32x32 run of the same wall-clock by 1.3 points of validation error);
