@@ -1,8 +1,11 @@
 """Batched augmentation and the resumable, sharded batch stream."""
 
+import pytest
 import torch
 
+from reslab.data import batches
 from reslab.data.batches import BatchStream, normalize, pixel_mean, random_crop_flip
+from reslab.errors import ConfigError
 
 
 def images(n=16, size=8):
@@ -77,3 +80,40 @@ def test_normalize_subtracts_the_mean_image():
     x, _ = images()
     mean = pixel_mean(x)
     assert normalize(x, mean).mean(0).abs().max() < 1e-5
+
+
+def mirrored(stream, x, epochs):
+    """Per epoch, which images (labelled by their index) the stream mirrored; needs crops fixed at the centre."""
+    out = []
+    for _ in range(epochs):
+        flips = torch.zeros(len(x), dtype=torch.bool)
+        for _ in range(stream.batches_per_epoch):
+            xb, yb = next(stream)
+            for img, i in zip(xb, yb.tolist()):
+                flips[i] = not torch.allclose(img, normalize(x[i : i + 1], stream.mean)[0])
+        out.append(flips)
+    return out
+
+
+def test_alternate_flip_inverts_every_image_each_epoch(monkeypatch):
+    original = batches.draw_crops_flips
+
+    def centred(n, gen, pad=4, flip=True):  # the same random draws, with the crop offsets fixed at the centre
+        params = original(n, gen, pad, flip)
+        params[:2] = pad
+        return params
+
+    monkeypatch.setattr(batches, "draw_crops_flips", centred)
+    x, _ = images(n=32)
+    y, mean = torch.arange(32), pixel_mean(x)
+    alternate = mirrored(BatchStream(x, y, 8, mean, seed=5, flip="alternate"), x, 3)
+    assert 4 < int(alternate[0].sum()) < 28  # a random half to start with
+    assert torch.equal(alternate[1], ~alternate[0]) and torch.equal(alternate[2], alternate[0])
+    random = mirrored(BatchStream(x, y, 8, mean, seed=5), x, 3)
+    assert not torch.equal(random[1], ~random[0])  # the paper's flips are drawn afresh each epoch
+
+
+def test_unknown_flip_mode_is_a_config_error():
+    x, y = images()
+    with pytest.raises(ConfigError, match="flip mode"):
+        BatchStream(x, y, 4, pixel_mean(x), flip="sometimes")

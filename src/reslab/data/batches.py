@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from reslab.errors import ConfigError
 
+FLIP_MODES = ("random", "alternate")
+
 
 def _generator(*key: int) -> torch.Generator:
     """A generator seeded by a hash of ``key``: no overflow for any seed, no collisions between (epoch, batch)."""
@@ -89,6 +91,9 @@ class BatchStream:
         mean: per-pixel mean [3, H, W] in [0, 1] units.
         seed: the run's seed.
         augment: pad-crop-flip (Sec. 4.2); off gives the plain images.
+        flip: ``"random"`` mirrors each image with probability 1/2 in every epoch (the paper); ``"alternate"``
+            (not in the paper; Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") draws each image's mirroring once
+            and inverts it every epoch, so any two consecutive epochs show both orientations of every image.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class BatchStream:
         *,
         seed: int = 0,
         augment: bool = True,
+        flip: str = "random",
         rank: int = 0,
         world: int = 1,
         device: torch.device | str = "cpu",
@@ -107,6 +113,8 @@ class BatchStream:
     ) -> None:
         if batch_size % world:
             raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
+        if flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip mode {flip!r}; choose one of {', '.join(FLIP_MODES)}")
         if batch_size > len(images):
             raise ConfigError(f"batch size {batch_size} exceeds the {len(images)} training images")
         self.device = torch.device(device)
@@ -114,6 +122,12 @@ class BatchStream:
         self.labels = labels.to(self.device)
         self.mean = mean.to(self.device)
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        # Each image's mirroring in even epochs (odd epochs invert it); key (seed, -1) is no (epoch, batch) key.
+        self._base_flips = (
+            (torch.rand(len(images), generator=_generator(seed, -1)) < 0.5).long().to(self.device)
+            if flip == "alternate"
+            else None
+        )
         self.rank, self.world = rank, world
         self.channels_last = channels_last
         self.epoch, self.batch = 0, 0
@@ -151,8 +165,10 @@ class BatchStream:
         idx = idx[lo:hi]
         x = normalize(self.images[idx], self.mean)
         if self.augment:
-            params = draw_crops_flips(self.batch_size, gen)[:, lo:hi]
-            x = apply_crops_flips(x, _to_device(params, self.device))
+            params = _to_device(draw_crops_flips(self.batch_size, gen)[:, lo:hi], self.device)
+            if self._base_flips is not None:
+                params[2] = self._base_flips[idx] ^ (self.epoch % 2)
+            x = apply_crops_flips(x, params)
         y = self.labels[idx]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab.data.batches import FLIP_MODES
 from reslab.errors import ConfigError
 
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -46,6 +47,7 @@ class Recipe:
     paper_warmup_lr: float = 0.01
     paper_warmup_error: float = 0.80
     label_smoothing: float = 0.0
+    flip: str = "random"  # training flips: "random" (the paper) or "alternate" (inverted every epoch; BatchStream)
     no_decay_bn: bool = False  # exclude BN and bias parameters from weight decay
     tta_flip: bool = False  # test time: average the softmax of the image and its mirror
     tta_shift: int = 0  # test time, with tta_flip: also the views shifted by (+s, +s) and (-s, -s) pixels (6 in all)
@@ -74,6 +76,7 @@ class Recipe:
             "milestones": all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
+            "flip": self.flip in FLIP_MODES,
             "tta_shift": self.tta_shift >= 0 and (self.tta_shift == 0 or self.tta_flip),
             "low_res_size": self.low_res_size is None or self.low_res_size >= 8,
             "low_res_fraction": 0 <= self.low_res_fraction < 1,

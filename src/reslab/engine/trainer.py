@@ -74,7 +74,7 @@ class Trainer:
         self.total = self.recipe.resolve_iterations(len(self.dataset.train_labels))
         self.stream: Iterable[Batch] = batches if batches is not None else BatchStream(
             self.dataset.train_images, self.dataset.train_labels, self.recipe.batch_size, self.mean,
-            seed=config.seed, augment=config.augment, rank=self.dist.rank, world=self.dist.world,
+            seed=config.seed, augment=config.augment, flip=self.recipe.flip, rank=self.dist.rank, world=self.dist.world,
             device=self.device, channels_last=config.channels_last,
         )  # fmt: skip
         self._batches: Iterator[Batch] = iter(self.stream)
