@@ -8,6 +8,10 @@ For each model it prints images/s of
 the ratio between them, and the fraction of the GEMM ceiling: the peak matmul rate measured in this run (bf16, or
 fp32 if reslab trains in fp32) divided by the model's training multiply-adds per image (3x the forward: forward,
 input grad, weight grad).
+
+``--bound`` adds reslab's loop with every BatchNorm and ReLU replaced by the identity (timing only, the network is no
+longer the paper's): an upper bound on what fusing or speeding up those memory-bound layers could give, and its ratio
+to the tutorial pipeline.
 """
 
 from __future__ import annotations
@@ -52,11 +56,14 @@ def reslab_rate(
     precision: str,
     channels_last: bool = True,
     compile: bool = False,
+    strip_bn_relu: bool = False,
 ) -> float:
     cfg = TrainConfig(model=model, data=data, recipe=get_recipe("paper", batch_size=batch, iterations=10**6),
                       precision=precision, channels_last=channels_last, device="cpu", compile=compile,
                       out=tempfile.mkdtemp(), progress=False)  # fmt: skip
     tr = Trainer(cfg)
+    if strip_bn_relu:
+        strip(tr.model, (nn.BatchNorm2d, nn.ReLU))
     stats = torch.zeros(3)
     tr.net.train()
     for i in range(warmup + steps):
@@ -67,6 +74,15 @@ def reslab_rate(
         tr.iteration += 1
     stats.tolist()  # the loop's host sync, once
     return steps * batch / (time.perf_counter() - t)
+
+
+def strip(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> None:
+    """Replace every submodule of the given kinds by the identity, in place."""
+    for name, child in model.named_children():
+        if isinstance(child, kinds):
+            setattr(model, name, nn.Identity())
+        else:
+            strip(child, kinds)
 
 
 def tutorial_rate(model_name: str, root: Path, batch: int, steps: int, warmup: int) -> float:
@@ -105,6 +121,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--skip-tutorial", action="store_true")
+    ap.add_argument("--bound", action="store_true", help="also time the loop with BN and ReLU removed (upper bound)")
     ap.add_argument("--channels-last", choices=["true", "false"], default="true", help="reslab's memory format")
     ap.add_argument("--compile", action="store_true", help="torch.compile reslab's model (as `reslab train --compile`)")
     args = ap.parse_args()
@@ -125,15 +142,30 @@ def main() -> None:
             tar.extractall(tmp, filter="data")
         root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
     heads = ("model", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s", "of ceiling")
-    print(" ".join(f"{h:>14}" for h in heads))
+    heads += ("no BN/ReLU img/s", "its ratio") if args.bound else ()
+    print(" ".join(f"{h:>16}" for h in heads))
     for name in args.models.split(","):
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
         ceiling = peak / (3 * macs)
-        ours = reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision,
-                           channels_last=args.channels_last == "true", compile=args.compile)  # fmt: skip
-        theirs = tutorial_rate(name, root, args.batch, args.steps, args.warmup) if root else float("nan")
+
+        def rate(strip_bn_relu: bool = False, name: str = name) -> float:
+            return reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision,
+                               channels_last=args.channels_last == "true", compile=args.compile,
+                               strip_bn_relu=strip_bn_relu)  # fmt: skip
+
+        # With --bound every rate is the best of two alternating measurements (the tutorial's too, so the ratios stay
+        # fair): this machine's speed drifts within minutes, and the bound is only useful next to its own full loop.
+        rounds = 2 if args.bound else 1
+        ours = bound = 0.0
+        theirs = float("nan") if root is None else 0.0
+        for _ in range(rounds):
+            ours = max(ours, rate())
+            bound = max(bound, rate(True)) if args.bound else bound
+            if root is not None:
+                theirs = max(theirs, tutorial_rate(name, root, args.batch, args.steps, args.warmup))
         row = (name, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}", f"{ceiling:.0f}", f"{ours / ceiling:.1%}")
-        print(" ".join(f"{v:>14}" for v in row))
+        row += (f"{bound:.0f}", f"{bound / theirs:.2f}") if args.bound else ()
+        print(" ".join(f"{v:>16}" for v in row))
 
 
 if __name__ == "__main__":
