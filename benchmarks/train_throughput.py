@@ -1,17 +1,20 @@
 """Training throughput: reslab's loop (data + step) against the usual tutorial pipeline, same model, same run.
 
     python benchmarks/train_throughput.py --data ../shared/data/cifar10-jpeg.tar [--models resnet20,resnet56,resnet110]
+        [--batches 128,256] [--precisions auto,fp32] [--bound] [--out docs/results/benchmarks/NAME]
 
-For each model it prints images/s of
-  * reslab: in-memory uint8 data, batched crop/flip, bf16 autocast (where the CPU has it), channels_last;
-  * tutorial: torchvision ImageFolder + DataLoader(num_workers=2) + RandomCrop/Flip/ToTensor/Normalize, fp32 eager;
+For each model, batch size and precision it prints images/s of
+  * reslab: `reslab.build_trainer` on the data in memory as uint8, batched crop/flip, autocast in the given precision
+    (auto: bf16 where the CPU has it natively), channels_last, fused SGD: the loop `reslab train` runs;
+  * tutorial: torchvision ImageFolder + DataLoader(num_workers=2) + RandomCrop/Flip/ToTensor/Normalize, fp32 eager,
+    the same model and batch size;
 the ratio between them, and the fraction of the GEMM ceiling: the peak matmul rate measured in this run (bf16, or
-fp32 if reslab trains in fp32) divided by the model's training multiply-adds per image (3x the forward: forward,
-input grad, weight grad).
+fp32 for an fp32 loop) divided by the model's training multiply-adds per image (3x the forward).
 
 ``--bound`` adds reslab's loop with every BatchNorm and ReLU replaced by the identity (timing only, the network is no
-longer the paper's): an upper bound on what fusing or speeding up those memory-bound layers could give, and its ratio
-to the tutorial pipeline.
+longer the paper's): an upper bound on what fusing or speeding up those memory-bound layers could give.
+Every rate is the best of ``--rounds`` alternating measurements (the tutorial's too, so the ratios stay fair): this
+machine's speed drifts within minutes. The table and a JSON of the rows go to ``--out`` (.md, .json).
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ from pathlib import Path
 
 import torch
 import torchvision
+from results import Results  # benchmarks/ is on the path when run as a script
 from torch import nn
 from torchvision import transforms
 
-from reslab import complexity, create_model
+from reslab import build_trainer, complexity, create_model
+from reslab.data import load_dataset
+from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import resolve_precision
 from reslab.engine.recipes import get_recipe
-from reslab.engine.runinfo import machine
-from reslab.engine.trainer import Trainer
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, trials: int = 3) -> float:
@@ -47,32 +51,23 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, trials: int = 3
     return best
 
 
-def reslab_rate(
-    model: str,
-    data: str,
-    batch: int,
-    steps: int,
-    warmup: int,
-    precision: str,
-    channels_last: bool = True,
-    compile: bool = False,
-    strip_bn_relu: bool = False,
-) -> float:
-    cfg = TrainConfig(model=model, data=data, recipe=get_recipe("paper", batch_size=batch, iterations=10**6),
-                      precision=precision, channels_last=channels_last, device="cpu", compile=compile,
-                      out=tempfile.mkdtemp(), progress=False)  # fmt: skip
-    tr = Trainer(cfg)
+def reslab_rate(model: str, data: ImageDataset, batch: int, steps: int, warmup: int, precision: str, *,
+                channels_last: bool = True, compile: bool = False, strip_bn_relu: bool = False) -> float:  # fmt: skip
+    """Images/s of `reslab train`'s loop: the trainer `reslab train` builds, run for ``steps`` after ``warmup``.
+
+    Without BN a net's updates diverge within a few steps and the loop stops on the NaN; the bound's runs take a
+    learning rate too small to move the weights (the work per step is the same)."""
+    lr = 1e-9 if strip_bn_relu else 0.1
+    cfg = TrainConfig(model=model, recipe=get_recipe("paper", batch_size=batch, iterations=10**6, lr=lr),
+                      precision=precision,
+                      channels_last=channels_last, device="cpu", compile=compile, checkpoint_minutes=0,
+                      progress=False)  # fmt: skip
+    trainer = build_trainer(cfg, data=data)
     if strip_bn_relu:
-        strip(tr.model, (nn.BatchNorm2d, nn.ReLU))
-    stats = torch.zeros(3)
-    tr.net.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            t = time.perf_counter()
-        tr._set_lr()
-        tr._step(*tr._next_batch(), stats)
-        tr.iteration += 1
-    stats.tolist()  # the loop's host sync, once
+        strip(trainer.model, (nn.BatchNorm2d, nn.ReLU))
+    trainer.run(warmup)
+    t = time.perf_counter()
+    trainer.run(warmup + steps)  # ends with the loop's host sync
     return steps * batch / (time.perf_counter() - t)
 
 
@@ -116,56 +111,70 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="ImageFolder .tar (e.g. ../shared/data/cifar10-jpeg.tar)")
     ap.add_argument("--models", default="resnet20,resnet56,resnet110")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batches", default="128", help="comma-separated batch sizes")
+    ap.add_argument("--precisions", default="auto", help="comma-separated: auto, bf16, fp32")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--rounds", type=int, default=2, help="best of this many alternating measurements")
     ap.add_argument("--skip-tutorial", action="store_true")
     ap.add_argument("--bound", action="store_true", help="also time the loop with BN and ReLU removed (upper bound)")
     ap.add_argument("--channels-last", choices=["true", "false"], default="true", help="reslab's memory format")
     ap.add_argument("--compile", action="store_true", help="torch.compile reslab's model (as `reslab train --compile`)")
+    ap.add_argument("--out", default=None, help="output path without suffix (default docs/results/benchmarks/"
+                    "train_throughput)")  # fmt: skip
     args = ap.parse_args()
-    if args.steps < 1 or args.warmup < 0 or args.batch < 1:
-        ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        ap.error("--steps and --rounds must be >= 1 and --warmup >= 0")
     if not Path(args.data).is_file():
         ap.error(f"--data {args.data}: not a file (an ImageFolder .tar, e.g. ../shared/data/cifar10-jpeg.tar)")
+    batches = [int(b) for b in args.batches.split(",")]
+    precisions = [resolve_precision(p, torch.device("cpu")) for p in args.precisions.split(",")]
 
-    precision = resolve_precision(args.precision, torch.device("cpu"))
-    bf16, fp32 = gemm_peak(torch.bfloat16), gemm_peak(torch.float32)
-    peak = bf16 if precision == "bf16" else fp32  # the ceiling of the precision reslab trains in
-    print(f"machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; reslab in {precision}")
-    print(f"GEMM peak measured now: bf16 {2 * bf16 / 1e9:.0f} GFLOP/s, fp32 {2 * fp32 / 1e9:.0f} GFLOP/s")
+    out = Results("train_throughput", args.out)
+    peaks = {"bf16": gemm_peak(torch.bfloat16), "fp32": gemm_peak(torch.float32)}
+    out.print(f"machine: {out.info['machine']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    out.print(f"GEMM peak measured now: bf16 {2 * peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 "
+              f"{2 * peaks['fp32'] / 1e9:.0f} GFLOP/s")  # fmt: skip
+    data = load_dataset(args.data)
     root = None
     if not args.skip_tutorial:
         tmp = tempfile.mkdtemp()
         with tarfile.open(args.data) as tar:
             tar.extractall(tmp, filter="data")
         root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
-    heads = ("model", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s", "of ceiling")
+    heads = ("model", "batch", "precision", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s", "of ceiling")
     heads += ("no BN/ReLU img/s", "its ratio") if args.bound else ()
-    print(" ".join(f"{h:>16}" for h in heads))
+    out.print(" ".join(f"{h:>16}" for h in heads))
     for name in args.models.split(","):
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
-        ceiling = peak / (3 * macs)
-
-        def rate(strip_bn_relu: bool = False, name: str = name) -> float:
-            return reslab_rate(name, args.data, args.batch, args.steps, args.warmup, args.precision,
-                               channels_last=args.channels_last == "true", compile=args.compile,
-                               strip_bn_relu=strip_bn_relu)  # fmt: skip
-
-        # With --bound every rate is the best of two alternating measurements (the tutorial's too, so the ratios stay
-        # fair): this machine's speed drifts within minutes, and the bound is only useful next to its own full loop.
-        rounds = 2 if args.bound else 1
-        ours = bound = 0.0
-        theirs = float("nan") if root is None else 0.0
-        for _ in range(rounds):
-            ours = max(ours, rate())
-            bound = max(bound, rate(True)) if args.bound else bound
-            if root is not None:
-                theirs = max(theirs, tutorial_rate(name, root, args.batch, args.steps, args.warmup))
-        row = (name, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}", f"{ceiling:.0f}", f"{ours / ceiling:.1%}")
-        row += (f"{bound:.0f}", f"{bound / theirs:.2f}") if args.bound else ()
-        print(" ".join(f"{v:>16}" for v in row))
+        for batch in batches:
+            rates: dict[str, float] = {}
+            bounds: dict[str, float] = {}
+            theirs = float("nan") if root is None else 0.0
+            for _ in range(args.rounds):
+                for precision in precisions:
+                    kw = dict(channels_last=args.channels_last == "true", compile=args.compile)
+                    rate = reslab_rate(name, data, batch, args.steps, args.warmup, precision, **kw)
+                    rates[precision] = max(rates.get(precision, 0.0), rate)
+                    if args.bound:
+                        rate = reslab_rate(name, data, batch, args.steps, args.warmup, precision, strip_bn_relu=True,
+                                           **kw)  # fmt: skip
+                        bounds[precision] = max(bounds.get(precision, 0.0), rate)
+                if root is not None:
+                    theirs = max(theirs, tutorial_rate(name, root, batch, args.steps, args.warmup))
+            for precision in precisions:
+                ours, ceiling = rates[precision], peaks[precision] / (3 * macs)
+                row = {"model": name, "batch": batch, "precision": precision, "reslab_img_per_s": ours,
+                       "tutorial_img_per_s": theirs, "ratio": ours / theirs, "ceiling_img_per_s": ceiling,
+                       "of_ceiling": ours / ceiling}  # fmt: skip
+                cells = [name, str(batch), precision, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}",
+                         f"{ceiling:.0f}", f"{ours / ceiling:.1%}"]  # fmt: skip
+                if args.bound:
+                    row.update(bound_img_per_s=bounds[precision], bound_ratio=bounds[precision] / theirs)
+                    cells += [f"{bounds[precision]:.0f}", f"{bounds[precision] / theirs:.2f}"]
+                out.row(row)
+                out.print(" ".join(f"{v:>16}" for v in cells))
+    out.save()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from reslab.models import complexity, create_model, list_models
 __version__ = "0.1.0"
 
 # The training API, imported on first use so that `import reslab` (models only) stays light.
-_ENGINE = {"train": "reslab.engine.trainer", "Trainer": "reslab.engine.trainer", "TrainConfig": "reslab.engine.config",
-           "get_recipe": "reslab.engine.recipes"}  # fmt: skip
+_ENGINE = {"train": "reslab.engine.run", "build_trainer": "reslab.engine.run", "Trainer": "reslab.engine.trainer",
+           "TrainConfig": "reslab.engine.config", "get_recipe": "reslab.engine.recipes",
+           "evaluate_checkpoint": "reslab.engine.evaluate", "load_model": "reslab.engine.rundir",
+           "ClassificationData": "reslab.tasks.classification"}  # fmt: skip
 
 
 def __getattr__(name: str) -> object:
@@ -19,6 +21,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ClassificationData",
     "ConfigError",
     "DataError",
     "ModelError",
@@ -26,9 +29,12 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "__version__",
+    "build_trainer",
     "complexity",
     "create_model",
+    "evaluate_checkpoint",
     "get_recipe",
     "list_models",
+    "load_model",
     "train",
 ]

@@ -1,8 +1,10 @@
-"""Errors that mean "the user asked for something wrong", as opposed to bugs.
+"""Errors that mean "the user asked for something wrong" or "the machine could not do it", as opposed to bugs.
 
-The CLI turns a `ReslabError` into one line on stderr and exit code 2; anything else is a bug and keeps its
-traceback.
+The CLI turns a `ReslabError` into one line on stderr and exit code 2, and a `TrainingInterrupted` into its message
+and exit code 128 + the signal's number; anything else is a bug and keeps its traceback.
 """
+
+from __future__ import annotations
 
 
 class ReslabError(Exception):
@@ -19,3 +21,30 @@ class DataError(ReslabError):
 
 class ConfigError(ReslabError, ValueError):
     """A bad hyperparameter or flag value."""
+
+
+class OutOfMemory(ReslabError):
+    """A batch did not fit in the device's memory."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a training run after the current step, with a checkpoint written.
+
+    A `KeyboardInterrupt`, so that code which handles Ctrl-C handles it; ``exit_code`` is the shell's 128 + signal.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.message, self.exit_code = message, 128 + signum
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, or the CPU allocator's failure (a plain ``RuntimeError`` from c10)."""
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+    )

@@ -1,11 +1,9 @@
 """Batched augmentation and the resumable, sharded batch stream."""
 
-import pytest
 import torch
 
 from reslab.data import batches
 from reslab.data.batches import BatchStream, normalize, pixel_mean, random_crop_flip
-from reslab.errors import ConfigError
 
 
 def images(n=16, size=8):
@@ -106,14 +104,8 @@ def test_alternate_flip_inverts_every_image_each_epoch(monkeypatch):
     monkeypatch.setattr(batches, "draw_crops_flips", centred)
     x, _ = images(n=32)
     y, mean = torch.arange(32), pixel_mean(x)
-    alternate = mirrored(BatchStream(x, y, 8, mean, seed=5, flip="alternate"), x, 3)
+    alternate = mirrored(BatchStream(x, y, 8, mean, seed=5, alternate_flips=True), x, 3)
     assert 4 < int(alternate[0].sum()) < 28  # a random half to start with
     assert torch.equal(alternate[1], ~alternate[0]) and torch.equal(alternate[2], alternate[0])
     random = mirrored(BatchStream(x, y, 8, mean, seed=5), x, 3)
     assert not torch.equal(random[1], ~random[0])  # the paper's flips are drawn afresh each epoch
-
-
-def test_unknown_flip_mode_is_a_config_error():
-    x, y = images()
-    with pytest.raises(ConfigError, match="flip mode"):
-        BatchStream(x, y, 4, pixel_mean(x), flip="sometimes")

@@ -1,10 +1,18 @@
-"""``reslab train`` / ``reslab eval`` end to end on tiny data, and their error paths (one line, exit code 2)."""
+"""``reslab train`` / ``eval`` / ``runs`` end to end on tiny data, their output and their error paths."""
 
+import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
 
 import pytest
+from PIL import Image
 
 from reslab.cli import main
+from reslab.engine.rundir import read_checkpoint
 
 TINY = ["--model", "resnet20", "--data", "synthetic:128", "--iterations", "6", "--batch-size", "16",
         "--precision", "fp32", "--log-every", "3"]  # fmt: skip
@@ -20,10 +28,17 @@ def test_train_then_eval(tmp_path, capsys):
     assert main(["eval", str(out / "checkpoint.pt"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["error"] == pytest.approx(summary["test_error"])
-    assert main(["eval", str(out / "checkpoint.pt"), "--tta"]) == 0
-    assert "top-1 error" in capsys.readouterr().out
-    assert main(["eval", str(out / "checkpoint.pt"), "--tta", "--tta-shift", "1"]) == 0
-    assert "6 views" in capsys.readouterr().out
+    saved = json.loads((out / "summary.json").read_text())
+    assert result["per_class_error"] == pytest.approx(saved["test_per_class_error"])
+    assert main(["eval", str(out), "--tta"]) == 0  # a run folder works as well as its checkpoint
+    assert "test split: 32 images, flip (2 views);" in capsys.readouterr().out
+    assert main(["eval", str(out), "--tta", "--tta-shift", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The header names the data by its content (as every report does), then errors, then labelled per-class errors.
+    assert lines[0] == (f"synthetic (128 train / 32 test), test split: 32 images, 6 views (flip x shifts 0, +-1 px); "
+                        f"{out / 'checkpoint.pt'} (iteration 6)")  # fmt: skip
+    assert lines[1].startswith("top-1 error ") and "top-5 error" in lines[1]
+    assert lines[2] == "per-class top-1 error (%):" and len(lines) == 3 + 10 and lines[3].split()[0] == "class0"
 
 
 def test_recipe_tta_shift_is_reported(tmp_path, capsys):
@@ -31,39 +46,38 @@ def test_recipe_tta_shift_is_reported(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(out), "--tta-flip", "true", "--tta-shift", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["reported_test_error"] == summary["test_error_tta_shift"]
+    assert summary["reported_views"] == "6 views (flip x shifts 0, +-2 px)"
 
 
-def test_runs_table_reads_finished_runs(tmp_path, capsys):
-    out = tmp_path / "r1"
-    assert main(["train", *TINY, "--out", str(out)]) == 0
+def test_runs_table_lists_finished_runs_and_marks_the_others(tmp_path, capsys):
+    done, half = tmp_path / "r1", tmp_path / "r2"
+    assert main(["train", *TINY, "--out", str(done)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert main(["runs", str(out)]) == 0
+    assert main(["train", *TINY, "--out", str(half), "--stop-at", "3"]) == 0
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["runs", str(done), str(half), str(tmp_path / "empty")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| run | model | recipe | data |") and len(table) == 3
+    assert table[0].startswith("| run | model | recipe | data |") and table[1].startswith("|---")
     cells = [c.strip() for c in table[2].strip("|").split("|")]
     assert cells[:3] == ["r1", "resnet20", "paper"] and float(cells[4]) == round(summary["test_error"], 2)
     assert cells[5].endswith("(1 view)") and cells[6] == "6"
+    assert table[3:] == ["", "Not in the table:", f"- {half}: unfinished: checkpoint at iteration 3 of 6",
+                         f"- {tmp_path / 'empty'}: not a reslab run folder"]  # fmt: skip
 
 
 def test_optional_recipe_fields_take_none(tmp_path, capsys):
     out = tmp_path / "run"
-    # the paper's warm-up rule for every depth, then cleared again: `none` resets an optional field
-    assert main(["train", *TINY, "--out", str(out), "--paper-warmup-min-depth", "none", "--epochs", "none"]) == 0
+    assert main(["train", *TINY, "--out", str(out), "--paper-warmup-min-depth", "none"]) == 0
     recipe = json.loads((out / "config.json").read_text())["config"]["recipe"]
-    assert recipe["paper_warmup_min_depth"] is None and recipe["iterations"] == 6
+    assert recipe["paper_warmup_min_depth"] is None and recipe["iterations"] == 6 and recipe["epochs"] is None
     assert main(["train", *TINY, "--out", str(tmp_path / "r2"), "--paper-warmup-min-depth", "20"]) == 0
     recipe = json.loads((tmp_path / "r2" / "config.json").read_text())["config"]["recipe"]
     assert recipe["paper_warmup_min_depth"] == 20
 
 
-def test_train_on_an_image_folder_tar(tmp_path, capsys):
-    import io
-    import tarfile
-
-    from PIL import Image
-
-    tar_path = tmp_path / "tiny.tar"
-    with tarfile.open(tar_path, "w") as tar:
+def tiny_tar(path):
+    with tarfile.open(path, "w") as tar:
         for split, n in (("train", 8), ("test", 2)):
             for cls in ("cat", "dog"):
                 for i in range(n):
@@ -73,10 +87,57 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
                     info.size = buf.tell()
                     buf.seek(0)
                     tar.addfile(info, buf)
-    args = ["train", "--data", str(tar_path), "--data-dir", str(tmp_path / "cache"), "--iterations", "2",
-            "--batch-size", "8", "--out", str(tmp_path / "run")]  # fmt: skip
+    return path
+
+
+def test_eval_from_another_folder_finds_the_training_data(tmp_path, capsys, monkeypatch):
+    """The run records its data path resolved; if the data moved, the error says to pass --data."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    tiny_tar(tmp_path / "a" / "tiny.tar")
+    monkeypatch.chdir(tmp_path / "a")
+    args = ["train", "--data", "tiny.tar", "--data-dir", "cache", "--iterations", "2", "--batch-size", "8", "--out",
+            "run"]  # fmt: skip
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 2
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["eval", "../a/run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+    shutil.move(tmp_path / "a" / "tiny.tar", tmp_path / "b" / "moved.tar")
+    assert main(["eval", "../a/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"reslab: error: data not found: {tmp_path / 'a' / 'tiny.tar'}") and "pass --data" in err
+    assert main(["eval", "../a/run", "--data", "moved.tar", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+
+
+def test_eval_into_a_closed_pipe_ends_quietly(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--quiet"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", "eval", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the first line (`reslab eval ... | head -0`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
+def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one help entry per line
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--lr LR " in text and "(paper: 0.1; fast: 0.2)" in text and "R_LR" not in text
+    assert "(paper: 64000; fast: none)" in text and "(paper: none; fast: 28)" in text
+    assert "seed of the initial weights and of the data order and augmentation (default: 0)" in text
+    assert "(default: 5.0)" in text and "SIGTERM" in text
+    helps = {}
+    for name in ("degradation", "depth"):
+        with pytest.raises(SystemExit):
+            main(["reproduce", name, "--help"])
+        helps[name] = capsys.readouterr().out
+    assert "Fig. 6 (Sec. 4.2): the degradation problem" in helps["degradation"]
+    assert "Table 6 (Sec. 4.2)" in helps["depth"] and "--with-1202" in helps["depth"]
+    assert "--with-1202" not in helps["degradation"]
 
 
 @pytest.mark.parametrize(
@@ -85,20 +146,27 @@ def test_train_on_an_image_folder_tar(tmp_path, capsys):
         (["train", "--model", "resnet21", "--data", "synthetic"], "unknown model 'resnet21'"),
         (["train", "--data", "/does/not/exist"], "data not found"),
         (["train", "--data", "synthetic", "--lr", "-1"], "bad value for lr"),
+        (["train", "--data", "synthetic", "--lr", "inf"], "bad value for lr: inf (must be a finite number)"),
+        (["train", "--data", "synthetic", "--momentum", "nan"], "bad value for momentum: nan"),
         (["train", "--data", "synthetic", "--lr", "abc"], "invalid float value"),
         (["train", "--data", "synthetic", "--recipe", "slow"], "invalid choice"),
         (["train", "--data", "synthetic", "--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA"),
         (["train", "--data", "synthetic", "--sync-bn"], "sync-bn needs"),
         (["train", "--data", "synthetic:64", "--batch-size", "128"], "batch size"),
+        (["train", "--data", "synthetic", "--iterations", "5", "--epochs", "2"], "not both"),
+        (["train", "--data", "synthetic", "--recipe", "fast", "--epochs", "none"], "exactly one of them"),
+        (["train", "--data", "synthetic", "--checkpoint-minutes", "-1"], "checkpoint_minutes must be"),
+        (["train", "--data", "synthetic", "--resume"], "--resume: no checkpoint in"),
         (["eval", "/no/such/checkpoint.pt"], "checkpoint not found"),
-        (["runs", "/no/such/run"], "is not a finished run"),
-        (["eval", "/no/such/checkpoint.pt", "--tta-shift", "1"], "needs --tta"),
-        (["train", "--data", "synthetic", "--tta-shift", "1"], "bad value for tta_shift"),
+        (["runs", "/no/such/run"], "no reslab run folder among /no/such/run"),
+        (["eval", "/no/such/checkpoint.pt", "--tta-shift", "1"], "needs the flip views too"),
+        (["train", "--data", "synthetic", "--tta-shift", "1"], "needs the flip views too"),
         (["train", "--data", "synthetic", "--device", "tpu"], "unknown device"),
         (["train", "--data", "synthetic", "--device", "cuda:7"], "no such CUDA device"),
         (["train", "--data", "synthetic", "--seed", "-1"], "seed must be"),
         (["train", "--data", "synthetic", "--paper-warmup-min-depth", "1.5"], "invalid int or none value"),
         (["train", "--data", "synthetic", "--nesterov", "maybe"], "expected true/false"),
+        (["train", "--data", "synthetic:2"], "bad synthetic dataset spec"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):
@@ -108,3 +176,34 @@ def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()  # a refused start leaves nothing behind
+
+
+def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
+    """A batch too large for the machine: the CPU allocator fails (here under an address-space limit)."""
+    code = """
+        import resource, sys
+        from reslab.cli import main
+        size = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmSize"))) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 2 * 2**30, size + 2 * 2**30))  # 2 GiB more than now
+        sys.exit(main(sys.argv[1:]))
+    """
+    import textwrap
+
+    args = ["train", "--model", "resnet20", "--data", "synthetic:4096", "--batch-size", "4096", "--iterations", "2",
+            "--precision", "fp32", "--out", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("reslab: error: out of memory in a training step at batch size 4096 on cpu: lower "
+                           "--batch-size\n")  # fmt: skip
+
+
+def test_a_finished_run_resumed_prints_its_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert main(["train", *TINY, "--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == first and "is finished (summary.json): nothing to resume" in captured.err
+    assert read_checkpoint(out / "checkpoint.pt")["iteration"] == 6

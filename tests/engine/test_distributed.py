@@ -1,23 +1,32 @@
-"""torchrun: 2 CPU processes (gloo) train exactly what one process computes on the same global batches."""
+"""torchrun: 2 CPU processes (gloo) train exactly what one process computes on the same global batches, stop and
+resume together, and a dead rank ends the job with its error. Everything goes through the public API."""
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import torch
+from torch import nn
 
-from reslab.engine.checkpoint import load_checkpoint
+from reslab import create_model
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
-from reslab.engine.trainer import Trainer
+from reslab.engine.run import train
+from reslab.engine.rundir import RunDir, read_checkpoint
 
 ITERS, BATCH = 4, 16
 
 
 def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_torchrun(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
 
 
 def failure(proc: subprocess.CompletedProcess) -> str:
@@ -26,102 +35,115 @@ def failure(proc: subprocess.CompletedProcess) -> str:
     return err if len(err) < 6000 else f"{err[:4000]}\n[...]\n{err[-2000:]}"
 
 
+class SplitHalves(nn.Module):
+    """One process doing what DDP over 2 ranks does: each half of the global batch through the net on its own (BN
+    statistics are per process under DDP); the mean loss over the batch is then the mean of the halves' means, and
+    its gradient the average that DDP's all-reduce computes."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(half) for half in x.chunk(2)])
+
+
 def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
     out = tmp_path / "ddp"
     proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision",
                     "fp32", "--iterations", str(ITERS), "--batch-size", str(BATCH), "--log-every", "2",
                     "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, failure(proc)
-    ddp = load_checkpoint(out / "checkpoint.pt")
+    ddp = read_checkpoint(out / "checkpoint.pt")
     assert ddp["iteration"] == ITERS
 
-    # Reference: one process, the same global batches, each half through the net separately (BN statistics are
-    # per process under DDP), gradients averaged as DDP's all-reduce does.
     cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=str(tmp_path / "ref"),
                       recipe=get_recipe("paper", iterations=ITERS, batch_size=BATCH), progress=False)  # fmt: skip
+    torch.manual_seed(cfg.seed)  # the initial weights `reslab train` draws
+    reference = SplitHalves(create_model("resnet20"))
     # torchrun gives each worker one thread, and oneDNN's fp32 convolutions round differently with two.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ref = reference_run(cfg)
+        train(cfg, model=reference)
     finally:
         torch.set_num_threads(threads)
-    params = dict(ref.model.named_parameters())
+    params = dict(reference.net.named_parameters())
     assert params.keys() <= ddp["model"].keys()
     for name, p in params.items():
         torch.testing.assert_close(ddp["model"][name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
-def reference_run(cfg: TrainConfig) -> Trainer:
-    ref = Trainer(cfg)
-    ref.model.train()
-    for _ in range(ITERS):
-        ref._set_lr()
-        x, y = next(ref.stream)
-        half = BATCH // 2
-        loss = sum(ref.criterion(ref.model(x[i : i + half]), y[i : i + half]) for i in (0, half)) / 2
-        ref.optimizer.zero_grad()
-        loss.backward()
-        ref.optimizer.step()
-        ref.iteration += 1
-    return ref
-
-
-def test_a_dead_rank_ends_the_job_with_an_error(tmp_path):
+def test_a_dead_rank_ends_the_job_with_its_error(tmp_path):
     script = tmp_path / "die.py"
-    script.write_text(
-        textwrap.dedent(f"""
+    script.write_text(textwrap.dedent(f"""
         import os
+        from torch import nn
+        from reslab import create_model
         from reslab.engine.config import TrainConfig
         from reslab.engine.recipes import get_recipe
-        from reslab.engine.trainer import Trainer
+        from reslab.engine.run import train
+
+        class Dying(nn.Module):  # rank 1 crashes in its 4th training step, without any goodbye to rank 0
+            def __init__(self):
+                super().__init__()
+                self.net, self.calls = create_model("resnet20"), 0
+
+            def forward(self, x):
+                self.calls += self.training
+                if os.environ["RANK"] == "1" and self.calls == 4:
+                    os._exit(3)
+                return self.net(x)
 
         cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out={str(tmp_path / "run")!r},
                           recipe=get_recipe("paper", iterations=50, batch_size=16), progress=False)
-        t = Trainer(cfg)
-        if os.environ["RANK"] == "1":
-            real = t._step
-            def dying(x, y, stats):
-                if t.iteration == 3:
-                    os._exit(3)  # a crash without any goodbye to the other rank
-                real(x, y, stats)
-            t._step = dying
-        t.fit()
-    """)
-    )
+        train(cfg, model=Dying())
+    """))
     proc = torchrun(str(script), timeout=180)
     assert proc.returncode != 0
+    # torchrun's report names the rank that failed and its own exit code
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*3 ", proc.stderr), failure(proc)
 
 
 def test_two_process_stop_and_resume_matches_straight(tmp_path):
     """Exact resume under DDP too: the checkpoint carries the interval statistics summed over ranks."""
     script = tmp_path / "run.py"
-    script.write_text(
-        textwrap.dedent("""
+    script.write_text(textwrap.dedent("""
         import sys
         from reslab.engine.config import TrainConfig
         from reslab.engine.recipes import get_recipe
-        from reslab.engine.trainer import train
+        from reslab.engine.run import train
+        from reslab.engine.rundir import RunDir
 
         out, stop = sys.argv[1], int(sys.argv[2]) or None
         cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=out, stop_at=stop,
                           recipe=get_recipe("paper", iterations=4, batch_size=16), log_every=3, progress=False)
-        train(cfg, resume=True)
-    """)
-    )
+        train(cfg, resume=RunDir(out).status().iteration is not None)
+    """))
     for out, stop in (("straight", 0), ("split", 2), ("split", 0)):
         proc = torchrun(str(script), str(tmp_path / out), str(stop))
         assert proc.returncode == 0, failure(proc)
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    split = read_checkpoint(tmp_path / "split" / "checkpoint.pt")
     for k, v in straight["model"].items():
         assert torch.equal(v, split["model"][k]), k
-    logged = [
-        [
-            json.loads(x)["train_error"]
-            for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
-            if "train_error" in x
-        ]
-        for d in ("straight", "split")
-    ]
+    logged = [[json.loads(x)["train_error"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+               if "train_error" in x] for d in ("straight", "split")]  # fmt: skip
     assert logged[0] == logged[1]  # the interval 1-3 spans the stop at 2
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path):
+    """torchrun forwards the signal; the ranks agree on the iteration to stop at and rank 0 writes the checkpoint."""
+    out = tmp_path / "run"
+    args = ["-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision", "fp32",
+            "--iterations", "2000", "--batch-size", "16", "--log-every", "5", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while len(RunDir(out).metrics()) < 2 and time.monotonic() < end:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    state = read_checkpoint(out / "checkpoint.pt")
+    assert state["iteration"] % 10 == 0  # where the ranks compare their flags
+    assert f"reslab: SIGINT: stopped at iteration {state['iteration']} of 2000; checkpoint written" in err, err[-3000:]

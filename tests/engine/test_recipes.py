@@ -58,16 +58,23 @@ def test_linear_warmup_then_step_schedule():
     assert scheduled_lr(get_recipe("paper"), 0, 64_000) == pytest.approx(0.1)
 
 
-def test_epochs_override_iterations():
-    assert get_recipe("paper", epochs=2).resolve_iterations(50_000) == 782  # ceil(2 * 50000 / 128)
-    # and an explicit iteration count beats a recipe defined in epochs
-    assert get_recipe("fast", iterations=10).resolve_iterations(50_000) == 10
+def test_a_run_has_one_length():
+    two = get_recipe("paper", epochs=2)
+    assert two.iterations is None and two.resolve_iterations(50_000) == 782  # ceil(2 * 50000 / 128)
+    ten = get_recipe("fast", iterations=10)  # an iteration count replaces a recipe defined in epochs
+    assert ten.epochs is None and ten.resolve_iterations(50_000) == 10
+    with pytest.raises(ConfigError, match="exactly one of them"):
+        get_recipe("fast", epochs=None)
+    with pytest.raises(ConfigError, match="not both"):
+        get_recipe("paper", epochs=2, iterations=10)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"schedule": "poly"}, "schedule"),
-     ({"milestones": (0.75, 0.5)}, "milestones"), ({"bogus": 1}, "unknown recipe field")],
+    [({"lr": 0}, "lr"), ({"lr": float("inf")}, "lr: inf"), ({"weight_decay": float("nan")}, "weight_decay: nan"),
+     ({"momentum": 1.0}, "momentum"), ({"schedule": "poly"}, "schedule"), ({"flip": "mirror"}, "flip mode"),
+     ({"milestones": (0.75, 0.5)}, "milestones"), ({"bogus": 1}, "unknown recipe field"),
+     ({"low_res_fraction": 0.5}, "low_res_fraction"), ({"tta_shift": 1}, "needs the flip views")],
 )  # fmt: skip
 def test_bad_recipe_values(kwargs, message):
     with pytest.raises(ConfigError, match=message):

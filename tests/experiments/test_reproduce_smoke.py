@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from reslab.cli import main
-from reslab.engine.trainer import train
-from reslab.experiments.runner import Context, Runner, RunResult, RunSpec, get_budget
+from reslab.engine.run import train
+from reslab.experiments.runner import Context, Runner, RunResult, RunSpec, by_key, get_budget
 
 DATA = "synthetic:256"
 FIG6_NETS = [f"{k}-{d}" for k in ("plain", "ResNet") for d in (20, 32, 44, 56)]
@@ -50,12 +50,24 @@ def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+def smoke_runner(out: Path) -> Runner:
+    return Runner(DATA, out, get_budget("smoke"), progress=False)
+
+
 def test_degradation_report_and_cached_rerun(out: Path) -> None:
+    from reslab.experiments.degradation import compare, specs
+
     folder = reproduce(out, "degradation")
     res = results(folder)
     assert [r["net"] for r in res["rows"]] == FIG6_NETS
-    verdicts = {"higher", "lower", "within noise"}
-    assert {res["plain56_vs_plain20_train_error"], res["resnet56_vs_resnet20_train_error"]} <= verdicts
+    # The report's numbers and verdicts are the runs' own, recomputed here from their run folders.
+    runner = smoke_runner(out)
+    groups = by_key({s.name: runner.result(s) for s in specs(Context("degradation", runner, folder))})
+    for row, key in zip(res["rows"], groups, strict=True):
+        assert row["final train error (%)"] == pytest.approx(groups[key][0].final_train_error(0.1))
+        assert float(row["test error (%)"]) == pytest.approx(groups[key][0].summary["reported_test_error"], abs=5e-3)
+    assert res["plain56_vs_plain20_train_error"] == compare(groups["plain56"], groups["plain20"])[2]
+    assert res["resnet56_vs_resnet20_train_error"] == compare(groups["resnet56"], groups["resnet20"])[2]
     report = (folder / "report.md").read_text()
     assert_png(folder / "fig6_degradation.png")
     assert "![Fig. 6](fig6_degradation.png)" in report and "(`synthetic:256`" in report
@@ -82,7 +94,11 @@ def test_responses_reads_degradation_checkpoints(out: Path) -> None:
 def test_depth_table6(out: Path) -> None:
     res = results(reproduce(out, "depth"))
     assert [r["net"] for r in res["rows"]] == [f"ResNet-{d}" for d in (20, 32, 44, 56, 110)]
-    assert all(r["val error (%)"] >= 0 for r in res["rows"])
+    runner = smoke_runner(out)
+    for row, d in zip(res["rows"], (20, 32, 44, 56, 110), strict=True):
+        summary = runner.result(RunSpec(f"resnet{d}", variant="val", val_split=64)).summary
+        assert row["val error (%)"] == pytest.approx(summary["val_error"])  # the held-out split, not the test set
+        assert row["test mean (%)"] == pytest.approx(summary["reported_test_error"])
     report = (out / "depth" / "report.md").read_text()
     assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
     assert_png(out / "depth" / "table6_depth.png")
@@ -120,9 +136,11 @@ def test_table1_needs_no_training(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv", [["reproduce", "fig99"], ["reproduce", "depth", "--budget", "huge"]])
 def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    assert main([*argv, "--out", str(tmp_path), "--data", DATA]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path), "--data", DATA])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("reslab: error:") and "\n" not in err
+    assert err.startswith("reslab reproduce") and "invalid choice" in err and "\n" not in err
 
 
 def test_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +171,7 @@ def test_killed_run_resumes_and_jpeg_copy_is_labelled(tmp_path: Path, capsys: py
     data = str(_jpeg_tar(tmp_path / "tiny.tar"))  # the label comes from the files, not from the name
     runner = Runner(data, tmp_path / "out", get_budget("smoke"), data_dir=str(tmp_path / "cache"), progress=False)
     spec = RunSpec("resnet20")
-    train(dataclasses.replace(runner.config(spec), stop_at=3), dataset=runner.dataset)  # as if killed at 3 of 6
+    train(dataclasses.replace(runner.config(spec), stop_at=3), data=runner.dataset)  # as if killed at 3 of 6
     assert not runner.is_done(spec) and (runner.run_dir(spec) / "checkpoint.pt").exists()
     result = runner.run_all([spec])[spec.name]
     assert "resnet20-s0 resumed" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def shortcut_param_modules(model: ResNet) -> int:
 @pytest.mark.parametrize("name", ["resnet32", "resnet34"])
 def test_shortcut_options(name):
     a, b, c = (create_model(name, shortcut=o) for o in "ABC")
-    plain = create_model(name, residual=False)
+    plain = create_model(name, mode="plain")
     n_units = len(a.units())
     assert shortcut_param_modules(a) == 0
     assert all(isinstance(u.downsample, ZeroPadShortcut) or u.downsample is None for u in a.units())

@@ -84,7 +84,7 @@ def test_bad_input_is_a_clear_error(call, message):
 def test_generic_depth():
     model = create_model("cifar_resnet", depth=74)
     assert len(model.units()) == 36
-    assert create_model("cifar_resnet", depth=74, residual=False).units()[0].mode == "plain"
+    assert create_model("cifar_resnet", depth=74, mode="plain").units()[0].mode == "plain"
 
 
 def test_zero_init_residual_only_where_an_identity_carries_the_signal():

@@ -10,10 +10,8 @@ import hashlib
 import http.client
 import io
 import logging
-import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -25,6 +23,7 @@ import torch
 
 from reslab.data.dataset import ImageDataset
 from reslab.errors import DataError
+from reslab.files import atomic_write
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -87,24 +86,13 @@ def download_cifar10(cache_dir: str | Path, download: bool = True) -> Path:
         raise DataError(
             f"CIFAR-10 archive not found in {directory} and downloading is disabled; {_by_hand_hint(directory)}"
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create data directory {directory}: {exc.strerror or exc}") from exc
     log.info("downloading CIFAR-10 from %s to %s", CIFAR10_URL, target)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{CIFAR10_FILENAME}.", suffix=".part")
-    except OSError as exc:
-        raise DataError(f"cannot write to data directory {directory}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _fetch(out, directory)
+    # The archive appears under its name only once complete and MD5-checked: a failed check inside the block
+    # discards the temporary file.
+    with atomic_write(target) as out:
+        actual = _fetch(out, directory)
         if actual != CIFAR10_MD5:
             raise DataError(f"downloaded CIFAR-10 has md5 {actual}, expected {CIFAR10_MD5}; {_by_hand_hint(directory)}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -81,6 +81,20 @@ def default_cache_dir() -> Path:
     return base / "reslab"
 
 
+def _is_builtin(spec: str) -> bool:
+    return spec == "cifar10" or spec == "synthetic" or spec.startswith("synthetic:")
+
+
+def resolve_spec(spec: str) -> str:
+    """A `--data` value as a run records it: the built-in names checked and unchanged, a path made absolute, so that
+    a checkpoint evaluated from another folder still finds its data. The one parser of the spec string."""
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"bad data spec {spec!r}: expected 'cifar10', 'synthetic[:N]', a folder or a .tar")
+    if spec.startswith("synthetic:"):
+        _parse_synthetic_size(spec)
+    return spec if _is_builtin(spec) else os.path.abspath(os.path.expanduser(spec))
+
+
 def load_dataset(
     spec: str,
     cache_dir: str | Path | None = None,
@@ -105,7 +119,7 @@ def load_dataset(
     from reslab.data.folders import load_image_folder
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if spec == "cifar10" or spec == "synthetic" or spec.startswith("synthetic:"):
+    if _is_builtin(spec):
         if image_size not in (None, _SYNTHETIC_HW):
             raise DataError(
                 f"image size {image_size} not supported for {spec!r}: it is 32x32 (resizing is for folders)"
@@ -115,9 +129,8 @@ def load_dataset(
         return make_synthetic(_parse_synthetic_size(spec))
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DataError(
-            f"data not found: {path} (expected 'cifar10', a folder with train/ and test/, or a .tar of one)"
-        )
+        raise DataError(f"data not found: {path} (expected 'cifar10', 'synthetic[:N]', a folder with train/ and "
+                        "test/, or a .tar of one)")  # fmt: skip
     return load_image_folder(path, cache, strict=strict, image_size=image_size)
 
 

@@ -18,7 +18,6 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 import warnings
 import zlib
 from collections import Counter
@@ -30,12 +29,13 @@ import torch
 from PIL import Image
 
 from reslab.data.dataset import ImageDataset
-from reslab.errors import DataError
+from reslab.errors import DataError, ReslabError
+from reslab.files import atomic_write
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"})
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 # Bump when the decoding or cache layout changes, so stale caches are not reused.
-CACHE_FORMAT = "reslab-folders-v2"  # v2: the files' encodings are cached too
+CACHE_FORMAT = "reslab-folders-v3"  # v2: the files' encodings are cached too; v3: 16-bit greys, skip reasons
 _CHUNK = 1 << 20
 
 Rel = tuple[str, ...]  # a path relative to the dataset root, as components
@@ -63,7 +63,7 @@ def load_image_folder(
         dirs, files = _read_tar(path) if is_tar else listing
         arrays = _decode_all(path, dirs, files, image_size, strict)
         _write_cache(cache_file, arrays)
-    _report_skipped(path, arrays["skipped"], strict)
+    _report_skipped(path, [tuple(s) for s in arrays["skipped"]], strict)
     return ImageDataset(
         train_images=arrays["train_images"],
         train_labels=arrays["train_labels"],
@@ -146,7 +146,8 @@ def _cache_key(path: Path, listing: tuple[set[Rel], dict[Rel, Source]] | None, i
                 data = file.read_bytes()
             except OSError as exc:
                 raise DataError(f"cannot read {file}: {exc.strerror or exc}") from exc
-            digest.update(f"{'/'.join(rel)}\0{len(data)}\0".encode())
+            # File names are bytes to the OS; a name that is not valid UTF-8 arrives with surrogate escapes.
+            digest.update(f"{'/'.join(rel)}\0{len(data)}\0".encode("utf-8", "surrogateescape"))
             digest.update(data)
     return digest.hexdigest()
 
@@ -166,7 +167,8 @@ def _read_cache(cache_file: Path) -> dict | None:
             raise ValueError("missing tensors")
         # Build the dataset once here so a structurally broken cache is caught now, not later in training.
         ImageDataset(**{f: arrays[f] for f in _CACHE_FIELDS}, classes=list(arrays["classes"]), name="cache")
-        list(arrays["skipped"])
+        if not all(len(s) == 2 for s in arrays["skipped"]):
+            raise ValueError("bad skip list")
         if not all(isinstance(k, str) and isinstance(v, int) for k, v in dict(arrays["encodings"]).items()):
             raise ValueError("bad encodings")
     except Exception as exc:  # any failure at all just means "rebuild"
@@ -176,19 +178,13 @@ def _read_cache(cache_file: Path) -> dict | None:
 
 
 def _write_cache(cache_file: Path, arrays: dict) -> None:
-    """Save atomically (temp file + rename) so a crash never leaves a truncated cache under the real name."""
+    """Save atomically so a crash never leaves a truncated cache under the real name."""
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(arrays, f)
-            os.replace(tmp, cache_file)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as exc:
+        with atomic_write(cache_file, durable=False) as f:
+            torch.save(arrays, f)
+    except ReslabError as exc:
         # The data itself is fine; only the next run will be slower.
-        warnings.warn(f"could not write data cache {cache_file}: {exc}", stacklevel=3)
+        warnings.warn(f"could not write data cache: {exc}", stacklevel=3)
 
 
 def _find_root(rels: Iterable[Rel], where: Path) -> Rel:
@@ -240,12 +236,30 @@ def _encoding(img: Image.Image) -> str:
     return img.format or "unknown"
 
 
+class _Unsupported(Exception):
+    """A readable image whose pixels reslab will not guess at."""
+
+
+# 16-bit greys (PNG, TIFF): Pillow's convert("RGB") clips them to 255 (a white image); keep the high byte instead, as
+# Pillow itself does for 16-bit RGB. 32-bit integer and float pixels have no known range: refused, with a count.
+_GREY16 = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_NO_RANGE = {"I": "32-bit integer pixels", "F": "32-bit float pixels"}
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in _GREY16:
+        return Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8), "L").convert("RGB")
+    if img.mode in _NO_RANGE:
+        raise _Unsupported(_NO_RANGE[img.mode])
+    return img.convert("RGB")
+
+
 def _decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, str]:
     """Decode one image to an RGB uint8 [H, W, 3] array, resized+center-cropped to `image_size` if given, and say
     how it was encoded."""
     with Image.open(io.BytesIO(data)) as img:
         encoding = _encoding(img)
-        img = img.convert("RGB")
+        img = _to_rgb(img)
     if image_size is not None:
         w, h = img.size
         scale = image_size / min(w, h)
@@ -262,7 +276,7 @@ class _Decoder:
     def __init__(self, where: Path, image_size: int | None, strict: bool) -> None:
         self.where, self.image_size, self.strict = where, image_size, strict
         self.hw: tuple[int, int] | None = (image_size, image_size) if image_size else None
-        self.skipped: list[str] = []
+        self.skipped: list[tuple[str, str]] = []  # (file, why)
         self.encodings: Counter[str] = Counter()
 
     def _one(self, name: str, source: Source) -> np.ndarray | None:
@@ -271,10 +285,11 @@ class _Decoder:
             array, encoding = _decode_image(data, self.image_size)
         except Exception as exc:
             # A corrupt file can fail deep inside any of PIL's parsers (OSError, SyntaxError, struct.error, ...), so
-            # every failure to read or decode one file counts as "unreadable image".
+            # every failure to read or decode one file counts as "unreadable".
+            why = f"unsupported: {exc}" if isinstance(exc, _Unsupported) else "unreadable"
             if self.strict:
-                raise DataError(f"unreadable image {name} in {self.where}: {exc}") from exc
-            self.skipped.append(name)
+                raise DataError(f"{why} image {name} in {self.where}: {exc}") from exc
+            self.skipped.append((name, why))
             return None
         self.encodings[encoding] += 1
         if self.hw is None:
@@ -364,11 +379,16 @@ def describe_encodings(counts: dict[str, int]) -> str:
     return "mixed: " + ", ".join(f"{k} ({v})" for k, v in ranked[:3]) + (", ..." if len(ranked) > 3 else "")
 
 
-def _report_skipped(path: Path, skipped: list[str], strict: bool) -> None:
-    """One warning for all skipped images (repeated on cache hits, so it is never silently forgotten)."""
+def _report_skipped(path: Path, skipped: list[tuple[str, str]], strict: bool) -> None:
+    """One warning for all skipped images, counted by reason (repeated on cache hits, so never silently forgotten)."""
     if not skipped:
         return
     if strict:
-        raise DataError(f"unreadable image {skipped[0]} in {path} (and {len(skipped) - 1} more)")
-    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-    warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}: {shown}", stacklevel=3)
+        name, why = skipped[0]
+        raise DataError(f"{why} image {name} in {path} (and {len(skipped) - 1} more)")
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped:
+        by_reason.setdefault(why, []).append(name)
+    parts = [f"{len(names)} {why} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+             for why, names in by_reason.items()]  # fmt: skip
+    warnings.warn(f"skipped {len(skipped)} image(s) in {path}: {'; '.join(parts)}", stacklevel=3)

@@ -1,60 +1,89 @@
 """The resolved configuration of one run: what to train, on what, how, and where to write it.
 
-It is written to ``RUN_DIR/config.json`` and into every checkpoint; ``from_dict(to_dict(c)) == c``.
+Every option is declared once here, with its default, its help text (the CLI's) and whether a resumed run may change
+it; `TrainConfig.__post_init__` is its one check, so an invalid configuration cannot exist. The configuration is
+written to ``RUN/config.json`` and into every checkpoint; ``from_dict(to_dict(c)) == c``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from reslab.engine.precision import resolve_device
+from reslab.data.dataset import resolve_spec
+from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
 from reslab.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Fields that may differ between a checkpointed run and the command that continues or reuses it: where and how
-# often it reports, not what it computes. (``log_every`` is not here: the paper's warm-up rule reads whole
-# logging intervals.)
-RESUME_IGNORED = frozenset({"stop_at", "progress", "out", "eval_every", "checkpoint_every", "device", "data_dir"})
+# Fields a resumed run may change: where and how often it reports, not what it computes.
+_FREE = {"free": True}
+
+
+def _opt(default: Any, help: str, *, free: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, **(_FREE if free else {})})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "resnet20"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str = "cifar10"
-    data_dir: str | None = None  # download/cache folder; default $RESLAB_DATA or the user cache
-    strict_data: bool = False
-    val_split: int = 0  # hold out this many training images as the validation set (the paper: 5000)
-    augment: bool = True
+    model: str = _opt("resnet20", "registered model name (see `reslab models`)")
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keywords of create_model"})
+    data: str = _opt("cifar10", "'cifar10' (the official archive, downloaded), an ImageFolder folder or .tar "
+                     "(train/<class>/..., test/<class>/...), or 'synthetic[:N]'")  # fmt: skip
+    data_dir: str | None = _opt(None, "download and cache folder (default: $RESLAB_DATA or ~/.cache/reslab)", free=True)
+    image_size: int | None = _opt(None, "resize folder images: shorter side to S, centre crop SxS (needed when "
+                                  "their sizes differ)")  # fmt: skip
+    strict_data: bool = _opt(False, "an unreadable image is an error instead of a skipped warning")
+    val_split: int = _opt(0, "hold out N training images as the validation set (the paper: 5000)")
+    augment: bool = _opt(True, "pad-crop-flip augmentation (Sec. 4.2)")
     recipe: Recipe = PAPER
-    seed: int = 0
-    precision: str = "auto"
-    channels_last: bool = True
-    device: str = "auto"
-    out: str = "runs/default"
-    eval_every: int = 0  # iterations between evaluations; 0: the recipe's `evaluations` per run, >= 1 epoch apart
-    log_every: int = 50
-    checkpoint_every: int = 0  # iterations between checkpoints; 0: at every evaluation
-    stop_at: int | None = None  # stop (checkpointed) after this iteration, as if killed: for resume tests
-    sync_bn: bool = False
-    compile: bool = False
-    eval_batch_size: int = 1000
-    progress: bool = True
+    seed: int = _opt(0, "seed of the initial weights and of the data order and augmentation")
+    precision: str = _opt("auto", "auto: bf16 where the CPU or GPU has it natively, else fp32 (fp16 on old GPUs)")
+    channels_last: bool = _opt(True, "NHWC memory format (faster convolutions on CPUs and tensor cores)")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", free=True)
+    out: str | None = _opt(None, "run folder (default: runs/MODEL-RECIPE-sSEED)", free=True)
+    eval_every: int = _opt(0, "iterations between evaluations (0: the recipe's --evaluations per run)", free=True)
+    log_every: int = _opt(50, "iterations per logging interval (the paper's warm-up rule reads whole intervals)")
+    checkpoint_every: int = _opt(0, "iterations between checkpoints (0: at every evaluation)", free=True)
+    checkpoint_minutes: float = _opt(5.0, "also write a checkpoint after this many minutes without one (0: off)",
+                                     free=True)  # fmt: skip
+    stop_at: int | None = _opt(None, "stop (with a checkpoint) after this iteration, as if interrupted", free=True)
+    sync_bn: bool = _opt(False, "synchronised BN across processes (CUDA under torchrun)")
+    compile: bool = _opt(False, "torch.compile the model (slower than eager on the CPUs we measured)")
+    eval_batch_size: int = _opt(1000, "images per evaluation batch", free=True)
+    progress: bool = _opt(True, "progress bar and log lines on stderr", free=True)
 
-    def validate(self) -> None:
-        self.recipe.validate()
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        resolve_device(self.device)  # raises ConfigError for a bad or unavailable device
+    def __post_init__(self) -> None:
+        if not isinstance(self.recipe, Recipe):
+            raise ConfigError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
+        object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
+        check_precision_name(self.precision)
+        check_device_name(self.device)
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
-        for name in ("eval_every", "checkpoint_every", "val_split"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        minimum = {"val_split": 0, "eval_every": 0, "checkpoint_every": 0, "log_every": 1, "eval_batch_size": 1}
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 <= self.checkpoint_minutes < float("inf"):
+            raise ConfigError(f"checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
+        if self.model_kwargs.get("num_classes") is not None:
+            raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
+
+    @property
+    def run_dir(self) -> str:
+        """The run folder: ``out``, or ``runs/MODEL-RECIPE-sSEED``."""
+        return self.out or os.path.join("runs", f"{self.model}-{self.recipe.name}-s{self.seed}")
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """The fields in which ``other`` computes something else than this config (what a resumed or reused run may
+        not change); fields marked free (output, cadence of reports, device) are left out."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f.name for f in fields(self) if not f.metadata.get("free") and mine[f.name] != theirs[f.name]]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,7 +92,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        recipe = dict(d.get("recipe", {}))
+        """The config a run recorded; configs written by earlier reslab versions are migrated (`_migrate`)."""
+        d, recipe = _migrate(dict(d), dict(d.get("recipe", {})))
         # A field this version does not know came from a newer reslab (or a foreign file): using the config without
         # it would silently change the run, so refuse.
         for given, known in ((d, fields(cls)), (recipe, fields(Recipe))):
@@ -72,4 +102,14 @@ class TrainConfig:
                 raise ConfigError(f"unknown configuration field {unknown[0]!r} (written by another reslab version?)")
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
-        return replace(cls(**{**d, "recipe": Recipe()}), recipe=Recipe(**recipe))
+        return replace(cls(**{**d, "recipe": PAPER}), recipe=Recipe(**recipe))
+
+
+def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Configs of reslab 0.1.0 before the engine's reshaping (2026-11-24): a recipe could hold both a length in
+    iterations and one in epochs (epochs won), and had an unused ``extra``."""
+    if recipe.get("epochs") is not None:
+        recipe["iterations"] = None
+    if recipe.get("extra") == {}:
+        del recipe["extra"]
+    return d, recipe

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from reslab.engine.precision import resolve_device
 from reslab.errors import ReslabError
 
 T = TypeVar("T")
@@ -32,6 +33,16 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world > 1
+
+
+def setup(device_name: str) -> tuple[torch.device, DistInfo]:
+    """The device this process trains on and its place in the process group: under torchrun each CUDA process takes
+    the GPU of its local rank."""
+    device = resolve_device(device_name)
+    info = init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    return device, info
 
 
 def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
@@ -67,6 +78,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def broadcast_from_main(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (pickled through the process group); ``obj`` itself outside torchrun."""
     if not dist.is_initialized():
@@ -76,20 +93,27 @@ def broadcast_from_main(obj: Any) -> Any:
     return box[0]
 
 
+def on_main(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0 only, its result sent to every rank; if it fails there (a user error, say), every rank
+    raises instead of waiting for rank 0 in a collective."""
+    if not dist.is_initialized():
+        return compute()
+    if dist.get_rank() == 0:
+        try:
+            result = compute()
+        except BaseException as e:
+            broadcast_from_main(("error", f"{e}"))
+            raise
+        return broadcast_from_main(("ok", result))[1]
+    status, value = broadcast_from_main(None)
+    if status == "error":
+        raise ReslabError(f"rank 0 stopped: {value}")
+    return value
+
+
 def main_first(load: Callable[[], T]) -> T:
     """``load()`` on rank 0 first, then on the others: rank 0 downloads or decodes the data and fills the cache once,
     the others read the cache. If rank 0 fails, every rank stops with its error instead of waiting for it."""
-    if not dist.is_initialized():
-        return load()
-    if dist.get_rank() == 0:
-        try:
-            result = load()
-        except BaseException as e:
-            broadcast_from_main(f"{type(e).__name__}: {e}")
-            raise
-        broadcast_from_main(None)
-        return result
-    failure = broadcast_from_main(None)
-    if failure is not None:
-        raise ReslabError(f"rank 0 could not load the data ({failure})")
-    return load()
+    loaded: list[T] = []
+    on_main(lambda: loaded.append(load()))  # the result stays on rank 0: a dataset is not worth sending
+    return loaded[0] if loaded else load()

@@ -1,83 +1,16 @@
-"""Evaluation: top-1 and top-5 error, loss and per-class accuracy, optionally with test-time augmentation (TTA).
-
-TTA averages the softmax over views of each test image: the image and its mirror (``tta_flip``), and with
-``tta_shift = s`` also both of them shifted by (+s, +s) and (-s, -s) pixels with zero (mean-grey) fill, 6 views in
-all, the translations the training crops were drawn from. The paper reports single-view CIFAR-10 results.
-"""
+"""``reslab eval``: a checkpoint on a dataset split, preprocessed exactly as its training was."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from reslab.data.dataset import holdout_split, load_dataset
+from reslab.engine.precision import autocast, resolve_device, resolve_precision
+from reslab.engine.rundir import load_model
+from reslab.errors import ConfigError, DataError, ReslabError
+from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
 
-from reslab.data.batches import eval_batches
-from reslab.engine.precision import autocast
-
-
-def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``x`` [N, C, H, W] moved by (dy, dx) pixels, the uncovered border filled with zeros (mean grey)."""
-    h, w = x.shape[2:]
-    p = max(abs(dy), abs(dx))
-    padded = F.pad(x, (p, p, p, p))
-    return padded[:, :, p - dy : p - dy + h, p - dx : p - dx + w]
-
-
-def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]:
-    """The test-time views of a batch: itself; its mirror if ``flip``; both shifted by (+-shift, +-shift)."""
-    views = [x, x.flip(3)] if flip else [x]
-    if shift:
-        views += [shift_image(v, s, s) for s in (shift, -shift) for v in views[:2]]
-    return views
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    mean: torch.Tensor,
-    *,
-    num_classes: int,
-    device: torch.device,
-    precision: str = "fp32",
-    tta_flip: bool = False,
-    tta_shift: int = 0,
-    batch_size: int = 1000,
-    channels_last: bool = False,
-) -> dict[str, Any]:
-    """Errors in percent, over the views of `tta_views` (one view without TTA)."""
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = 0
-    loss_sum = 0.0
-    per_class = torch.zeros(num_classes, 2, dtype=torch.long)  # (correct, total)
-    try:
-        for x, y in eval_batches(images, labels, mean, batch_size, str(device)):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(precision, device):
-                views = tta_views(x, tta_flip, tta_shift)
-                probs = sum(model(v).float().softmax(1) for v in views) / len(views)
-            loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
-            top5 = probs.topk(min(5, num_classes), 1).indices
-            hit1 = top5[:, 0] == y
-            correct1 += int(hit1.sum())
-            correct5 += int((top5 == y[:, None]).any(1).sum())
-            per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=num_classes)
-            per_class[:, 1] += torch.bincount(y.cpu(), minlength=num_classes)
-    finally:
-        model.train(was_training)
-    n = len(labels)
-    return {
-        "n": n,
-        "error": 100.0 * (1 - correct1 / n),
-        "top5_error": 100.0 * (1 - correct5 / n),
-        "loss": loss_sum / n,
-        "per_class_accuracy": (100.0 * per_class[:, 0] / per_class[:, 1].clamp_min(1)).tolist(),
-    }
+SPLITS = ("test", "val", "train")
 
 
 def evaluate_checkpoint(
@@ -86,33 +19,47 @@ def evaluate_checkpoint(
     data: str | None = None,
     data_dir: str | None = None,
     split: str = "test",
-    tta: bool = False,
-    tta_shift: int = 0,
+    flip: bool = False,
+    shift: int = 0,
     device: str = "auto",
     precision: str = "auto",
+    batch_size: int = 1000,
 ) -> dict[str, Any]:
-    """Evaluate a reslab checkpoint on a dataset split (``reslab eval``). The training mean image is reused."""
-    from reslab.data.dataset import load_dataset
-    from reslab.engine.checkpoint import load_checkpoint
-    from reslab.engine.config import TrainConfig
-    from reslab.engine.precision import resolve_device, resolve_precision
-    from reslab.errors import DataError
-    from reslab.models import create_model
-
-    state = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(state["config"])
-    ds = load_dataset(data or cfg.data, data_dir if data_dir is not None else cfg.data_dir)
-    classes = list(state["classes"])
-    if list(ds.classes) != classes:
-        raise DataError(f"the data's classes {ds.classes[:4]}... differ from the checkpoint's {classes[:4]}...")
-    if ds.test_images.shape[1:] != state["mean"].shape:
-        raise DataError(f"the data's images are {list(ds.test_images.shape[1:])}, the checkpoint was trained on "
-                        f"{list(state['mean'].shape)}")  # fmt: skip
+    """Top-1/top-5 error, loss and per-class error of a checkpoint (a file or a run folder) on ``split``: "test",
+    "val" (the run's held-out images; needs a run trained with a validation split) or "train" (the images it trained
+    on). The training mean image and image size are reused; ``data`` defaults to the data it was trained on."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    count_views(flip, shift)
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
-    model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
-    model.load_state_dict(state["model"])
-    model.to(dev)
-    images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
-    result = evaluate(model, images, labels, state["mean"], num_classes=len(classes), device=dev,
-                      precision=resolve_precision(precision, dev), tta_flip=tta, tta_shift=tta_shift)  # fmt: skip
-    return {**result, "dataset": ds.name, "split": split, "classes": classes, "iteration": int(state["iteration"])}
+    loaded = load_model(path, dev)
+    cfg = loaded.config
+    if loaded.mean is None:
+        raise ReslabError(f"{loaded.path} was trained on a custom batch source: it records no preprocessing to "
+                          "evaluate with; evaluate it from Python")  # fmt: skip
+    try:
+        ds = load_dataset(data or cfg.data, data_dir if data_dir is not None else cfg.data_dir,
+                          strict=cfg.strict_data, image_size=cfg.image_size)  # fmt: skip
+    except DataError as e:
+        if data is None:
+            raise DataError(f"{e}; this is the data {loaded.path} was trained on: pass --data to evaluate on a "
+                            "copy of it elsewhere") from e  # fmt: skip
+        raise
+    if list(ds.classes) != loaded.classes:
+        raise DataError(f"the data's classes {ds.classes[:4]}... differ from the checkpoint's {loaded.classes[:4]}...")
+    if tuple(ds.test_images.shape[1:]) != tuple(loaded.mean.shape):
+        raise DataError(f"the data's images are {list(ds.test_images.shape[1:])}, the checkpoint was trained on "
+                        f"{list(loaded.mean.shape)}")  # fmt: skip
+    if split == "val" and not cfg.val_split:
+        raise ConfigError(f"{loaded.path} was trained without a validation split (--val-split): use test or train")
+    held = holdout_split(ds, cfg.val_split) if cfg.val_split else ds  # the split training made, reproduced
+    images, labels = {"test": (ds.test_images, ds.test_labels), "val": (held.test_images, held.test_labels),
+                      "train": (held.train_images, held.train_labels)}[split]  # fmt: skip
+    batches = EvalBatches(images, labels, loaded.mean, batch_size, str(dev))
+    with autocast(resolve_precision(precision, dev), dev):
+        result = evaluate(loaded.model, batches, len(loaded.classes), flip=flip, shift=shift, device=dev,
+                          channels_last=cfg.channels_last)  # fmt: skip
+    return {**result, "dataset": ds.name, "data_label": ds.label, "split": split, "views": views_label(flip, shift),
+            "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip

@@ -10,6 +10,7 @@ import torch
 
 from reslab.errors import ConfigError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -23,21 +24,35 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def check_device_name(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: the spelling only (a config may name a device this machine lacks)."""
+    kind, _, index = str(name).partition(":")
+    if name not in ("auto", "cpu") and (kind != "cuda" or (index and not index.isdigit())):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def check_precision_name(name: str) -> None:
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else, or CUDA where there is none, is a ConfigError."""
+    """The device ``name`` means on this machine; CUDA where there is none is a ConfigError."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    kind, _, index = name.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    index = name.partition(":")[2]
     if not torch.cuda.is_available() or int(index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"device {name!r} asked for, but this machine has no such CUDA device")
     return torch.device(name)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    """What ``auto`` means on this device: bf16 where it is native (CUDA with bf16, CPUs with AVX-512 BF16 or AMX),
+    fp16 on older GPUs, else fp32."""
+    check_precision_name(name)
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -1,8 +1,9 @@
-"""Training recipes as data: the paper's CIFAR-10 recipe and a measured fast one.
+"""Training recipes as data: the paper's CIFAR-10 recipe and a measured fast one; the schedule and the optimizer.
 
-A `Recipe` holds every optimisation hyperparameter; the CLI can override each field (``--lr 0.05``).
-The learning-rate schedule is a pure function of the iteration, except for the paper's warm-up rule for 110+
-layers, which depends on the training error and is a small state machine (`PaperWarmup`).
+A `Recipe` holds every optimisation hyperparameter, each declared once here with its default, its help text (which
+the CLI shows) and its check (in `Recipe.__post_init__`, so an invalid recipe cannot exist). The learning-rate
+schedule is a pure function of the iteration, except for the paper's warm-up rule for 110+ layers, which depends on
+the training error and is a small state machine (`PaperWarmup`); `LRSchedule` combines the two.
 """
 
 from __future__ import annotations
@@ -14,97 +15,112 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab.data.batches import FLIP_MODES
 from reslab.errors import ConfigError
+from reslab.tasks.classification import count_views
 
 SCHEDULES = ("step", "cosine", "onecycle")
+FLIP_MODES = ("random", "alternate")
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every optimisation hyperparameter of a run.
+    """Every optimisation hyperparameter of a run; see each field's help (``reslab train --help``).
 
-    ``iterations`` counts optimizer steps of ``batch_size`` images; ``epochs`` (if set) replaces it with
-    ``ceil(epochs * train_images / batch_size)``. ``milestones`` are fractions of the run for the ``step``
-    schedule (the paper's 32k and 48k of 64k are 0.5 and 0.75), so a shorter run keeps the paper's shape.
+    The run's length is ``iterations`` (optimizer steps) or ``epochs`` (passes over the training images), exactly one
+    of them. ``milestones`` are fractions of the run for the ``step`` schedule (the paper's 32k and 48k of 64k are 0.5
+    and 0.75), so a shorter run keeps the paper's shape.
     """
 
     name: str = "custom"
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    iterations: int = 64_000
-    epochs: float | None = None
-    schedule: str = "step"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    warmup_fraction: float = 0.0  # linear warm-up from 0 over this fraction of the run (any schedule)
-    final_lr_fraction: float = 0.0  # where cosine / onecycle end, as a fraction of lr
-    # The paper's rule for 110 layers and deeper (Sec. 4.2): lr 0.01 until training error < 80%, then lr.
-    paper_warmup_min_depth: int | None = 110
-    paper_warmup_lr: float = 0.01
-    paper_warmup_error: float = 0.80
-    label_smoothing: float = 0.0
-    flip: str = "random"  # training flips: "random" (the paper) or "alternate" (inverted every epoch; BatchStream)
-    no_decay_bn: bool = False  # exclude BN and bias parameters from weight decay
-    tta_flip: bool = False  # test time: average the softmax of the image and its mirror
-    tta_shift: int = 0  # test time, with tta_flip: also the views shifted by (+s, +s) and (-s, -s) pixels (6 in all)
-    # Progressive resizing (not in the paper): the first low_res_fraction of the iterations train on the augmented
-    # images downsampled to low_res_size (antialiased bilinear), at (low_res_size / H)^2 of the compute.
-    low_res_size: int | None = None
-    low_res_fraction: float = 0.0
-    evaluations: int = 20  # periodic evaluations per run when --eval-every is 0 (each at least one epoch apart)
-    extra: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = _opt(128, "images per optimizer step, over all processes")
+    lr: float = _opt(0.1, "learning rate (the peak, for warm-up and one-cycle schedules)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(1e-4, "L2 weight decay")
+    iterations: int | None = _opt(64_000, "length in optimizer steps (replaces --epochs)")
+    epochs: float | None = _opt(None, "length in passes over the training images (replaces --iterations)")
+    schedule: str = _opt("step", f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: fractions of the run where lr is multiplied "
+                                         "by --gamma, e.g. 0.5,0.75")  # fmt: skip
+    gamma: float = _opt(0.1, "step schedule: lr factor at each milestone")
+    warmup_fraction: float = _opt(0.0, "linear lr warm-up from 0 over this fraction of the run")
+    final_lr_fraction: float = _opt(0.0, "cosine / onecycle: the final lr as a fraction of --lr")
+    paper_warmup_min_depth: int | None = _opt(110, "the paper's rule (Sec. 4.2) for nets of this depth and deeper: "
+                                              "lr 0.01 until the training error is below 80%; none: off")  # fmt: skip
+    paper_warmup_lr: float = _opt(0.01, "the paper's rule: its low lr")
+    paper_warmup_error: float = _opt(0.80, "the paper's rule: the training error (fraction) that ends it")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    flip: str = _opt("random", "training flips: random (the paper) or alternate (each image's mirroring inverted "
+                     "every epoch)")  # fmt: skip
+    no_decay_bn: bool = _opt(False, "no weight decay on BN and bias parameters")
+    tta_flip: bool = _opt(False, "reported test error averages the softmax of each image and its mirror")
+    tta_shift: int = _opt(0, "with --tta-flip: also the views shifted by (+S,+S) and (-S,-S) pixels (6 in all)")
+    low_res_size: int | None = _opt(None, "progressive resizing: train the first --low-res-fraction of the run on "
+                                    "images downsampled to this size (not in the paper)")  # fmt: skip
+    low_res_fraction: float = _opt(0.0, "progressive resizing: the fraction of the run at --low-res-size")
+    evaluations: int = _opt(20, "periodic evaluations per run when --eval-every is 0 (at least an epoch apart)")
 
-    def resolve_iterations(self, train_images: int) -> int:
-        if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * train_images / self.batch_size))
-        return self.iterations
-
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"bad value for {f.name}: {value!r} (must be a finite number)")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip mode {self.flip!r}; choose one of {', '.join(FLIP_MODES)}")
+        if (self.iterations is None) == (self.epochs is None):
+            raise ConfigError("a recipe's length is --iterations or --epochs: exactly one of them (got "
+                              f"iterations={self.iterations}, epochs={self.epochs})")  # fmt: skip
         checks = {
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
-            "iterations": self.iterations >= 1,
+            "iterations": self.iterations is None or self.iterations >= 1,
             "epochs": self.epochs is None or self.epochs > 0,
             "milestones": all(0 < m < 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+            "gamma": self.gamma > 0,
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "final_lr_fraction": 0 <= self.final_lr_fraction <= 1,
+            "paper_warmup_lr": self.paper_warmup_lr > 0,
             "label_smoothing": 0 <= self.label_smoothing < 1,
-            "flip": self.flip in FLIP_MODES,
-            "tta_shift": self.tta_shift >= 0 and (self.tta_shift == 0 or self.tta_flip),
             "low_res_size": self.low_res_size is None or self.low_res_size >= 8,
-            "low_res_fraction": 0 <= self.low_res_fraction < 1,
+            "low_res_fraction": 0 <= self.low_res_fraction < 1 and (self.low_res_fraction == 0 or self.low_res_size),
             "evaluations": self.evaluations >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"bad value for {bad[0]}: {getattr(self, bad[0])!r}")
+        count_views(self.tta_flip, self.tta_shift)
+
+    def resolve_iterations(self, train_images: int) -> int:
+        """The run's length in optimizer steps."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * train_images / self.batch_size))
+        return int(self.iterations)  # type: ignore[arg-type]
 
 
 # Sec. 4.2: "a mini-batch size of 128 ... start with a learning rate of 0.1, divide it by 10 at 32k and 48k
 # iterations, and terminate training at 64k iterations ... weight decay of 0.0001 and momentum of 0.9".
 PAPER = Recipe(name="paper")
 
-# The shortest wall-clock to the paper recipe's accuracy for ResNet-20 on a 2-core CPU (README: results). Chosen by
-# measurement on CIFAR-10 (JPEG q75 copy), 2026-11-23/24: bf16 autocast (1.7x fp32), batch 256 (as fast as 128
-# and 512 per image), flip + shifted-view TTA (6 views: 1.3 points below 1 view on the 20-epoch run), progressive
-# resizing (the first half at 24x24 runs at about 1200 img/s against 750 at 32x32, so 28 epochs fit where 20 did;
-# on the 45k/5k split it beat an all-32x32 run of the same wall-clock by 1.3 points of validation error);
-# one-cycle, Nesterov, label smoothing 0.1 and no decay on BN/bias are common short-schedule practice, not ablated.
-# The 45k/5k validation run of this recipe (30 epochs) reached 11.50% validation error (6 views) in 24 min.
-# Alternating flips (flip="alternate") on that run: 11.78%, within one seed's noise, so the paper's random flips stay.
+# The shortest wall-clock to the paper recipe's accuracy for ResNet-20 on a 2-core CPU; how each choice was measured
+# is in README ("How the fast recipe was chosen") with its files in docs/results/. Chosen: bf16 autocast where the
+# CPU has it, batch 256 (as fast per image as 128 and 512), flip + shifted-view TTA, progressive resizing (the first
+# half at 24x24, so more epochs fit the same wall-clock). One-cycle, Nesterov, label smoothing 0.1 and no decay on
+# BN/bias are common short-schedule practice, not ablated. Alternating flips were measured and not adopted.
 FAST = Recipe(
     name="fast",
     batch_size=256,
     lr=0.2,
     nesterov=True,
     weight_decay=5e-4,
+    iterations=None,
     epochs=28,
     schedule="onecycle",
     warmup_fraction=0.15,
@@ -120,21 +136,26 @@ FAST = Recipe(
 )
 
 RECIPES = {r.name: r for r in (PAPER, FAST)}
+OVERRIDABLE = tuple(f.name for f in fields(Recipe) if f.name != "name")
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """Recipe ``name`` with some fields replaced (``None`` clears an optional field).
+
+    The length is one thing: giving ``iterations`` clears the recipe's ``epochs`` and vice versa.
+    """
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    known = {f.name for f in fields(Recipe)}
-    unknown = set(overrides) - known
+    unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
-        raise ConfigError(f"unknown recipe field {sorted(unknown)[0]!r}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "iterations" in overrides and "epochs" not in overrides:
-        overrides["epochs"] = None  # an explicit iteration count beats the recipe's epoch count
-    recipe = replace(RECIPES[name], **overrides)
-    recipe.validate()
-    return recipe
+        raise ConfigError(f"unknown recipe field {unknown[0]!r}")
+    if overrides.get("iterations") is not None and overrides.get("epochs") is not None:
+        raise ConfigError("give the run's length as --iterations or --epochs, not both")
+    if overrides.get("iterations") is not None:
+        overrides.setdefault("epochs", None)
+    if overrides.get("epochs") is not None:
+        overrides.setdefault("iterations", None)
+    return replace(RECIPES[name], **overrides)
 
 
 def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:
@@ -175,6 +196,31 @@ class PaperWarmup:
 
     def load_state_dict(self, state: dict[str, bool]) -> None:
         self.active = bool(state["active"])
+
+
+class LRSchedule:
+    """The learning rate of every iteration of a run: `scheduled_lr`, capped by the paper's warm-up while it lasts.
+
+    ``depth`` decides the warm-up rule, a CIFAR rule (pass 0 for other families).
+    """
+
+    def __init__(self, recipe: Recipe, total: int, depth: int) -> None:
+        self.recipe, self.total = recipe, total
+        self.warmup = PaperWarmup(recipe, depth)
+
+    def lr(self, iteration: int) -> float:
+        return self.warmup.apply(scheduled_lr(self.recipe, iteration, self.total))
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """A whole logging interval's record: the warm-up reads its training error (%), if the task reports one."""
+        if "train_error" in record:
+            self.warmup.observe(record["train_error"] / 100)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.warmup.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.warmup.load_state_dict(state)
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:

@@ -35,7 +35,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    desc = f"{cpu}, {os.cpu_count()} cores"
+    from reslab.engine.precision import cpu_has_native_bf16
+
+    # The development machines change between sessions, with and without native bf16: every figure names its CPU.
+    desc = f"{cpu}, {os.cpu_count()} cores, {'native' if cpu_has_native_bf16() else 'no native'} bf16"
     if torch.cuda.is_available():
         desc += f", {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     return desc

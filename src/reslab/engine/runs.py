@@ -1,48 +1,36 @@
-"""``reslab runs DIR...``: finished runs as one markdown table, straight from their ``summary.json``/``config.json``.
+"""``reslab runs DIR...``: finished runs as one markdown table, straight from their run folders.
 
-This is how README result tables are made: every cell is read from a run folder, none is typed in by hand.
+This is how README result tables are made: every cell is read from a run folder, none is typed in by hand. Folders
+that hold no finished run are listed under the table with what they hold.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from reslab.errors import ConfigError
+from reslab.engine.rundir import RunDir
+from reslab.errors import ConfigError, ReslabError
+from reslab.tasks.classification import views_label
 
 COLUMNS = ("run", "model", "recipe", "data", "test error (%)", "reported (%)", "iterations", "epochs",
            "training loop (min)", "machine", "date", "commit")  # fmt: skip
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path.parent} is not a finished run (no {path.name})") from e
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"cannot read {path}: not a JSON object")
-    return data
-
-
 def run_row(folder: str | Path) -> dict[str, Any]:
     """One finished run as a table row. ``reported`` is the recipe's own figure (with its test-time augmentation)."""
-    folder = Path(folder)
-    summary, info = _read(folder / "summary.json"), _read(folder / "config.json")
-    recipe = info["config"]["recipe"]
-    views = "6-view TTA" if recipe.get("tta_shift") else "flip TTA" if recipe.get("tta_flip") else "1 view"
-    epochs = summary["iterations"] * recipe["batch_size"] / max(info.get("train_images", 0), 1)
+    run = RunDir(folder)
+    summary, info, config = run.summary(), run.record(), run.config()
+    recipe = config.recipe
     return {
-        "run": folder.name,
-        "model": info["config"]["model"],
-        "recipe": recipe["name"],
+        "run": run.path.name,
+        "model": config.model,
+        "recipe": recipe.name,
         "data": summary.get("data_label") or info.get("data_label") or summary.get("dataset", "?"),
         "test error (%)": round(summary["test_error"], 2),
-        "reported (%)": f"{summary['reported_test_error']:.2f} ({views})",
+        "reported (%)": f"{summary['reported_test_error']:.2f} ({views_label(recipe.tta_flip, recipe.tta_shift)})",
         "iterations": summary["iterations"],
-        "epochs": round(epochs, 1),
+        "epochs": round(summary["iterations"] * recipe.batch_size / max(info.get("train_images", 0), 1), 1),
         "training loop (min)": round(summary["wall_seconds"] / 60, 1),
         "machine": info.get("machine", "?"),
         "date": str(info.get("date", "?"))[:10],
@@ -51,7 +39,21 @@ def run_row(folder: str | Path) -> dict[str, Any]:
 
 
 def runs_table(folders: list[str]) -> str:
-    rows = [run_row(f) for f in folders]
+    """The table of the finished runs among ``folders``, then one line for each folder that is not one."""
+    rows, others = [], []
+    for folder in folders:
+        status = RunDir(folder).status()
+        if not status.finished:
+            others.append(f"- {folder}: {status.describe() if status.holds_run else 'not a reslab run folder'}")
+            continue
+        try:
+            rows.append(run_row(folder))
+        except (ReslabError, KeyError, TypeError, ValueError) as e:
+            others.append(f"- {folder}: unreadable ({e})")
+    if not rows and all(not RunDir(f).status().holds_run for f in folders):
+        raise ConfigError(f"no reslab run folder among {', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    if others:
+        lines += ["", "Not in the table:", *others]
     return "\n".join(lines)

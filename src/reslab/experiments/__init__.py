@@ -1,8 +1,8 @@
 """``reslab reproduce``: the paper's experiments, one command each, on top of the training API.
 
-Each experiment module has ``run(ctx) -> Path`` (the report). Runs go to ``DIR/runs/<run>/`` and are shared by
-the experiments; each experiment writes ``DIR/<experiment>/report.md`` with its figures, results.json and
-results.csv.
+Each experiment module has ``run(ctx) -> Path`` (the report) and a docstring that is its ``--help``. Runs go to
+``DIR/runs/<run>/`` and are shared by the experiments; each experiment writes ``DIR/<experiment>/report.md`` with its
+figures, results.json and results.csv.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from pathlib import Path
 
 from reslab.errors import ConfigError
 
-# name -> (module, what it reproduces)
+# name -> what it reproduces (the module is reslab.experiments.<name>)
 EXPERIMENTS = {
-    "degradation": ("degradation", "Fig. 6: plain vs ResNet at 20-56 layers (110 in the paper budget)"),
-    "depth": ("depth", "Table 6: ResNet-20..110 (1202 with --with-1202), best (mean±std) over seeds"),
-    "shortcuts": ("shortcuts", "Table 3's options A/B/C, on CIFAR ResNet-32 and ResNet-56"),
-    "responses": ("responses", "Fig. 7: std of the 3x3 layers' responses (reuses degradation's runs)"),
-    "highway": ("highway", "plain vs residual vs highway at 20 and 56 layers"),
-    "table1": ("table1", "Table 1 / Table 6: parameters and multiply-adds (no training)"),
+    "degradation": "Fig. 6: plain vs ResNet at 20-56 layers (110 in the paper budget)",
+    "depth": "Table 6: ResNet-20..110 (1202 with --with-1202), best (mean±std) over seeds",
+    "shortcuts": "Table 3's options A/B/C, on CIFAR ResNet-32 and ResNet-56",
+    "responses": "Fig. 7: std of the 3x3 layers' responses (reuses degradation's runs)",
+    "highway": "plain vs residual vs highway at 20 and 56 layers",
+    "table1": "Table 1 / Table 6: parameters and multiply-adds (no training)",
 }
 
 
 def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", seeds: int = 1,
-              data_dir: str | None = None, device: str = "auto", with_1202: bool = False,
-              progress: bool = True) -> Path:  # fmt: skip
+              data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
+              device: str = "auto", with_1202: bool = False, progress: bool = True) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md."""
     from reslab.experiments.runner import Context, Runner, get_budget
 
@@ -33,7 +33,7 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    runner = Runner(data, out, get_budget(budget), data_dir=data_dir, device=device, progress=progress)
+    runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
+                    device=device, progress=progress)  # fmt: skip
     ctx = Context(name, runner, Path(out) / name, seeds=seeds, with_1202=with_1202)
-    module = importlib.import_module(f"reslab.experiments.{EXPERIMENTS[name][0]}")
-    return module.run(ctx)
+    return importlib.import_module(f"reslab.experiments.{name}").run(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 import statistics
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure  # the object API renders with Agg and neve
 
 from reslab.engine.runinfo import run_info
 from reslab.experiments.runner import Context, RunResult
+from reslab.files import write_text
 
 PAPER_REF = "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition*, CVPR 2016 (arXiv:1512.03385)"
 
@@ -108,7 +110,7 @@ def data_lines(ctx: Context) -> list[str]:
     if ds.label.startswith("CIFAR-10 (") and ds.encoding != "synthetic":
         lines.append(f"- This is {ds.label}: CIFAR-10 content re-encoded ({ds.encoding}), not the paper's exact "
                      "data; lossy encoding removes detail, so errors on it run higher.")  # fmt: skip
-    if spec.startswith("synthetic"):
+    if ds.encoding == "synthetic":
         lines.append("- Synthetic data (coloured noise) for testing the pipeline: not comparable with the paper.")
     return lines
 
@@ -151,12 +153,12 @@ def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str,
            "seeds": ctx.seeds,
            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": run_info()["machine"],
            "rows": list(rows), **(extra or {})}  # fmt: skip
-    (ctx.out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(ctx.out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(ctx.out / "results.json", json.dumps(doc, indent=2, default=str) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(ctx.out / "results.csv", table.getvalue())
 
 
 def write_report(ctx: Context, title: str, cites: str, sections: Sequence[str], runs: Sequence[RunResult] = (),
@@ -164,5 +166,5 @@ def write_report(ctx: Context, title: str, cites: str, sections: Sequence[str], 
     """``DIR/<experiment>/report.md``: the header, then the experiment's sections (figures, tables, statements)."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     path = ctx.out / "report.md"
-    path.write_text("\n".join([*header(ctx, title, cites, runs, training), *(s.rstrip() + "\n" for s in sections)]))
+    write_text(path, "\n".join([*header(ctx, title, cites, runs, training), *(s.rstrip() + "\n" for s in sections)]))
     return path

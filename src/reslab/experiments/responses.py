@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from reslab.data.batches import eval_batches
-from reslab.engine.config import TrainConfig
 from reslab.engine.precision import resolve_device
+from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
 from reslab.experiments.report import lines_figure, markdown_table, write_report, write_results
-from reslab.experiments.runner import Context, RunResult, RunSpec, checkpoint_state
-from reslab.models import ResNet, create_model
+from reslab.experiments.runner import Context, RunResult, RunSpec
+from reslab.models import ResNet
 
 
 def specs(ctx: Context) -> list[RunSpec]:
@@ -42,13 +42,11 @@ def response_bns(model: ResNet) -> list[nn.BatchNorm2d]:
 
 
 @torch.no_grad()
-def layer_stds(state: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, device: str = "auto") -> list[float]:
-    """Std of every 3x3 layer's BN output over the given images, for the checkpointed model."""
-    cfg = TrainConfig.from_dict(state["config"])
+def layer_stds(run: Path, images: torch.Tensor, labels: torch.Tensor, device: str = "auto") -> list[float]:
+    """Std of every 3x3 layer's BN output over the given images, for the model in the run folder's checkpoint."""
     dev = resolve_device(device)
-    model = create_model(cfg.model, num_classes=len(state["classes"]), **cfg.model_kwargs)
-    model.load_state_dict(state["model"])
-    model.to(dev).eval()  # eval mode: BN uses its running statistics, as at test time
+    loaded = load_model(run, dev)
+    model = loaded.model.eval()  # eval mode: BN uses its running statistics, as at test time
     bns = response_bns(model)
     sums = torch.zeros(len(bns), 3, dtype=torch.float64)  # (sum, sum of squares, count) per layer
 
@@ -61,7 +59,7 @@ def layer_stds(state: dict[str, Any], images: torch.Tensor, labels: torch.Tensor
 
     handles = [bn.register_forward_hook(hook(i)) for i, bn in enumerate(bns)]
     try:
-        for x, _ in eval_batches(images, labels, state["mean"], batch_size=500, device=str(dev)):
+        for x, _ in eval_batches(images, labels, loaded.mean, batch_size=500, device=str(dev)):
             model(x)
     finally:
         for h in handles:
@@ -91,8 +89,8 @@ def statements(stds: dict[str, list[float]]) -> list[str]:
 def run(ctx: Context) -> Path:
     results: dict[str, RunResult] = ctx.runner.run_all(specs(ctx))
     ds = ctx.runner.dataset
-    stds = {degradation.label(r.spec.model): layer_stds(checkpoint_state(r), ds.test_images, ds.test_labels,
-                                                        ctx.runner.device) for r in results.values()}  # fmt: skip
+    stds = {degradation.label(r.spec.model): layer_stds(r.path, ds.test_images, ds.test_labels, ctx.runner.device)
+            for r in results.values()}  # fmt: skip
     ctx.out.mkdir(parents=True, exist_ok=True)
     lines_figure(ctx.out / "fig7_responses.png", [
         ("std of layer responses, in layer order", "layer index (original)", stds),

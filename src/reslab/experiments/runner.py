@@ -8,7 +8,6 @@ ResNets. A run with a ``summary.json`` is done and skipped; one with only a ``ch
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -19,15 +18,12 @@ from typing import Any
 import torch
 
 from reslab.data.dataset import ImageDataset, load_dataset
-from reslab.engine.config import RESUME_IGNORED, TrainConfig
+from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import Recipe, get_recipe
-from reslab.engine.trainer import CHECKPOINT, train
-from reslab.errors import ConfigError, ReslabError
+from reslab.engine.run import train
+from reslab.engine.rundir import RunDir
+from reslab.errors import ConfigError
 from reslab.models import model_spec
-
-# Keys that may differ between a finished run and the configuration asked for now: those a resume ignores, and the
-# logging cadence, which cannot matter to a run that is already finished.
-_VOLATILE = RESUME_IGNORED | {"log_every"}
 
 
 @dataclass(frozen=True)
@@ -43,16 +39,17 @@ class Budget:
     test_subset: int | None = None
     val_split: int = 5000  # held-out training images for experiments that choose anything (Table 6: 45k/5k)
     warmup_fraction: float = 0.0  # linear lr warm-up (the cpu budget's one deviation from the paper's schedule)
-    note: str = ""
+    summary: str = ""  # one line, for --help
+    note: str = ""  # for reports
 
     def recipe(self) -> Recipe:
-        return get_recipe("paper", iterations=self.iterations, batch_size=self.batch_size,
-                          warmup_fraction=self.warmup_fraction)  # fmt: skip
+        length = {"iterations": self.iterations} if self.iterations is not None else {}
+        return get_recipe("paper", batch_size=self.batch_size, warmup_fraction=self.warmup_fraction, **length)
 
 
 BUDGETS = {
     "smoke": Budget("smoke", iterations=6, batch_size=32, eval_every=3, log_every=2, train_subset=256,
-                    test_subset=128, val_split=64,
+                    test_subset=128, val_split=64, summary="seconds: tests the pipeline (CI)",
                     note="smoke budget: a few iterations on a tiny subset, to test the pipeline; the errors mean "
                     "nothing."),
     # 2000 iterations of the 8 Fig. 6 nets take ~90 min on 2 cores (bf16); 8 test evaluations per run add ~10 min.
@@ -65,13 +62,15 @@ BUDGETS = {
     # budget it is a sixth of the run and decides the comparison. The paper's own remedy for ResNet-110 (Sec. 4.2) is
     # a low-lr warm-up; a 100-iteration linear warm-up for every net (plain twins included) is the compressed form.
     "cpu": Budget("cpu", iterations=2000, batch_size=128, eval_every=250, log_every=20, train_subset=25_000,
-                  warmup_fraction=0.05,
+                  warmup_fraction=0.05, summary="a 2-core CPU: 2000 iterations per run on 25k images (degradation: "
+                  "about 2 h)",
                   note="cpu budget: 2000 iterations per run on a random half of the training set (25k images, ~10 "
                   "epochs; the test set is whole) with the paper's lr schedule compressed into them (lr /10 at 50% "
                   "and 75%) after a 100-iteration linear warm-up (not in the paper: at lr 0.1 from step one "
                   "ResNet-56 stalls at chance for ~300 iterations); the numbers are far from converged and far "
                   "above the paper's."),
     "paper": Budget("paper", iterations=None, batch_size=128, eval_every=1000, log_every=100,
+                    summary="the paper's 64k iterations (for a GPU)",
                     note="paper budget: the paper's recipe exactly (Sec. 4.2: 64k iterations, batch 128, lr 0.1 "
                     "divided by 10 at 32k and 48k, warm-up at lr 0.01 for 110+ layers)."),
 }  # fmt: skip
@@ -176,8 +175,10 @@ class Runner:
     """Trains (or finds) the runs of an experiment under ``out/runs`` with the budget's settings."""
 
     def __init__(self, data: str, out: str | Path, budget: Budget, *, data_dir: str | None = None,
-                 device: str = "auto", progress: bool = True) -> None:  # fmt: skip
+                 image_size: int | None = None, strict_data: bool = False, device: str = "auto",
+                 progress: bool = True) -> None:  # fmt: skip
         self.data, self.data_dir, self.budget = data, data_dir, budget
+        self.image_size, self.strict_data = image_size, strict_data
         self.out, self.device, self.progress = Path(out), device, progress
         self._dataset: ImageDataset | None = None
 
@@ -185,7 +186,7 @@ class Runner:
     def dataset(self) -> ImageDataset:
         """The data, loaded once for every run of the experiment (and cut to the budget's subset)."""
         if self._dataset is None:
-            full = load_dataset(self.data, self.data_dir)
+            full = load_dataset(self.data, self.data_dir, strict=self.strict_data, image_size=self.image_size)
             self._dataset = subset(full, self.budget.train_subset, self.budget.test_subset)
         return self._dataset
 
@@ -195,13 +196,13 @@ class Runner:
     def config(self, spec: RunSpec) -> TrainConfig:
         b = self.budget
         return TrainConfig(model=spec.model, model_kwargs=dict(spec.model_kwargs), data=self.data,
-                           data_dir=self.data_dir, val_split=spec.val_split, recipe=b.recipe(), seed=spec.seed,
-                           device=self.device, out=str(self.run_dir(spec)), eval_every=b.eval_every,
-                           log_every=b.log_every, progress=self.progress)  # fmt: skip
+                           data_dir=self.data_dir, image_size=self.image_size, strict_data=self.strict_data,
+                           val_split=spec.val_split, recipe=b.recipe(), seed=spec.seed, device=self.device,
+                           out=str(self.run_dir(spec)), eval_every=b.eval_every, log_every=b.log_every,
+                           progress=self.progress)  # fmt: skip
 
     def is_done(self, spec: RunSpec) -> bool:
-        """Finished: a summary and the config it was trained with (without one, resuming re-finishes the run)."""
-        return all((self.run_dir(spec) / f).exists() for f in ("summary.json", "config.json"))
+        return RunDir(self.run_dir(spec)).status().finished
 
     def run_all(self, specs: Sequence[RunSpec]) -> dict[str, RunResult]:
         """Train every run that is not finished yet (resuming partial ones) and return all results by name."""
@@ -214,10 +215,10 @@ class Runner:
                 self._check_same_config(spec)
                 self._say(f"{head} already done (summary.json), skipped")
                 continue
-            resuming = (self.run_dir(spec) / CHECKPOINT).exists()
+            resuming = RunDir(self.run_dir(spec)).status().iteration is not None
             self._say(f"{head} {'resumed' if resuming else 'started'}, ETA {self._eta(pending, seconds_per_layer)}")
             t0 = time.perf_counter()
-            train(self.config(spec), dataset=self.dataset, resume=True)
+            train(self.config(spec), data=self.dataset, resume=resuming)
             seconds = time.perf_counter() - t0
             seconds_per_layer.append(seconds / spec.depth)
             pending.remove(spec)
@@ -225,10 +226,8 @@ class Runner:
         return {s.name: self.result(s) for s in specs}
 
     def result(self, spec: RunSpec) -> RunResult:
-        path = self.run_dir(spec)
-        summary = json.loads((path / "summary.json").read_text())
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-        return RunResult(spec, path, summary, [json.loads(ln) for ln in lines if ln.strip()])
+        run = RunDir(self.run_dir(spec))
+        return RunResult(spec, run.path, run.summary(), run.metrics())
 
     def _eta(self, pending: Sequence[RunSpec], seconds_per_layer: Sequence[float]) -> str:
         # Run cost grows about linearly with depth (measured on CPU: ResNet-20 0.2 s/it, 56 layers 0.55 s/it).
@@ -240,20 +239,11 @@ class Runner:
         return _fmt_hhmm(rate * sum(s.depth for s in pending))
 
     def _check_same_config(self, spec: RunSpec) -> None:
-        """A finished run is reused only if it was trained as this experiment would train it now."""
-        # Through TrainConfig, so that a run saved before a field was added compares with that field's default.
-        path = self.run_dir(spec) / "config.json"
-        try:
-            saved = TrainConfig.from_dict(json.loads(path.read_text())["config"]).to_dict()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"cannot read {path} ({e}); use another --out") from e
-        wanted = self.config(spec).to_dict()
-        diff = [k for k, v in wanted.items() if k not in _VOLATILE and saved.get(k) != v]
+        """A finished run is reused only if it computed what this experiment would compute now."""
+        diff = self.config(spec).differences(RunDir(self.run_dir(spec)).config())
         if diff:
-            raise ConfigError(
-                f"{self.run_dir(spec)} was trained with a different {diff[0]!r} (another --budget or --data?); "
-                "use another --out"
-            )
+            raise ConfigError(f"{self.run_dir(spec)} was trained with a different {diff[0]!r} (another --budget or "
+                              "--data?); use another --out")  # fmt: skip
 
     def _say(self, message: str) -> None:
         print(f"[reproduce] {message}", file=sys.stderr, flush=True)
@@ -278,13 +268,3 @@ class Context:
     def data_label(self) -> str:
         """What the data is, read from its contents (e.g. "CIFAR-10 (JPEG q75 copy)"), for titles and tables."""
         return self.runner.dataset.label
-
-
-def checkpoint_state(result: RunResult) -> dict[str, Any]:
-    """The final checkpoint of a finished run (model weights, the training mean image, its config)."""
-    from reslab.engine.checkpoint import load_checkpoint
-
-    path = result.path / CHECKPOINT
-    if not path.exists():
-        raise ReslabError(f"{path} is missing: delete {result.path} and rerun to train it again")
-    return load_checkpoint(path)

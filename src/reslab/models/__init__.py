@@ -2,7 +2,7 @@
 
 from reslab.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, Unit, ZeroPadShortcut
 from reslab.models.complexity import complexity, model_complexity
-from reslab.models.registry import ModelSpec, create_model, list_models, model_spec
+from reslab.models.registry import ModelSpec, create_model, family_and_depth, list_models, model_spec
 from reslab.models.resnet import ResNet
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ZeroPadShortcut",
     "complexity",
     "create_model",
+    "family_and_depth",
     "list_models",
     "model_complexity",
     "model_spec",

@@ -95,15 +95,8 @@ class Unit(nn.Module):
     expansion = 1
     preact = False
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        stride: int = 1,
-        shortcut: str = "B",
-        mode: str = "residual",
-        gate_bias: float = -1.0,
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, shortcut: str, mode: str, gate_bias: float) -> None:
+        # No defaults here: the skeleton (`ResNet`) and the family builders own them, each once.
         super().__init__()
         if mode not in MODES:
             raise ModelError(f"unknown unit mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -137,8 +130,8 @@ class Unit(nn.Module):
 class BasicBlock(Unit):
     """Two 3x3 convolutions (Fig. 2 / Fig. 5 left), used by the CIFAR nets and ResNet-18/34."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
-        super().__init__(in_ch, out_ch, stride, **unit)
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, stride_in_1x1: bool, **unit: Any) -> None:
+        super().__init__(in_ch, out_ch, stride, **unit)  # stride_in_1x1 concerns bottlenecks only
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = conv3x3(out_ch, out_ch)
@@ -164,7 +157,7 @@ class Bottleneck(Unit):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, stride_in_1x1: bool, **unit: Any) -> None:
         super().__init__(in_ch, out_ch, stride, **unit)
         width, (s1, s3) = out_ch // self.expansion, bottleneck_strides(stride, stride_in_1x1)
         self.conv1 = conv1x1(in_ch, width, s1)
@@ -192,7 +185,7 @@ class PreActBasicBlock(Unit):
 
     preact = True
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, stride_in_1x1: bool, **unit: Any) -> None:
         super().__init__(in_ch, out_ch, stride, **unit)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv3x3(in_ch, out_ch, stride)
@@ -211,7 +204,7 @@ class PreActBottleneck(Unit):
     expansion = 4
     preact = True
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, stride_in_1x1: bool = True, **unit: Any) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, stride_in_1x1: bool, **unit: Any) -> None:
         super().__init__(in_ch, out_ch, stride, **unit)
         width, (s1, s3) = out_ch // self.expansion, bottleneck_strides(stride, stride_in_1x1)
         self.bn1 = nn.BatchNorm2d(in_ch)

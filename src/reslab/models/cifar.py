@@ -29,20 +29,19 @@ def _units_per_stage(depth: Any, layers_per_unit: int) -> int:
     return (depth - 2) // per_stage_layers
 
 
-def cifar_resnet(depth: int = 20, *, num_classes: int = 10, shortcut: str = "A", residual: bool = True,
-                 mode: str | None = None, widths: tuple[int, ...] = CIFAR_WIDTHS, **kwargs: Any) -> ResNet:  # fmt: skip
-    """The 6n+2 CIFAR net of Sec. 4.2 (ResNet-20/32/44/56/110/1202 for n = 3/5/7/9/18/200).
+def cifar_resnet(depth: int = 20, *, num_classes: int = 10, shortcut: str = "A",
+                 widths: tuple[int, ...] = CIFAR_WIDTHS, **kwargs: Any) -> ResNet:  # fmt: skip
+    """The 6n+2 CIFAR net of Sec. 4.2 (ResNet-20/32/44/56/110/1202 for n = 3/5/7/9/18/200), option A.
 
-    ``residual=False`` gives the plain twin; ``mode="highway"`` the gated twin (not in the paper).
+    ``mode="plain"`` gives the plain twin, ``mode="highway"`` the gated twin (not in the paper); other keywords go to
+    `ResNet`.
     """
     n = _units_per_stage(depth, 2)
-    mode = mode or ("residual" if residual else "plain")
-    return ResNet(BasicBlock, [n] * 3, widths, stem="cifar", num_classes=num_classes, shortcut=shortcut, mode=mode,
-                  **kwargs)  # fmt: skip
+    return ResNet(BasicBlock, [n] * 3, widths, stem="cifar", num_classes=num_classes, shortcut=shortcut, **kwargs)
 
 
 def cifar_preact_resnet(depth: int = 164, *, bottleneck: bool = True, num_classes: int = 10,
-                        shortcut: str = "B", residual: bool = True, **kwargs: Any) -> ResNet:  # fmt: skip
+                        shortcut: str = "B", **kwargs: Any) -> ResNet:  # fmt: skip
     """Pre-activation CIFAR ResNets (*Identity Mappings in Deep Residual Networks*, He et al. 2016).
 
     Basic units give depth 6n+2 (ResNet-110); bottleneck units (output 64/128/256) give 9n+2 (ResNet-164, 1001).
@@ -51,13 +50,11 @@ def cifar_preact_resnet(depth: int = 164, *, bottleneck: bool = True, num_classe
     """
     block = PreActBottleneck if bottleneck else PreActBasicBlock
     n = _units_per_stage(depth, 3 if bottleneck else 2)
-    mode = kwargs.pop("mode", None) or ("residual" if residual else "plain")
-    return ResNet(block, [n] * 3, CIFAR_WIDTHS, stem="cifar", num_classes=num_classes, shortcut=shortcut, mode=mode,
-                  **kwargs)  # fmt: skip
+    return ResNet(block, [n] * 3, CIFAR_WIDTHS, stem="cifar", num_classes=num_classes, shortcut=shortcut, **kwargs)
 
 
-register_builder("cifar_resnet", cifar_resnet)
-register_builder("cifar_preact_resnet", cifar_preact_resnet)
+register_builder("cifar_resnet", cifar_resnet, family="cifar")
+register_builder("cifar_preact_resnet", cifar_preact_resnet, family="cifar")
 
 for _d in (20, 32, 44, 56, 110, 1202):
     _paper = {"params_m": paper.CIFAR_PARAMS_M[_d], "test_error": paper.CIFAR_TEST_ERROR[_d]}
@@ -65,7 +62,7 @@ for _d in (20, 32, 44, 56, 110, 1202):
     register_model(f"resnet{_d}", cifar_resnet, family="cifar", depth=_d, doc=_doc, paper=_paper)
 for _d in (20, 32, 44, 56, 110):
     _doc = f"plain-{_d}, CIFAR-10 (Sec. 4.2, Fig. 6): ResNet-{_d} without the shortcuts"
-    register_model(f"plain{_d}", cifar_resnet, family="cifar", depth=_d, residual=False, doc=_doc)
+    register_model(f"plain{_d}", cifar_resnet, family="cifar", depth=_d, mode="plain", doc=_doc)
 for _d in (20, 32, 44, 56, 110):
     _doc = f"highway-{_d}: ResNet-{_d} with a sigmoid-gated shortcut (Srivastava et al. 2015)"
     register_model(f"highway{_d}", cifar_resnet, family="cifar", depth=_d, mode="highway", doc=_doc)

@@ -21,21 +21,20 @@ IMAGENET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 
-def imagenet_resnet(depth: int = 50, *, num_classes: int = 1000, shortcut: str = "B", residual: bool = True,
-                    stride_in_1x1: bool = True, **kwargs: Any) -> ResNet:  # fmt: skip
-    """ResNet-``depth`` of Table 1; ``residual=False`` gives the plain twin (Sec. 4.1, Table 2).
+def imagenet_resnet(depth: int = 50, *, num_classes: int = 1000, shortcut: str = "B", **kwargs: Any) -> ResNet:
+    """ResNet-``depth`` of Table 1, option B; ``mode="plain"`` gives the plain twin (Sec. 4.1, Table 2).
 
-    ``stride_in_1x1=True`` (default) is the paper's bottleneck; ``False`` is torchvision's "v1.5".
+    Other keywords go to `ResNet`, e.g. ``stride_in_1x1=False`` for torchvision's "v1.5" bottleneck (the default,
+    ``True``, is the paper's).
     """
     if depth not in IMAGENET_DEPTHS:
         raise ModelError(f"ImageNet depth must be one of {sorted(IMAGENET_DEPTHS)} (Table 1), got {depth!r}")
     block = BasicBlock if depth < 50 else Bottleneck
-    mode = kwargs.pop("mode", None) or ("residual" if residual else "plain")
     return ResNet(block, IMAGENET_DEPTHS[depth], IMAGENET_WIDTHS, stem="imagenet", num_classes=num_classes,
-                  shortcut=shortcut, mode=mode, stride_in_1x1=stride_in_1x1, **kwargs)  # fmt: skip
+                  shortcut=shortcut, **kwargs)  # fmt: skip
 
 
-register_builder("imagenet_resnet", imagenet_resnet)
+register_builder("imagenet_resnet", imagenet_resnet, family="imagenet")
 
 for _d in IMAGENET_DEPTHS:
     register_model(f"resnet{_d}", imagenet_resnet, family="imagenet", depth=_d,
@@ -43,6 +42,6 @@ for _d in IMAGENET_DEPTHS:
                    paper={"gmacs": paper.IMAGENET_GMACS[_d]})  # fmt: skip
 for _d in IMAGENET_DEPTHS:
     # The paper states FLOPs only for the plain-18/34 it trained ("the same FLOPs as" the ResNets, Sec. 4.1).
-    register_model(f"plain{_d}", imagenet_resnet, family="imagenet", depth=_d, residual=False,
+    register_model(f"plain{_d}", imagenet_resnet, family="imagenet", depth=_d, mode="plain",
                    doc=f"plain-{_d}, ImageNet (Sec. 4.1): ResNet-{_d} without the shortcuts",
                    paper={"gmacs": paper.IMAGENET_GMACS[_d]} if _d < 50 else {})  # fmt: skip

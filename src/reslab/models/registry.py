@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,12 +34,12 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {}  # name -> (builder, family)
 
 
-def register_builder(name: str, builder: Callable[..., nn.Module]) -> None:
+def register_builder(name: str, builder: Callable[..., nn.Module], *, family: str) -> None:
     """A generic builder reachable by name with all its keywords, e.g. ``create_model("cifar_resnet", depth=74)``."""
-    _BUILDERS[name] = builder
+    _BUILDERS[name] = (builder, family)
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, doc: str = "",
@@ -75,9 +76,26 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     _ensure_loaded()
     if name in _BUILDERS:
-        return _BUILDERS[name](**kwargs)
+        builder, args = _BUILDERS[name][0], kwargs
+    else:
+        spec = model_spec(name)
+        builder, args = spec.builder, {**spec.defaults, **kwargs}
+    try:
+        return builder(**args)
+    except TypeError as e:  # an unknown keyword: the user's mistake, in one line
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ModelError(f"{name}: {str(e).split('() ', 1)[-1]}") from e
+
+
+def family_and_depth(name: str, **kwargs: Any) -> tuple[str, int]:
+    """The family ("cifar" or "imagenet") and depth of what ``create_model(name, **kwargs)`` builds."""
+    _ensure_loaded()
+    if name in _BUILDERS:
+        builder, family = _BUILDERS[name]
+        return family, int(kwargs.get("depth", inspect.signature(builder).parameters["depth"].default))
     spec = model_spec(name)
-    return spec.builder(**{**spec.defaults, **kwargs})
+    return spec.family, spec.depth
 
 
 def _unknown(name: str) -> str:

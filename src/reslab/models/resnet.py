@@ -26,8 +26,10 @@ class ResNet(nn.Module):
         widths: base width of each stage (the unit's output is ``width * block.expansion``).
         stem: ``"cifar"`` = 3x3 conv, 16 filters (Sec. 4.2); ``"imagenet"`` = 7x7/2 conv + 3x3/2 max pool (Table 1).
         num_classes: size of the final fully-connected layer.
-        shortcut: ``"A"``, ``"B"`` or ``"C"`` (Sec. 3.3).
-        mode: ``"residual"``, ``"plain"`` or ``"highway"`` (see `reslab.models.blocks`).
+        shortcut: ``"A"``, ``"B"`` or ``"C"`` (Sec. 3.3). No default here: it is a fact of each family (the paper's
+            CIFAR nets use A, its ImageNet nets B), declared once by the family's builder.
+        mode: ``"residual"``, ``"plain"`` (the paper's plain twin) or ``"highway"`` (see `reslab.models.blocks`): the
+            one way to ask for a plain net.
         stride_in_1x1: bottleneck stride placement; ``True`` is the paper, ``False`` torchvision's v1.5.
         zero_init_residual: start each unit's last BN at gamma=0 (Goyal et al. 2017). Off by default: not in the paper.
         gate_bias: initial bias of the highway gate (negative: start near the carry path).
@@ -42,9 +44,9 @@ class ResNet(nn.Module):
         depths: Sequence[int],
         widths: Sequence[int],
         *,
-        stem: str = "imagenet",
-        num_classes: int = 1000,
-        shortcut: str = "B",
+        stem: str,
+        num_classes: int,
+        shortcut: str,
         mode: str = "residual",
         stride_in_1x1: bool = True,
         zero_init_residual: bool = False,

@@ -1,9 +1,11 @@
-"""Test-time views: exact shifts with mean-grey fill, and the averaged softmax they feed."""
+"""The classification task: test-time views (exact shifts with mean-grey fill), the averaged softmax they feed."""
 
+import pytest
 import torch
 from torch import nn
 
-from reslab.engine.evaluate import evaluate, shift_image, tta_views
+from reslab.errors import ConfigError
+from reslab.tasks.classification import EvalBatches, count_views, evaluate, shift_image, tta_views
 
 
 def test_shift_moves_content_and_fills_with_zeros():
@@ -20,7 +22,7 @@ def test_views_count_and_content():
     flip = tta_views(x, flip=True)
     assert len(flip) == 2 and torch.equal(flip[1], x.flip(3))
     six = tta_views(x, flip=True, shift=1)
-    assert len(six) == 6
+    assert len(six) == 6 == count_views(True, 1)
     assert torch.equal(six[2], shift_image(x, 1, 1)) and torch.equal(six[5], shift_image(x.flip(3), -1, -1))
 
 
@@ -35,10 +37,16 @@ def test_evaluate_averages_the_softmax_over_views():
     images = torch.full((4, 3, 4, 4), 255, dtype=torch.uint8)
     labels = torch.zeros(4, dtype=torch.long)
     mean = torch.full((3, 4, 4), 0.5)
-    kw = dict(num_classes=2, device=torch.device("cpu"), batch_size=2)
-    assert evaluate(_PixelProbe(), images, labels, mean, **kw)["error"] == 0.0
+    batches = EvalBatches(images, labels, mean, batch_size=2)
+    assert evaluate(_PixelProbe(), batches, 2)["error"] == 0.0
     # 6 views: 4 keep the bright pixel at (0, 0); the two shifted by (+1, +1) see the zero fill there (a tie
     # broken towards class 0), so the averaged softmax still favours class 0 and the loss grows.
-    six = evaluate(_PixelProbe(), images, labels, mean, tta_flip=True, tta_shift=1, **kw)
-    assert six["error"] == 0.0
-    assert six["loss"] > evaluate(_PixelProbe(), images, labels, mean, **kw)["loss"]
+    six = evaluate(_PixelProbe(), batches, 2, flip=True, shift=1)
+    assert six["error"] == 0.0 and six["n"] == 4
+    assert six["loss"] > evaluate(_PixelProbe(), batches, 2)["loss"]
+
+
+@pytest.mark.parametrize(("flip", "shift"), [(False, 1), (True, -1), (True, 1.5)])
+def test_bad_views_are_refused(flip, shift):
+    with pytest.raises(ConfigError, match="test-time shift"):
+        count_views(flip, shift)

@@ -1,0 +1,49 @@
+"""The ``reslab`` command: each subcommand parses its flags and calls the library; nothing else lives here.
+
+User mistakes and unusable inputs are one line on stderr and exit code 2; an interrupted training says where its
+checkpoint is and exits with 128 + the signal's number; output into a closed pipe (``| head``) ends quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from reslab.cli.options import Parser
+from reslab.errors import ReslabError, TrainingInterrupted
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reslab.cli import evaluate, models, reproduce, train
+
+    parser = Parser(prog="reslab", description="Deep Residual Learning for Image Recognition (He et al., 2015).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for command in (models, train, evaluate, reproduce):
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TrainingInterrupted as e:
+        if str(e):  # the other ranks of a distributed run stop quietly
+            print(f"reslab: {e}", file=sys.stderr)
+        return e.exit_code
+    except ReslabError as e:
+        print(f"reslab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"reslab: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`reslab eval ... | head -1`): nothing more to say. Point stdout at /dev/null so that
+        # the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+
+
+__all__ = ["build_parser", "main"]

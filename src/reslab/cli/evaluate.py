@@ -1,0 +1,57 @@
+"""``reslab eval`` (a checkpoint's errors on a split) and ``reslab runs`` (finished runs as a markdown table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from reslab.cli.options import add_device_args, add_field, positive_int
+from reslab.engine.evaluate import SPLITS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5 error and per-class error",
+                       description="Evaluate a checkpoint (or a run folder) on a split of its data, preprocessed "
+                       "as in training.")  # fmt: skip
+    p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
+    p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
+    add_field(p, "data_dir", default=None, help="download/cache folder (default: the training run's)")
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="test; val (the run's held-out images); train (the images it trained on)")  # fmt: skip
+    p.add_argument("--tta", action="store_true", help="also the horizontally flipped views (2 views)")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="S",
+                   help="with --tta: also the views shifted by (+S, +S) and (-S, -S) pixels (6 views)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per evaluation batch")
+    add_device_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("runs", help="finished runs as a markdown table (test error, wall-clock, machine, date)",
+                       description=__doc__)  # fmt: skip
+    p.add_argument("folders", nargs="+", metavar="RUN_DIR")
+    p.set_defaults(func=run_runs)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from reslab.engine.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir, split=args.split,
+                            flip=args.tta, shift=args.tta_shift, device=args.device, precision=args.precision,
+                            batch_size=args.batch_size)  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{r['data_label']}, {r['split']} split: {r['n']} images, {r['views']}; {r['checkpoint']} (iteration "
+          f"{r['iteration']})")  # fmt: skip
+    print(f"top-1 error {r['error']:.2f}%   top-5 error {r['top5_error']:.2f}%   loss {r['loss']:.4f}")
+    print("per-class top-1 error (%):")
+    for name, err in zip(r["classes"], r["per_class_error"], strict=True):
+        print(f"  {name:>12s}  {err:6.2f}")
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from reslab.engine.runs import runs_table
+
+    print(runs_table(args.folders))
+    return 0

@@ -1,0 +1,21 @@
+"""``reslab models``: every registered network with its parameters and multiply-adds beside the paper's."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="table of every registered network with the paper's figures",
+                       description=__doc__)  # fmt: skip
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style name filter, e.g. 'plain*'")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.models.table import format_table, model_rows
+
+    print(format_table(model_rows(args.pattern)))
+    print("\nparams/MACs counted by reslab on the built module (torch.utils.flop_counter, MACs = FLOPs/2);")
+    print("paper figures: Table 6 (CIFAR params), Table 1 (ImageNet multiply-adds), Identity Mappings (pre-act).")
+    return 0

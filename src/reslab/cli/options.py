@@ -1,0 +1,100 @@
+"""What several subcommands share: the parser class, the data and device flags, and flags read off dataclass fields,
+so that every default and help text is the one declared beside its field (`TrainConfig`, `Recipe`)."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import Any
+
+from reslab.engine.config import TrainConfig
+from reslab.engine.precision import PRECISIONS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump) and exit code 2, like every other user mistake; help shows
+    the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def parser_of(cls: type, name: str) -> Callable[[str], Any]:
+    """The parser of a dataclass field's flag, from its type hint; optional fields also take ``none``."""
+    hint = typing.get_type_hints(cls)[name]
+    members = typing.get_args(hint) or (hint,)
+    base = next(m for m in members if m is not type(None))
+    if typing.get_origin(base) is tuple:  # milestones: comma-separated floats
+        convert: Callable[[str], Any] = _floats
+    else:
+        convert = {bool: boolean, int: int, float: float}.get(base, str)
+    if type(None) not in members:
+        return convert
+
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else convert(text)
+
+    parse.__name__ = f"{getattr(base, '__name__', 'value')} or none"  # argparse names the type in its error
+    return parse
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.75, got {text!r}") from e
+
+
+def field_of(cls: type, name: str) -> Any:
+    return next(f for f in fields(cls) if f.name == name)
+
+
+def default_of(cls: type, name: str) -> Any:
+    f = field_of(cls, name)
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def add_field(group: Any, name: str, cls: type = TrainConfig, **kwargs: Any) -> None:
+    """``--name`` for a dataclass field: its type, default and help come from the field."""
+    kwargs.setdefault("type", parser_of(cls, name))
+    kwargs.setdefault("default", default_of(cls, name))
+    kwargs.setdefault("help", field_of(cls, name).metadata.get("help", ""))
+    group.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    add_field(g, "data", metavar="DATA")
+    add_field(g, "data_dir", metavar="DIR")
+    add_field(g, "image_size", metavar="S")
+    g.add_argument("--strict", dest="strict_data", action="store_true", help=field_of(TrainConfig, "strict_data")
+                   .metadata["help"])  # fmt: skip
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    add_field(p, "device")
+    add_field(p, "precision", choices=PRECISIONS)

@@ -1,0 +1,53 @@
+"""``reslab reproduce NAME``: one of the paper's experiments, cached and resumable, with its report and figures."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+
+from reslab.cli.options import Parser, add_data_args, add_field, positive_int
+from reslab.errors import ConfigError
+from reslab.experiments import EXPERIMENTS
+
+
+def _docstring(name: str) -> str:
+    """The experiment module's docstring, read without importing it (its imports are heavy: matplotlib)."""
+    spec = importlib.util.find_spec(f"reslab.experiments.{name}")
+    with open(spec.origin) as f:  # type: ignore[union-attr, arg-type]
+        return ast.get_docstring(ast.parse(f.read())) or ""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from reslab.experiments.runner import BUDGETS
+
+    p = sub.add_parser("reproduce", help="reproduce one of the paper's experiments (figures, tables, report)",
+                       description=__doc__)  # fmt: skip
+    experiments = p.add_subparsers(dest="experiment", required=True, parser_class=Parser, metavar="NAME")
+    for name, summary in EXPERIMENTS.items():
+        e = experiments.add_parser(name, help=summary, description=_docstring(name),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        add_data_args(e)
+        e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
+        e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
+                       help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
+        e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")
+        if name == "depth":
+            e.add_argument("--with-1202", action="store_true", help="also ResNet-1202 (Table 6; very long)")
+        add_field(e, "device")
+        e.add_argument("--quiet", action="store_true", help="only the per-run progress lines, no per-run log")
+        e.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.experiments import reproduce
+
+    try:
+        report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
+                           data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
+                           device=args.device, with_1202=getattr(args, "with_1202", False),
+                           progress=not args.quiet)  # fmt: skip
+    except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
+        raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
+    print(report)
+    return 0

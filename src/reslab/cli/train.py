@@ -1,0 +1,77 @@
+"""``reslab train``: flags in, a `TrainConfig` out, then `reslab.engine.run.train` does the work.
+
+Every flag's default and help text is the one declared beside its field in `TrainConfig` or `Recipe`; a recipe field
+given on the command line replaces the chosen recipe's value (``--lr 0.05``; ``none`` clears an optional field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from reslab.cli.options import add_data_args, add_device_args, add_field, field_of, parser_of
+from reslab.engine.config import TrainConfig
+from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
+from reslab.models.blocks import SHORTCUT_OPTIONS
+
+EPILOG = """On SIGINT (Ctrl-C) or SIGTERM a run finishes its current step, writes a checkpoint and exits with 130
+(143 for SIGTERM); `--resume` continues it exactly. A checkpoint is also written every --checkpoint-minutes."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a network (the paper's recipe or the fast one)", description=__doc__,
+                       epilog=EPILOG)  # fmt: skip
+    add_field(p, "model")
+    add_field(p, "recipe", type=str, default=RECIPES["paper"].name, choices=sorted(RECIPES),
+              help="hyperparameter set (see the recipe overrides below)")  # fmt: skip
+    p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
+                   help="shortcut option (Sec. 3.3) instead of the model's own (CIFAR nets A, ImageNet nets B)")
+    add_data_args(p)
+    add_field(p, "val_split", metavar="N")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad/crop/flip augmentation")
+    add_field(p, "out", metavar="DIR")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_field(p, "stop_at", metavar="N")
+    add_field(p, "seed")
+    add_device_args(p)
+    add_field(p, "channels_last", metavar="BOOL")
+    for name in ("log_every", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_minutes"):
+        add_field(p, name, metavar="N")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", help=field_of(TrainConfig, "sync_bn")
+                   .metadata["help"])  # fmt: skip
+    p.add_argument("--compile", action="store_true", help=field_of(TrainConfig, "compile").metadata["help"])
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar or log lines")
+    g = p.add_argument_group("recipe overrides", "each replaces the chosen recipe's value; the recipes' own values "
+                             "are shown")  # fmt: skip
+    for name in OVERRIDABLE:
+        values = "; ".join(f"{r}: {_show(getattr(recipe, name))}" for r, recipe in RECIPES.items())
+        help = field_of(Recipe, name).metadata["help"].replace("%", "%%")
+        g.add_argument(f"--{name.replace('_', '-')}", dest=f"r_{name}", type=parser_of(Recipe, name),
+                       default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(),
+                       help=f"{help} ({values})")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.engine.run import train
+
+    overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
+    config = TrainConfig(
+        model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, data=args.data,
+        data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data, val_split=args.val_split,
+        augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
+        channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,
+        log_every=args.log_every, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+        stop_at=args.stop_at, sync_bn=args.sync_bn, compile=args.compile, eval_batch_size=args.eval_batch_size,
+        progress=args.progress,
+    )  # fmt: skip
+    summary = train(config, resume=args.resume)
+    if summary:
+        print(json.dumps({k: v for k, v in summary.items() if "per_class" not in k}, indent=2))
+    return 0

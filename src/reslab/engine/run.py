@@ -1,0 +1,194 @@
+"""One training run from a `TrainConfig`: processes and device, data, model, run folder, the loop, the summary.
+
+This module wires the pieces and owns no mechanism of its own: the loop is `trainer.Trainer`, the run folder
+`rundir.RunDir`, the task `reslab.tasks.classification`, the recipe's numbers `recipes`.
+
+    train(config)          -> summary dict   (what ``reslab train`` runs; writes the run folder)
+    build_trainer(config)  -> Trainer        (the same run's loop without a folder: benchmarks, custom loops)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data.dataset import ImageDataset, load_dataset
+from reslab.engine import distributed as D
+from reslab.engine.config import TrainConfig
+from reslab.engine.precision import autocast, resolve_device, resolve_precision
+from reslab.engine.progress import Console
+from reslab.engine.recipes import LRSchedule, build_optimizer
+from reslab.engine.rundir import RunDir
+from reslab.engine.runinfo import run_info
+from reslab.engine.trainer import Trainer
+from reslab.errors import ConfigError
+from reslab.models import create_model, family_and_depth
+from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory
+
+Data = ImageDataset | ClassificationData
+
+
+def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | None = None,
+          resume: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train the run ``config`` describes into its run folder and return its summary ({} if it stopped early).
+
+    Args:
+        data: an in-memory `ImageDataset` (experiments load the data once for many runs) or any
+            `ClassificationData` (e.g. a ``DataLoader`` over data too large for memory); default: ``config.data``.
+        model: a network to train instead of ``config.model`` (its checkpoint then records it as custom).
+        resume: continue from the folder's checkpoint, which must exist; a finished run is left as it is.
+
+    SIGINT/SIGTERM stop the run after the current step with a checkpoint (`TrainingInterrupted`); a second
+    process training into the same folder is refused (`rundir.RunInUse`).
+    """
+    device, dist = D.setup(config.device)
+    console = Console(config.progress and dist.is_main)
+    rundir = RunDir(config.run_dir)
+    trainer = None
+    try:
+        with rundir.lock() if dist.is_main else contextlib.nullcontext():
+            status = D.on_main(lambda: rundir.check_start(resume))
+            if status.finished:
+                console.log(f"{rundir} is finished (summary.json): nothing to resume")
+                return D.on_main(rundir.summary)
+            precision = resolve_precision(config.precision, device)
+            state = None
+            if resume:
+                state = D.on_main(lambda: _resumable(rundir, config, precision))  # rank 0 reads; all get the state
+                if state.get("device_type", device.type) != device.type:
+                    console.log(f"warning: resuming a {state['device_type']} run on {device.type}: not bit-exact")
+            trainer = build_trainer(config, data=data, model=model, device=device, dist=dist,
+                                    rundir=rundir if dist.is_main else None, console=console)  # fmt: skip
+            if state is not None:
+                trainer.load_state_dict(state)
+                console.log(f"resumed {rundir} from iteration {trainer.iteration}")
+            if dist.is_main:
+                rundir.begin(_record(config, trainer), resumed_from=trainer.iteration if state is not None else None)
+            trainer.run(config.stop_at)
+            summary = _finish(trainer, rundir, console) if trainer.iteration == trainer.total and dist.is_main else {}
+            D.barrier()  # rank 0 ran the final evaluation alone: the ranks leave together, none exits under the others
+            return summary
+    finally:
+        # DDP's reducer holds the process group past destroy_process_group. Left to interpreter exit, gloo's threads
+        # can free tensors after Python is gone and abort the process (a rare SIGABRT seen in CI); free it here.
+        del trainer
+        gc.collect()
+        D.shutdown()
+
+
+def _resumable(rundir: RunDir, config: TrainConfig, precision: str) -> dict[str, Any]:
+    state = rundir.load_checkpoint()
+    rundir.check_resumable(state, config, precision)
+    return state
+
+
+def build_trainer(
+    config: TrainConfig,
+    *,
+    data: Data | None = None,
+    model: nn.Module | None = None,
+    device: torch.device | None = None,
+    dist: D.DistInfo | None = None,
+    rundir: RunDir | None = None,
+    console: Console | None = None,
+) -> Trainer:
+    """The `Trainer` of the run ``config`` describes; it writes only into ``rundir`` (none by default)."""
+    device = device or resolve_device(config.device)
+    dist = dist or D.DistInfo()
+    console = console or Console(enabled=False)
+    recipe = config.recipe
+    precision = resolve_precision(config.precision, device)
+    source = _data(config, data, dist, device)
+    custom = model is not None
+    torch.manual_seed(config.seed)  # the initial weights
+    if model is None:
+        model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
+    model, net = _place(model, config, device, dist)
+    total = recipe.resolve_iterations(source.train_size)
+    # Periodic evaluations: the recipe's number per run, at least an epoch apart; checkpoints at each by default.
+    eval_every = config.eval_every or max(source.train_size // recipe.batch_size, math.ceil(total / recipe.evaluations))
+    task = ClassificationTask(source, label_smoothing=recipe.label_smoothing, low_res_size=recipe.low_res_size,
+                              low_res_until=int(recipe.low_res_fraction * total),
+                              views=(recipe.tta_flip, recipe.tta_shift), device=device,
+                              channels_last=config.channels_last, log=console.log)  # fmt: skip
+    family, depth = family_and_depth(config.model, **config.model_kwargs)
+    schedule = LRSchedule(recipe, total, depth if family == "cifar" else 0)  # the warm-up rule is a CIFAR rule
+    meta: dict[str, Any] = {"config": config.to_dict(), "classes": list(source.classes), "mean": source.mean,
+                            "precision": precision, "device_type": device.type,
+                            "data_label": source.label or source.name}  # fmt: skip
+    if custom:
+        meta["custom_model"] = type(model).__name__
+    return Trainer(model, task, source.train, build_optimizer(model, recipe), schedule, total=total,
+                   batch_size=recipe.batch_size, train_size=source.train_size, net=net, precision=precision,
+                   device=device, dist=dist, rundir=rundir, meta=meta, log_every=config.log_every,
+                   eval_every=eval_every, checkpoint_every=config.checkpoint_every or eval_every,
+                   checkpoint_minutes=config.checkpoint_minutes, console=console)  # fmt: skip
+
+
+def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device) -> ClassificationData:
+    if isinstance(data, ClassificationData):
+        if config.val_split:
+            raise ConfigError("val_split holds out images of an in-memory dataset; a custom ClassificationData "
+                              "brings its own evaluation sets")  # fmt: skip
+        return data
+    if data is None:  # rank 0 first: it downloads or decodes, the other ranks read its cache
+        data = D.main_first(lambda: load_dataset(config.data, config.data_dir, strict=config.strict_data,
+                                                 image_size=config.image_size))  # fmt: skip
+    recipe = config.recipe
+    return in_memory(data, batch_size=recipe.batch_size, seed=config.seed, val_split=config.val_split,
+                     augment=config.augment, alternate_flips=recipe.flip == "alternate", rank=dist.rank,
+                     world=dist.world, device=device, channels_last=config.channels_last,
+                     eval_batch_size=config.eval_batch_size)  # fmt: skip
+
+
+def _place(
+    model: nn.Module, config: TrainConfig, device: torch.device, dist: D.DistInfo
+) -> tuple[nn.Module, nn.Module]:
+    """The model on its device, and what the forward pass runs (DDP and ``torch.compile`` wrappers)."""
+    if config.sync_bn:
+        if not (dist.enabled and device.type == "cuda"):
+            raise ConfigError("--sync-bn needs several CUDA processes (torchrun); PyTorch has no CPU SyncBatchNorm")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+    return model, net
+
+
+def _record(config: TrainConfig, trainer: Trainer) -> dict[str, Any]:
+    """config.json: the config and the circumstances of the run (versions, commit, machine, date)."""
+    meta = trainer.meta
+    return {"config": config.to_dict(), "seed": config.seed, "iterations": trainer.total,
+            "precision": trainer.precision, "device": str(trainer.device), "world_size": trainer.dist.world,
+            "dataset": trainer.task.data.name, "data_label": meta["data_label"],
+            "train_images": trainer.train_size, **run_info()}  # fmt: skip
+
+
+def _finish(trainer: Trainer, rundir: RunDir, console: Console) -> dict[str, Any]:
+    """The final evaluation and summary.json. ``wall_seconds`` is the training loop's wall-clock over all sessions,
+    ``overhead_fraction`` its share outside training steps (evaluations, logging, checkpoints); data loading and
+    the final evaluation are outside the loop (``final_eval_seconds``)."""
+    t0 = time.perf_counter()
+    console.log("training done; final evaluation")
+    with autocast(trainer.precision, trainer.device):
+        summary = trainer.task.final_evaluation(trainer.model)
+    summary.update(iterations=trainer.total, train_seconds=trainer.train_seconds, wall_seconds=trainer.loop_seconds,
+                   overhead_fraction=1 - trainer.train_seconds / max(trainer.loop_seconds, 1e-9),
+                   final_eval_seconds=time.perf_counter() - t0, precision=trainer.precision,
+                   device=str(trainer.device), world_size=trainer.dist.world)  # fmt: skip
+    rundir.write_summary(summary)
+    errors = {k: round(v, 2) for k, v in summary.items() if k.endswith("error") and isinstance(v, float)}
+    console.log(f"done: {json.dumps(errors)}")
+    return summary

@@ -1,0 +1,299 @@
+"""The run folder: the only code that writes or reads one.
+
+```
+RUN/
+  .lock          an OS file lock held while a process trains into RUN (released by the kernel if it dies)
+  config.json    the resolved config, seed, versions, git commit, machine, date; each resumed session appended
+  metrics.jsonl  one JSON record per logging interval and per evaluation; on resume truncated back to the
+                 checkpoint's iteration, never deleted
+  checkpoint.pt  the latest checkpoint, replaced atomically; read with torch.load(weights_only=True)
+  summary.json   the final evaluation and the run's clocks: present only when the run is finished
+```
+
+Also here: whether a folder can be started or resumed (`RunDir.check_start`), whether a checkpoint can continue a
+configuration (`check_resumable`), rebuilding a model from a checkpoint (`load_model`) and reading results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.engine.config import TrainConfig
+from reslab.errors import ConfigError, ReslabError
+from reslab.files import atomic_write, read_json, write_json, write_text
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
+CONFIG, METRICS, SUMMARY, CHECKPOINT, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", ".lock"
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
+# The entries every reslab checkpoint has (what `reslab eval` needs); resuming needs those of `RESUME_KEYS` too.
+REQUIRED = ("model", "config", "iteration", "mean", "classes")
+RESUME_KEYS = ("optimizer", "scaler", "stream", "schedule", "interval_stats", "train_seconds", "rng_cpu")
+
+
+class RunInUse(ReslabError):
+    """Another process holds the run folder's lock."""
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A reslab checkpoint, read as untrusted input (tensors and plain containers only: no pickled code).
+
+    ``mmap`` maps the tensors instead of reading them: cheap when only the small entries are wanted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # a truncated, foreign or malicious file: refuse it in one line
+        why = "it holds more than tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+        raise ReslabError(f"cannot read checkpoint {path}: not a valid reslab checkpoint ({why})") from e
+    if not isinstance(state, dict):
+        raise ReslabError(f"{path} is not a reslab checkpoint (not a dictionary)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise ReslabError(f"{path} is not a reslab checkpoint (no {missing[0]!r} entry)")
+    return state
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What a folder holds, read without loading any weights."""
+
+    path: Path
+    files: tuple[str, ...]  # which of RUN_FILES exist
+    iteration: int | None  # the checkpoint's iteration
+    total: int | None  # the run's length, from config.json
+
+    @property
+    def holds_run(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def finished(self) -> bool:
+        return SUMMARY in self.files
+
+    def describe(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.iteration is not None:
+            of = f" of {self.total}" if self.total else ""
+            return f"unfinished: checkpoint at iteration {self.iteration}{of}"
+        if self.holds_run:
+            return "started, stopped before its first checkpoint"
+        return "no run"
+
+
+class RunDir:
+    """One run folder (see the module docstring). Only rank 0 of a distributed run writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    # -- state -----------------------------------------------------------------------------------------------------
+    def status(self) -> RunStatus:
+        files = tuple(f for f in RUN_FILES if (self.path / f).is_file())
+        iteration = total = None
+        if CHECKPOINT in files:
+            with contextlib.suppress(ReslabError):
+                iteration = int(read_checkpoint(self.checkpoint_path, mmap=True)["iteration"])
+        if CONFIG in files:
+            with contextlib.suppress(ReslabError, KeyError, TypeError, ValueError):
+                total = int(self.record()["iterations"])
+        return RunStatus(self.path, files, iteration, total)
+
+    def check_start(self, resume: bool) -> RunStatus:
+        """Whether a training may start (or, with ``resume``, continue) here; a one-line error says why not.
+
+        A folder that holds a run is never started over; ``resume`` without a checkpoint is an error too, so that a
+        mistyped ``--out`` cannot silently start a new run.
+        """
+        status = self.status()
+        if resume and not status.finished and status.iteration is None:
+            why = ("it holds a run stopped before its first checkpoint: delete it to start again" if status.holds_run
+                   else "check --out, or leave out --resume to start a new run")  # fmt: skip
+            raise ConfigError(f"--resume: no checkpoint in {self.path} ({why})")
+        if not resume and status.holds_run:
+            raise ConfigError(f"{self.path} already holds a run ({status.describe()}): pass --resume to continue "
+                              "it, or choose another --out")  # fmt: skip
+        return status
+
+    # -- the lock --------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the folder's lock for the block: a second process training into it gets a one-line refusal.
+
+        An OS lock (``flock``): the kernel releases it when the holder exits or is killed, so no stale lock is left.
+        A folder created here and left without any run file (a start that failed early) is removed again.
+        """
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"cannot use the run folder {self.path}: {e.strerror or e}") from e
+        held = False
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError as e:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise RunInUse(f"{self.path} is in use by another reslab process (pid {holder}); wait for it, "
+                                   "or choose another --out") from e  # fmt: skip
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            held = True
+            yield self
+        finally:
+            if held and created and not self.status().holds_run:
+                with contextlib.suppress(OSError):
+                    (self.path / LOCK).unlink()
+                    self.path.rmdir()
+            os.close(fd)  # releases the lock
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+    def begin(self, record: dict[str, Any], resumed_from: int | None = None) -> None:
+        """Write config.json for a new run, or add this session to it on resume (the first session's record stays:
+        code, versions and machine may differ between sessions); truncate metrics.jsonl to the checkpoint."""
+        if resumed_from is not None and (self.path / CONFIG).is_file():
+            first = self.record()
+            session = {"from_iteration": resumed_from, **{k: record[k] for k in _SESSION_KEYS if k in record}}
+            record = {**first, "resumed": [*first.get("resumed", []), session]}
+        write_json(self.path / CONFIG, record)
+        metrics = self.path / METRICS
+        if resumed_from is not None and metrics.exists():
+            keep = [ln for ln in metrics.read_text().splitlines() if _logged_iter(ln) <= resumed_from]
+            write_text(metrics, "".join(ln + "\n" for ln in keep))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl (a line torn by a kill is dropped on resume)."""
+        try:
+            with open(self.path / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise ReslabError(f"cannot write {self.path / METRICS}: {e.strerror or e}") from e
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        with atomic_write(self.checkpoint_path) as f:
+            torch.save(state, f)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / SUMMARY, summary)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        """config.json: the config and the run's circumstances."""
+        if not (self.path / CONFIG).is_file():
+            raise ConfigError(f"{self.path} is not a reslab run folder (no {CONFIG})")
+        return read_json(self.path / CONFIG)
+
+    def config(self) -> TrainConfig:
+        try:
+            return TrainConfig.from_dict(self.record()["config"])
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"cannot read the config in {self.path / CONFIG} ({e})") from e
+
+    def summary(self) -> dict[str, Any]:
+        if not (self.path / SUMMARY).is_file():
+            raise ConfigError(f"{self.path} is not a finished run (no {SUMMARY}; {self.status().describe()})")
+        return read_json(self.path / SUMMARY)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl (a torn last line is skipped)."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return records
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        return read_checkpoint(self.checkpoint_path, map_location)
+
+    def check_resumable(self, state: dict[str, Any], config: TrainConfig, precision: str) -> None:
+        """Refuse to continue a checkpoint with a config that computes something else (one line)."""
+        path = self.checkpoint_path
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"cannot resume {path}: it has no {missing[0]!r} entry (written by an earlier reslab?)")
+        diff = TrainConfig.from_dict(state["config"]).differences(config)
+        if diff:
+            raise ConfigError(f"cannot resume {path}: it was trained with a different {diff[0]!r}")
+        # `precision: auto` resolves per machine: a bf16 run must not go on in fp32 (or fp16) without notice.
+        if state.get("precision", precision) != precision:
+            raise ConfigError(f"cannot resume {path}: it trained in {state['precision']}, this machine resolves "
+                              f"--precision {config.precision} to {precision}; pass --precision "
+                              f"{state['precision']} if this device supports it")  # fmt: skip
+
+
+_SESSION_KEYS = ("device", "world_size", "reslab", "git_commit", "python", "torch", "numpy", "machine",
+                 "torch_threads", "date")  # fmt: skip
+
+
+def _logged_iter(line: str) -> float:
+    """The iteration of a metrics.jsonl line; a line torn by a kill counts as never written."""
+    try:
+        return json.loads(line)["iter"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with what evaluating it needs."""
+
+    model: nn.Module
+    config: TrainConfig
+    classes: list[str]
+    mean: torch.Tensor | None
+    iteration: int
+    path: Path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the registered model a checkpoint (or a run folder's checkpoint) was trained as, with its weights."""
+    from reslab.models import create_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    state = read_checkpoint(path)
+    config = TrainConfig.from_dict(state["config"])
+    if state.get("custom_model"):
+        raise ReslabError(f"{path} holds a model passed in from Python ({state['custom_model']}): build it again and "
+                          "load the checkpoint's 'model' entry into it")  # fmt: skip
+    classes = list(state["classes"])
+    model = create_model(config.model, num_classes=len(classes), **config.model_kwargs)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ReslabError(f"the weights in {path} do not fit {config.model}: {first}") from e
+    return LoadedModel(model.to(device), config, classes, state["mean"], int(state["iteration"]), path)

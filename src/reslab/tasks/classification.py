@@ -1,0 +1,284 @@
+"""Image classification as a task of the training loop: what a batch is, the loss, the metrics, the evaluation.
+
+The loop (`reslab.engine.trainer`) knows none of this; it calls `ClassificationTask.prepare`, `loss`,
+`interval_record`, `evaluate` and `final_evaluation`. The data comes as a `ClassificationData`: the built-in one holds
+the images in memory (`in_memory`), and any other source (a ``DataLoader`` over data too large for memory) can be
+wrapped in one by hand.
+
+Evaluation reports top-1 and top-5 error, loss and per-class error, optionally with test-time augmentation (TTA):
+the softmax averaged over views of each image: the image and its mirror (``flip``), and with ``shift = s`` both of
+them moved by (+s, +s) and (-s, -s) pixels with zero (mean-grey) fill, 6 views in all, the translations the training
+crops were drawn from. The paper reports single-view CIFAR-10 results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reslab.data.batches import BatchStream, eval_batches, pixel_mean
+from reslab.data.dataset import ImageDataset, holdout_split
+from reslab.errors import ConfigError, OutOfMemory, is_out_of_memory
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+# -- test-time views -------------------------------------------------------------------------------------------------
+def count_views(flip: bool, shift: int) -> int:
+    """How many views `tta_views` makes; the one check of a (flip, shift) choice, for recipes and `reslab eval`."""
+    if not isinstance(shift, int) or shift < 0:
+        raise ConfigError(f"test-time shift must be an integer >= 0, got {shift!r}")
+    if shift and not flip:
+        raise ConfigError(f"test-time shift {shift} needs the flip views too (--tta / tta_flip): 6 views in all")
+    return (2 if flip else 1) * (3 if shift else 1)
+
+
+def views_label(flip: bool, shift: int) -> str:
+    n = count_views(flip, shift)
+    return "1 view" if n == 1 else "flip (2 views)" if not shift else f"{n} views (flip x shifts 0, +-{shift} px)"
+
+
+def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` [N, C, H, W] moved by (dy, dx) pixels, the uncovered border filled with zeros (mean grey)."""
+    h, w = x.shape[2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))
+    return padded[:, :, p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]:
+    """The test-time views of a batch: itself; its mirror if ``flip``; both shifted by (+-shift, +-shift)."""
+    count_views(flip, shift)
+    views = [x, x.flip(3)] if flip else [x]
+    if shift:
+        views += [shift_image(v, s, s) for s in (shift, -shift) for v in views[:2]]
+    return views
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    num_classes: int,
+    *,
+    flip: bool = False,
+    shift: int = 0,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Errors in percent over model-ready ``(images, labels)`` batches, with the views of `tta_views`.
+
+    Runs in whatever autocast context the caller opened; the softmax is averaged in fp32.
+    """
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = n = 0
+    loss_sum = 0.0
+    per_class = torch.zeros(num_classes, 2, dtype=torch.long)  # (correct, total)
+    try:
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            try:
+                views = tta_views(x, flip, shift)
+                probs = sum(model(v).float().softmax(1) for v in views) / len(views)
+            except Exception as e:
+                if is_out_of_memory(e):
+                    raise OutOfMemory(f"out of memory evaluating batches of {len(y)} images on {device}: lower the "
+                                      "evaluation batch size (--eval-batch-size)") from e  # fmt: skip
+                raise
+            loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+            top5 = probs.topk(min(5, num_classes), 1).indices
+            hit1 = top5[:, 0] == y
+            correct1 += int(hit1.sum())
+            correct5 += int((top5 == y[:, None]).any(1).sum())
+            per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=num_classes)
+            per_class[:, 1] += torch.bincount(y.cpu(), minlength=num_classes)
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ConfigError("nothing to evaluate: the evaluation set is empty")
+    return {
+        "n": n,
+        "error": 100.0 * (1 - correct1 / n),
+        "top5_error": 100.0 * (1 - correct5 / n),
+        "loss": loss_sum / n,
+        "per_class_error": (100.0 * (1 - per_class[:, 0] / per_class[:, 1].clamp_min(1))).tolist(),
+    }
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+@dataclass
+class EvalBatches:
+    """In-memory uint8 images served as normalised, un-augmented batches in order; iterable any number of times."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    mean: torch.Tensor
+    batch_size: int = 1000
+    device: str = "cpu"
+
+    def __iter__(self) -> Iterator[Batch]:
+        return eval_batches(self.images, self.labels, self.mean, self.batch_size, self.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ClassificationData:
+    """What a classification run learns from and is evaluated on.
+
+    ``train`` yields model-ready ``(images, labels)`` batches (normalised and augmented; moved to the device by the
+    task if they are not there yet) without end, or is restarted when it ends (a ``DataLoader``); resume is exact
+    when it has ``state_dict``/``load_state_dict`` (as `BatchStream` has). ``eval_sets`` maps a split name to a
+    re-iterable of model-ready batches; the first is the one evaluated during training ("val" when a hold-out
+    exists, else "test"), all of them at the end. ``mean`` is the per-pixel mean the batches were normalised with:
+    it is stored in checkpoints, so that `reslab eval` preprocesses as training did (None for a custom source).
+    """
+
+    train: Iterable[Batch]
+    classes: list[str]
+    train_size: int
+    eval_sets: dict[str, Iterable[Batch]] = field(default_factory=dict)
+    mean: torch.Tensor | None = None
+    name: str = "custom"
+    label: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def in_memory(
+    ds: ImageDataset,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    val_split: int = 0,
+    augment: bool = True,
+    alternate_flips: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+    eval_batch_size: int = 1000,
+) -> ClassificationData:
+    """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`).
+
+    With ``val_split`` the training set loses that many images to a "val" split (the paper's 45k/5k), evaluated
+    during training; the test set is then only evaluated at the end.
+    """
+    train = holdout_split(ds, val_split) if val_split else ds
+    mean = pixel_mean(train.train_images)
+    stream = BatchStream(train.train_images, train.train_labels, batch_size, mean, seed=seed, augment=augment,
+                         alternate_flips=alternate_flips, rank=rank, world=world, device=device,
+                         channels_last=channels_last)  # fmt: skip
+    dev = str(device)
+    test = EvalBatches(ds.test_images, ds.test_labels, mean, eval_batch_size, dev)
+    sets: dict[str, Iterable[Batch]] = {"test": test}
+    if val_split:
+        sets = {"val": EvalBatches(train.test_images, train.test_labels, mean, eval_batch_size, dev), "test": test}
+    return ClassificationData(stream, list(ds.classes), len(train.train_labels), sets, mean, name=train.name,
+                              label=ds.label)  # fmt: skip
+
+
+# -- the task ---------------------------------------------------------------------------------------------------------
+class ClassificationTask:
+    """Cross-entropy on ``(images, labels)`` batches; training error and loss per logging interval; top-1/top-5 error.
+
+    Args:
+        data: the run's `ClassificationData`.
+        label_smoothing: of the cross-entropy (0 in the paper).
+        low_res_size, low_res_until: progressive resizing (not in the paper): before iteration ``low_res_until`` the
+            training images are downsampled to ``low_res_size`` (antialiased bilinear; never upsampled).
+        views: ``(flip, shift)`` of the error a run reports (`count_views`).
+        log: where progress lines of the final evaluation go.
+    """
+
+    def __init__(
+        self,
+        data: ClassificationData,
+        *,
+        label_smoothing: float = 0.0,
+        low_res_size: int | None = None,
+        low_res_until: int = 0,
+        views: tuple[bool, int] = (False, 0),
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        log: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        count_views(*views)
+        self.data, self.views, self.log = data, views, log
+        self.device, self.channels_last = torch.device(device), channels_last
+        self.low_res_size, self.low_res_until = low_res_size, low_res_until
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def prepare(self, batch: Batch, iteration: int) -> Batch:
+        x, y = batch
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        size = self.low_res_size
+        if size and iteration < self.low_res_until and x.shape[-1] > size:  # never upsample
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the built-in stream
+        return x, y
+
+    def loss(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss to minimise and this step's statistics (loss sum, wrong predictions, images), left on the device:
+        the loop sums them and reads them once per logging interval."""
+        x, y = batch
+        logits = net(x)
+        loss = self.criterion(logits, y)
+        with torch.no_grad():
+            n = loss.new_full((), len(y), dtype=torch.float32)  # a fill kernel: no host-to-device copy per step
+            stats = torch.stack([loss.detach().float() * n, (logits.argmax(1) != y).sum().float(), n])
+        return loss, stats
+
+    def interval_record(self, totals: list[float]) -> dict[str, float]:
+        """A logging interval's training loss and error (%), from the summed statistics."""
+        loss_sum, wrong, n = totals
+        return {"train_loss": loss_sum / n, "train_error": 100.0 * wrong / n}
+
+    def _split(self, model: nn.Module, name: str, flip: bool = False, shift: int = 0) -> dict[str, Any]:
+        return evaluate(model, self.data.eval_sets[name], self.data.num_classes, flip=flip, shift=shift,
+                        device=self.device, channels_last=self.channels_last)  # fmt: skip
+
+    def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The periodic evaluation: the first evaluation set, one view (a choice made on it stays off the test set
+        when a validation split exists)."""
+        if not self.data.eval_sets:
+            return []
+        name = next(iter(self.data.eval_sets))
+        r = self._split(model, name)
+        return [{"split": name, "error": r["error"], "top5_error": r["top5_error"], "loss": r["loss"]}]
+
+    def final_evaluation(self, model: nn.Module) -> dict[str, Any]:
+        """Every evaluation set without TTA, with flip TTA and, if the reported views shift, with those 6 views;
+        ``reported_test_error`` is the test error with the reported views."""
+        flip, shift = self.views
+        out: dict[str, Any] = {"dataset": self.data.name, "data_label": self.data.label or self.data.name,
+                               "reported_views": views_label(flip, shift)}  # fmt: skip
+        runs = [("", False, 0), ("_tta", True, 0)] + ([("_tta_shift", True, shift)] if shift else [])
+        for split in self.data.eval_sets:
+            for suffix, f, s in runs:
+                t0 = time.perf_counter()
+                self.log(f"final evaluation, {split} set: {views_label(f, s)} ...")
+                r = self._split(model, split, f, s)
+                self.log(f"final evaluation, {split} set: {views_label(f, s)}: error {r['error']:.2f}% "
+                         f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+                out[f"{split}_error{suffix}"] = r["error"]
+                if not suffix:
+                    out[f"{split}_top5_error"] = r["top5_error"]
+                    out[f"{split}_per_class_error"] = r["per_class_error"]
+        if "test" in self.data.eval_sets:
+            out["reported_test_error"] = out["test_error" + ("_tta_shift" if shift else "_tta" if flip else "")]
+        return out

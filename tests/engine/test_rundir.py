@@ -1,0 +1,167 @@
+"""The run folder under faults: a second process, a kill, a full disk, untrusted checkpoints, old configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reslab.cli import main
+from reslab.engine.config import TrainConfig
+from reslab.engine.rundir import RunDir, RunInUse, read_checkpoint
+from reslab.errors import ConfigError, ReslabError
+from reslab.files import atomic_write
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["train", "--model", "resnet20", "--data", "synthetic:256", "--iterations", "12", "--batch-size", "32",
+        "--precision", "fp32", "--log-every", "4", "--eval-every", "6"]  # fmt: skip
+
+
+def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    """A Python process running ``code`` (the reslab CLI behind a few limits the test sets)."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "reslab.cli", *TINY[:-6], "--iterations", "100000", "--out",
+                              str(out), "--quiet"], stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_for(lambda: (out / "config.json").exists())
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.jsonl"}
+        for extra in ([], ["--resume"]):
+            assert main([*TINY, "--out", str(out), *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == (f"reslab: error: {out} is in use by another reslab process (pid {first.pid}); wait for it, "
+                           "or choose another --out")  # fmt: skip
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.jsonl"} == before
+    finally:
+        first.kill()  # SIGKILL: no goodbye, yet the kernel releases the lock
+        first.wait()
+    with RunDir(out).lock():
+        pass
+    assert main([*TINY, "--out", str(out)]) == 2  # the killed run is still there: not silently replaced
+    assert "already holds a run (started, stopped before its first checkpoint)" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY, "--out", str(out), "--stop-at", "6"]) == 0
+    capsys.readouterr()
+    before = (out / "checkpoint.pt").read_bytes()
+    # The resumed session may write files of at most 64 KiB, less than a checkpoint (2.2 MB): the checkpoint's
+    # torch.save fails inside its C++ writer, the way a full disk makes it fail.
+    proc = python("""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        from reslab.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """, *TINY, "--out", str(out), "--resume", "--quiet")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"reslab: error: cannot write {out / 'checkpoint.pt'}: ") and "MiB free there" in err
+    assert err.rstrip().endswith("; any earlier version of the file is intact")
+    assert (out / "checkpoint.pt").read_bytes() == before and read_checkpoint(out / "checkpoint.pt")["iteration"] == 6
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "config.json", "metrics.jsonl"]
+
+
+def test_atomic_write_keeps_the_old_file_whatever_goes_wrong(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("old")
+    for failure in (OSError(28, "No space left on device"), RuntimeError("[enforce fail at inline_container.cc]"),
+                    KeyboardInterrupt()):  # fmt: skip
+        with pytest.raises((ReslabError, KeyboardInterrupt)) as err, atomic_write(path, "w") as f:
+            f.write("partial")
+            raise failure
+        if not isinstance(failure, KeyboardInterrupt):
+            assert str(err.value).startswith(f"cannot write {path}: ") and "earlier version" in str(err.value)
+        assert path.read_text() == "old" and os.listdir(tmp_path) == ["f"]
+    with pytest.raises(ValueError, match="a bug"), atomic_write(path, "w"):  # not an I/O failure: unchanged
+        raise ValueError("a bug")
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "config": {}}, path)
+    with pytest.raises(ReslabError, match="not a valid reslab checkpoint"):
+        read_checkpoint(path)
+
+
+def test_checkpoint_without_required_entries_is_refused(tmp_path):
+    torch.save({"model": {}, "config": {}, "iteration": 0, "classes": ["a"]}, tmp_path / "c.pt")
+    with pytest.raises(ReslabError, match="no 'mean' entry"):
+        read_checkpoint(tmp_path / "c.pt")
+
+
+def test_unknown_config_fields_are_refused():
+    d = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(d) == TrainConfig()
+    d["recipe"]["lookahead"] = True
+    with pytest.raises(ConfigError, match="unknown configuration field 'lookahead'"):
+        TrainConfig.from_dict(d)
+
+
+def test_configs_of_earlier_versions_are_read():
+    """docs/results holds run folders written before the engine's reshaping: a recipe with both lengths set."""
+    record = json.loads((REPO / "docs" / "results" / "resnet20-fast" / "config.json").read_text())
+    assert record["config"]["recipe"]["iterations"] == 64000 and record["config"]["recipe"]["epochs"] == 28
+    recipe = TrainConfig.from_dict(record["config"]).recipe
+    assert recipe.iterations is None and recipe.epochs == 28 and recipe.resolve_iterations(50_000) == 5469
+
+
+def test_status_describes_what_a_folder_holds(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.status().describe() == "no run"
+    assert main([*TINY, "--out", str(run.path), "--stop-at", "6", "--quiet"]) == 0
+    assert run.status().describe() == "unfinished: checkpoint at iteration 6 of 12"
+    assert main([*TINY, "--out", str(run.path), "--resume", "--quiet"]) == 0
+    assert run.status().finished and run.status().describe() == "finished"
+
+
+def test_the_lock_is_held_while_training(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock(), pytest.raises(RunInUse, match=f"pid {os.getpid()}"), RunDir(run.path).lock():
+        pass
+    assert not run.path.exists()  # created for the lock, left empty: removed again
+
+
+def test_sigterm_stops_with_a_checkpoint_that_resumes(tmp_path, capsys):
+    """SIGINT and SIGTERM finish the current step, write a checkpoint, say where, and exit with 128 + signal."""
+    out = tmp_path / "run"
+    args = [*TINY[:-6], "--iterations", "300", "--log-every", "5", "--eval-every", "1000", "--out", str(out)]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        logged = len(RunDir(out).metrics())
+        proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", *args, *(["--resume"] if logged else [])],
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        wait_for(lambda n=logged: len(RunDir(out).metrics()) >= n + 2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, err
+        state = read_checkpoint(out / "checkpoint.pt")
+        line = (f"reslab: {signal.Signals(sig).name}: stopped at iteration {state['iteration']} of 300; checkpoint "
+                f"written to {out / 'checkpoint.pt'}; continue with --resume")  # fmt: skip
+        assert err.rstrip().splitlines()[-1] == line and "Traceback" not in err
+    assert main([*args, "--resume", "--quiet"]) == 0
+    iters = [r["iter"] for r in RunDir(out).metrics() if "train_error" in r]
+    assert iters == list(range(5, 301, 5))  # every interval once: no record lost or repeated over two interruptions
