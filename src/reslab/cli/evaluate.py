@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("runs", help="finished runs as a markdown table (test error, wall-clock, machine, date)",
-                       description=__doc__)  # fmt: skip
+                       description="Finished runs as one markdown table, every cell read from the run folders; "
+                       "folders that hold no finished run are listed under it with what they hold.")  # fmt: skip
     p.add_argument("folders", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=run_runs)
 

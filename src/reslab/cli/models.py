@@ -7,7 +7,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of every registered network with the paper's figures",
-                       description=__doc__)  # fmt: skip
+                       description="Every registered network with its parameters and multiply-adds, counted on the "
+                       "built module, beside the paper's figures.")  # fmt: skip
     p.add_argument("pattern", nargs="?", default=None, help="shell-style name filter, e.g. 'plain*'")
     p.set_defaults(func=run)
 

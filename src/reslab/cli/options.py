@@ -13,12 +13,25 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.precision import PRECISIONS
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it says something: not for on/off switches or an unset (None) default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class DocstringFormatter(argparse.RawDescriptionHelpFormatter, DefaultsFormatter):
+    """Keeps a docstring description's paragraphs as written."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage dump) and exit code 2, like every other user mistake; help shows
     the defaults."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]

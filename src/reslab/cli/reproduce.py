@@ -6,7 +6,7 @@ import argparse
 import ast
 import importlib.util
 
-from reslab.cli.options import Parser, add_data_args, add_field, positive_int
+from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, positive_int
 from reslab.errors import ConfigError
 from reslab.experiments import EXPERIMENTS
 
@@ -22,11 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from reslab.experiments.runner import BUDGETS
 
     p = sub.add_parser("reproduce", help="reproduce one of the paper's experiments (figures, tables, report)",
-                       description=__doc__)  # fmt: skip
+                       description="One of the paper's experiments, cached and resumable, with its report and "
+                       "figures. `reslab reproduce NAME --help` says what NAME reproduces and how.")  # fmt: skip
     experiments = p.add_subparsers(dest="experiment", required=True, parser_class=Parser, metavar="NAME")
     for name, summary in EXPERIMENTS.items():
         e = experiments.add_parser(name, help=summary, description=_docstring(name),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                   formatter_class=DocstringFormatter)  # fmt: skip
         add_data_args(e)
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
         e.add_argument("--budget", default="cpu", choices=list(BUDGETS),

@@ -52,8 +52,10 @@ def runs_table(folders: list[str]) -> str:
             others.append(f"- {folder}: unreadable ({e})")
     if not rows and all(not RunDir(f).status().holds_run for f in folders):
         raise ConfigError(f"no reslab run folder among {', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines = []
+    if rows:
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
     if others:
-        lines += ["", "Not in the table:", *others]
+        lines += [*(["", "Not in the table:"] if rows else ["No finished run:"]), *others]
     return "\n".join(lines)
