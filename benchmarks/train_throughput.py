@@ -11,8 +11,10 @@ For each model, batch size and precision it prints images/s of
 the ratio between them, and the fraction of the GEMM ceiling: the peak matmul rate measured in this run (bf16, or
 fp32 for an fp32 loop) divided by the model's training multiply-adds per image (3x the forward).
 
-``--bound`` adds reslab's loop with every BatchNorm and ReLU replaced by the identity (timing only, the network is no
-longer the paper's): an upper bound on what fusing or speeding up those memory-bound layers could give.
+``--compile`` adds rows for the same loop with ``torch.compile`` (as ``reslab train --compile``), measured in the
+same run as the eager ones. ``--bound`` adds reslab's loop with every BatchNorm and ReLU replaced by the identity
+(timing only, the network is no longer the paper's): an upper bound on what fusing or speeding up those
+memory-bound layers could give.
 Every rate is the best of ``--rounds`` alternating measurements (the tutorial's too, so the ratios stay fair): this
 machine's speed drifts within minutes. The table and a JSON of the rows go to ``--out`` (.md, .json).
 """
@@ -124,7 +126,7 @@ def main() -> None:
     ap.add_argument("--skip-tutorial", action="store_true")
     ap.add_argument("--bound", action="store_true", help="also time the loop with BN and ReLU removed (upper bound)")
     ap.add_argument("--channels-last", choices=["true", "false"], default="true", help="reslab's memory format")
-    ap.add_argument("--compile", action="store_true", help="torch.compile reslab's model (as `reslab train --compile`)")
+    ap.add_argument("--compile", action="store_true", help="also rows with torch.compile (as `reslab train --compile`)")
     ap.add_argument("--out", default=None, help="output path without suffix (default docs/results/benchmarks/"
                     "train_throughput)")  # fmt: skip
     args = ap.parse_args()
@@ -147,36 +149,39 @@ def main() -> None:
         with tarfile.open(args.data) as tar:
             tar.extractall(tmp, filter="data")
         root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
-    heads = ("model", "batch", "precision", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s", "of ceiling")
+    variants = [False, True] if args.compile else [False]
+    heads = ("model", "batch", "precision", "compiled", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s",
+             "of ceiling")
     heads += ("no BN/ReLU img/s", "its ratio") if args.bound else ()
     out.print(" ".join(f"{h:>16}" for h in heads))
     for name in args.models.split(","):
         macs = complexity(create_model(name), (3, 32, 32))["macs"]
         for batch in batches:
-            rates: dict[str, float] = {}
-            bounds: dict[str, float] = {}
+            rates: dict[tuple[str, bool], float] = {}
+            bounds: dict[tuple[str, bool], float] = {}
             theirs = float("nan") if root is None else 0.0
             for _ in range(args.rounds):
-                for precision in precisions:
-                    kw = dict(channels_last=args.channels_last == "true", compile=args.compile)
-                    rate = reslab_rate(name, data, batch, args.steps, args.warmup, precision, **kw)
-                    rates[precision] = max(rates.get(precision, 0.0), rate)
+                for key in [(p, c) for c in variants for p in precisions]:
+                    kw = dict(channels_last=args.channels_last == "true", compile=key[1])
+                    rate = reslab_rate(name, data, batch, args.steps, args.warmup, key[0], **kw)
+                    rates[key] = max(rates.get(key, 0.0), rate)
                     if args.bound:
-                        rate = reslab_rate(name, data, batch, args.steps, args.warmup, precision, strip_bn_relu=True,
+                        rate = reslab_rate(name, data, batch, args.steps, args.warmup, key[0], strip_bn_relu=True,
                                            **kw)  # fmt: skip
-                        bounds[precision] = max(bounds.get(precision, 0.0), rate)
+                        bounds[key] = max(bounds.get(key, 0.0), rate)
                 if root is not None:
                     theirs = max(theirs, tutorial_rate(name, root, batch, args.steps, args.warmup))
-            for precision in precisions:
-                ours, ceiling = rates[precision], peaks[precision] / (3 * macs)
-                row = {"model": name, "batch": batch, "precision": precision, "reslab_img_per_s": ours,
-                       "tutorial_img_per_s": theirs, "ratio": ours / theirs, "ceiling_img_per_s": ceiling,
-                       "of_ceiling": ours / ceiling}  # fmt: skip
-                cells = [name, str(batch), precision, f"{ours:.0f}", f"{theirs:.0f}", f"{ours / theirs:.2f}",
-                         f"{ceiling:.0f}", f"{ours / ceiling:.1%}"]  # fmt: skip
+            for (precision, compiled), ours in rates.items():
+                ceiling = peaks[precision] / (3 * macs)
+                row = {"model": name, "batch": batch, "precision": precision, "compiled": compiled,
+                       "reslab_img_per_s": ours, "tutorial_img_per_s": theirs, "ratio": ours / theirs,
+                       "ceiling_img_per_s": ceiling, "of_ceiling": ours / ceiling}  # fmt: skip
+                cells = [name, str(batch), precision, "yes" if compiled else "no", f"{ours:.0f}", f"{theirs:.0f}",
+                         f"{ours / theirs:.2f}", f"{ceiling:.0f}", f"{ours / ceiling:.1%}"]  # fmt: skip
                 if args.bound:
-                    row.update(bound_img_per_s=bounds[precision], bound_ratio=bounds[precision] / theirs)
-                    cells += [f"{bounds[precision]:.0f}", f"{bounds[precision] / theirs:.2f}"]
+                    bound = bounds[precision, compiled]
+                    row.update(bound_img_per_s=bound, bound_ratio=bound / theirs)
+                    cells += [f"{bound:.0f}", f"{bound / theirs:.2f}"]
                 out.row(row)
                 out.print(" ".join(f"{v:>16}" for v in cells))
     out.save()

@@ -159,35 +159,23 @@ class ClassificationData:
 
 
 def in_memory(
-    ds: ImageDataset,
-    *,
-    batch_size: int,
-    seed: int = 0,
-    val_split: int = 0,
-    augment: bool = True,
-    alternate_flips: bool = False,
-    rank: int = 0,
-    world: int = 1,
-    device: torch.device | str = "cpu",
-    channels_last: bool = False,
-    eval_batch_size: int = 1000,
+    ds: ImageDataset, *, batch_size: int, val_split: int = 0, eval_batch_size: int = 1000, **stream: Any
 ) -> ClassificationData:
-    """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`).
+    """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`, which
+    takes the ``stream`` keywords: seed, augment, alternate_flips, rank, world, device, channels_last).
 
     With ``val_split`` the training set loses that many images to a "val" split (the paper's 45k/5k), evaluated
     during training; the test set is then only evaluated at the end.
     """
     train = holdout_split(ds, val_split) if val_split else ds
     mean = pixel_mean(train.train_images)
-    stream = BatchStream(train.train_images, train.train_labels, batch_size, mean, seed=seed, augment=augment,
-                         alternate_flips=alternate_flips, rank=rank, world=world, device=device,
-                         channels_last=channels_last)  # fmt: skip
-    dev = str(device)
+    batches = BatchStream(train.train_images, train.train_labels, batch_size, mean, **stream)
+    dev = str(batches.device)
     test = EvalBatches(ds.test_images, ds.test_labels, mean, eval_batch_size, dev)
     sets: dict[str, Iterable[Batch]] = {"test": test}
     if val_split:
         sets = {"val": EvalBatches(train.test_images, train.test_labels, mean, eval_batch_size, dev), "test": test}
-    return ClassificationData(stream, list(ds.classes), len(train.train_labels), sets, mean, name=train.name,
+    return ClassificationData(batches, list(ds.classes), len(train.train_labels), sets, mean, name=train.name,
                               label=ds.label)  # fmt: skip
 
 
