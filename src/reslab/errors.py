@@ -31,14 +31,16 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped a training run after the current step, with a checkpoint written.
 
     A `KeyboardInterrupt`, so that code which handles Ctrl-C handles it; ``exit_code`` is the shell's 128 + signal.
+    ``where`` says what was kept (empty on the ranks of a distributed run that do not write), ``hint`` how to go on.
     """
 
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.message, self.exit_code = message, 128 + signum
+    def __init__(self, signal_name: str, signum: int, where: str, hint: str = "continue with --resume") -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.signum, self.where, self.hint = signal_name, signum, where, hint
+        self.exit_code = 128 + signum
 
     def __str__(self) -> str:
-        return self.message
+        return f"{self.signal_name}: {self.where}; {self.hint}" if self.where else ""
 
 
 def is_out_of_memory(e: BaseException) -> bool:

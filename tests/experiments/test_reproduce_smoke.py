@@ -193,3 +193,16 @@ def test_fig6_verdict_needs_a_gap_beyond_noise() -> None:
     assert compare([_fake_run(noisy(30.0))], [_fake_run(noisy(25.0))])[2] == "higher"
     assert compare([_fake_run(noisy(25.0))], [_fake_run(noisy(30.0))])[2] == "lower"
     assert compare([_fake_run(noisy(25.3))], [_fake_run(noisy(25.0))])[2] == "within noise"
+
+
+def test_an_interrupted_experiment_says_how_to_continue(tmp_path: Path, capsys, monkeypatch) -> None:
+    from reslab.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("SIGINT", 2, "stopped at iteration 3 of 6; checkpoint written to X")
+
+    monkeypatch.setattr("reslab.experiments.runner.train", interrupted)
+    assert main(["reproduce", "degradation", "--data", DATA, "--out", str(tmp_path), "--budget", "smoke"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == ("reslab: SIGINT: stopped at iteration 3 of 6; checkpoint "
+                                                         "written to X; run the same `reslab reproduce` command "
+                                                         "again to continue")  # fmt: skip

@@ -270,10 +270,9 @@ class Trainer:
 
     def _interrupted(self, signum: int | None) -> TrainingInterrupted:
         signum = signum or signal.SIGTERM  # a rank that was told by the others, not by a signal
-        where = f"checkpoint written to {self.rundir.checkpoint_path}" if self.rundir else "no run folder"
-        message = (f"{signal.Signals(signum).name}: stopped at iteration {self.iteration} of {self.total}; {where}; "
-                   "continue with --resume") if self.dist.is_main else ""  # fmt: skip
-        return TrainingInterrupted(message, signum)
+        kept = f"checkpoint written to {self.rundir.checkpoint_path}" if self.rundir else "no run folder"
+        where = f"stopped at iteration {self.iteration} of {self.total}; {kept}" if self.dist.is_main else ""
+        return TrainingInterrupted(signal.Signals(signum).name, signum, where)
 
     def _hint(self) -> str:
         return "lower --lr" + (" or use --precision fp32" if self.precision != "fp32" else "")

@@ -22,7 +22,7 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import Recipe, get_recipe
 from reslab.engine.run import train
 from reslab.engine.rundir import RunDir
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.models import model_spec
 
 
@@ -218,7 +218,11 @@ class Runner:
             resuming = RunDir(self.run_dir(spec)).status().iteration is not None
             self._say(f"{head} {'resumed' if resuming else 'started'}, ETA {self._eta(pending, seconds_per_layer)}")
             t0 = time.perf_counter()
-            train(self.config(spec), data=self.dataset, resume=resuming)
+            try:
+                train(self.config(spec), data=self.dataset, resume=resuming)
+            except TrainingInterrupted as e:
+                e.hint = "run the same `reslab reproduce` command again to continue"
+                raise
             seconds = time.perf_counter() - t0
             seconds_per_layer.append(seconds / spec.depth)
             pending.remove(spec)
