@@ -284,3 +284,15 @@ def test_recipe_length_is_recorded_as_run(tiny_config, tmp_path):
     info = json.loads((tmp_path / "run" / "config.json").read_text())
     assert info["config"]["recipe"]["iterations"] is None and info["config"]["recipe"]["epochs"] == 1
     assert info["iterations"] == 8  # 256 images / 32
+
+
+def test_a_run_can_start_from_weights(tiny_config, tmp_path):
+    """``init`` loads a run's (or any file's) weights before the first step; a resumed run does not need the file."""
+    train(tiny_config(out=str(tmp_path / "first")))
+    second = tiny_config(out=str(tmp_path / "second"), init=str(tmp_path / "first"), stop_at=6)
+    start = build_trainer(second).model.state_dict()
+    assert_same_weights({k: v for k, v in start.items()}, weights(tmp_path / "first" / "checkpoint.pt"))
+    train(second)
+    (tmp_path / "first" / "checkpoint.pt").unlink()
+    assert train(dataclasses.replace(second, stop_at=None), resume=True)["iterations"] == 12
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["config"]["init"] == str(tmp_path / "first")

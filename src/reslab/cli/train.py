@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network (the paper's recipe or the fast one)", description=DESCRIPTION,
                        epilog=EPILOG)  # fmt: skip
     add_field(p, "model")
+    add_field(p, "init", metavar="WEIGHTS")
     add_field(p, "recipe", type=str, default=RECIPES["paper"].name, choices=sorted(RECIPES),
               help="hyperparameter set (see the recipe overrides below)")  # fmt: skip
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
     config = TrainConfig(
-        model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, data=args.data,
+        model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, init=args.init,
+        data=args.data,
         data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data, val_split=args.val_split,
         augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,

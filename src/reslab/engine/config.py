@@ -28,6 +28,7 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
 class TrainConfig:
     model: str = _opt("resnet20", "registered model name (see `reslab models`)")
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keywords of create_model"})
+    init: str | None = _opt(None, "start from these weights: a reslab checkpoint or run folder, or a state-dict file")
     data: str = _opt("cifar10", "'cifar10' (the official archive, downloaded), an ImageFolder folder or .tar "
                      "(train/<class>/..., test/<class>/...), or 'synthetic[:N]'")  # fmt: skip
     data_dir: str | None = _opt(None, "download and cache folder (default: $RESLAB_DATA or ~/.cache/reslab)", free=True)
@@ -57,6 +58,8 @@ class TrainConfig:
         if not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
+        if self.init is not None:
+            object.__setattr__(self, "init", os.path.abspath(os.path.expanduser(self.init)))
         check_precision_name(self.precision)
         check_device_name(self.device)
         if not 0 <= self.seed < 2**63:

@@ -30,6 +30,7 @@ from reslab.engine.runinfo import run_info
 from reslab.engine.trainer import Trainer
 from reslab.errors import ConfigError
 from reslab.models import create_model, family_and_depth
+from reslab.models.weights import load_weights
 from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory
 
 Data = ImageDataset | ClassificationData
@@ -65,7 +66,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                 if state.get("device_type", device.type) != device.type:
                     console.log(f"warning: resuming a {state['device_type']} run on {device.type}: not bit-exact")
             trainer = build_trainer(config, data=data, model=model, device=device, dist=dist,
-                                    rundir=rundir if dist.is_main else None, console=console)  # fmt: skip
+                                    rundir=rundir if dist.is_main else None, console=console,
+                                    load_init=state is None)  # a resumed run's weights come from its checkpoint
             if state is not None:
                 trainer.load_state_dict(state)
                 console.log(f"resumed {rundir} from iteration {trainer.iteration}")
@@ -98,8 +100,12 @@ def build_trainer(
     dist: D.DistInfo | None = None,
     rundir: RunDir | None = None,
     console: Console | None = None,
+    load_init: bool = True,
 ) -> Trainer:
-    """The `Trainer` of the run ``config`` describes; it writes only into ``rundir`` (none by default)."""
+    """The `Trainer` of the run ``config`` describes; it writes only into ``rundir`` (none by default).
+
+    ``config.init`` weights are loaded into the model unless ``load_init`` is off (a resumed run's come from its
+    checkpoint, so the file need not exist any more)."""
     device = device or resolve_device(config.device)
     dist = dist or D.DistInfo()
     console = console or Console(enabled=False)
@@ -110,6 +116,8 @@ def build_trainer(
     torch.manual_seed(config.seed)  # the initial weights
     if model is None:
         model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
+    if config.init and load_init:
+        load_weights(model, config.init)
     model, net = _place(model, config, device, dist)
     total = recipe.resolve_iterations(source.train_size)
     # Periodic evaluations: the recipe's number per run, at least an epoch apart; checkpoints at each by default.

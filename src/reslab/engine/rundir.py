@@ -280,6 +280,7 @@ class LoadedModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the registered model a checkpoint (or a run folder's checkpoint) was trained as, with its weights."""
     from reslab.models import create_model
+    from reslab.models.weights import fit_weights
 
     path = Path(path)
     if path.is_dir():
@@ -291,9 +292,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
                           "load the checkpoint's 'model' entry into it")  # fmt: skip
     classes = list(state["classes"])
     model = create_model(config.model, num_classes=len(classes), **config.model_kwargs)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
-        raise ReslabError(f"the weights in {path} do not fit {config.model}: {first}") from e
+    fit_weights(model, state["model"], path)
     return LoadedModel(model.to(device), config, classes, state["mean"], int(state["iteration"]), path)
