@@ -2,7 +2,8 @@
 
 Every output reslab writes whole (checkpoints, config.json, summary.json, data caches, downloads) goes through
 `atomic_write`: the bytes go to a temporary file in the same folder, are flushed to disk, and only then renamed over
-the real name. A failure at any moment leaves either the old file or the new one, never a mix, and no temp file.
+the real name. A failure at any moment leaves either the old file or the new one, never a mix; a failure that Python
+sees removes the temporary file, and the run folder removes a killed process's (`RunDir.lock`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Replace a small text file atomically (no fsync: losing the newest version to a power cut is acceptable)."""
-    with atomic_write(path, "w", durable=False) as f:
+    """Replace a small text file atomically and durably."""
+    with atomic_write(path, "w") as f:
         f.write(text)
 
 

@@ -111,14 +111,15 @@ def test_eval_from_another_folder_finds_the_training_data(tmp_path, capsys, monk
     assert json.loads(capsys.readouterr().out)["n"] == 4
 
 
-def test_eval_into_a_closed_pipe_ends_quietly(tmp_path):
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(out), "--quiet"]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", "eval", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    proc.stdout.close()  # the reader is gone before the first line (`reslab eval ... | head -0`)
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141 and err == ""
+    for args in (["eval", str(out)], ["runs", str(out)], ["models"]):
+        proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+        proc.stdout.close()  # the reader is gone before the first line (`reslab ... | head -0`)
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141 and err == "", args
 
 
 def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
@@ -167,6 +168,8 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic", "--paper-warmup-min-depth", "1.5"], "invalid int or none value"),
         (["train", "--data", "synthetic", "--nesterov", "maybe"], "expected true/false"),
         (["train", "--data", "synthetic:2"], "bad synthetic dataset spec"),
+        (["train", "--data", "synthetic", "--nesterov", "true", "--momentum", "0"], "bad value for momentum: 0.0"),
+        (["train", "--data", "synthetic", "--paper-warmup-error", "80"], "bad value for paper_warmup_error"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):
@@ -197,6 +200,7 @@ def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == ("reslab: error: out of memory in a training step at batch size 4096 on cpu: lower "
                            "--batch-size\n")  # fmt: skip
+    assert not (tmp_path / "run").exists()  # the next attempt, with a smaller batch, may use the same --out
 
 
 def test_a_finished_run_resumed_prints_its_summary(tmp_path, capsys):

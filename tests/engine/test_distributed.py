@@ -145,5 +145,6 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     state = read_checkpoint(out / "checkpoint.pt")
-    assert state["iteration"] % 10 == 0  # where the ranks compare their flags
     assert f"reslab: SIGINT: stopped at iteration {state['iteration']} of 2000; checkpoint written" in err, err[-3000:]
+    # rank 0 said it once; rank 1 stopped at the same agreed iteration without a word, and neither was cut short
+    assert err.count("reslab: SIGINT: stopped at iteration") == 1 and "reslab: interrupted" not in err

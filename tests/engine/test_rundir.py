@@ -42,7 +42,7 @@ def test_a_second_training_into_the_same_folder_is_refused(tmp_path, capsys):
     first = subprocess.Popen([sys.executable, "-m", "reslab.cli", *TINY[:-6], "--iterations", "100000", "--out",
                               str(out), "--quiet"], stderr=subprocess.PIPE)  # fmt: skip
     try:
-        wait_for(lambda: (out / "config.json").exists())
+        wait_for(lambda: (out / "checkpoint.pt").exists())  # the one at iteration 0
         before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.jsonl"}
         for extra in ([], ["--resume"]):
             assert main([*TINY, "--out", str(out), *extra]) == 2
@@ -56,7 +56,11 @@ def test_a_second_training_into_the_same_folder_is_refused(tmp_path, capsys):
     with RunDir(out).lock():
         pass
     assert main([*TINY, "--out", str(out)]) == 2  # the killed run is still there: not silently replaced
-    assert "already holds a run (started, stopped before its first checkpoint)" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"reslab: error: {out} already holds a run (unfinished: checkpoint at "
+                                       "iteration 0 of 100000): pass --resume to continue it, or choose another "
+                                       "--out\n")  # fmt: skip
+    # a run killed at once can be continued: it wrote a checkpoint before its first step
+    assert main([*TINY[:-6], "--iterations", "100000", "--out", str(out), "--resume", "--stop-at", "2"]) == 0
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys):
@@ -165,3 +169,35 @@ def test_sigterm_stops_with_a_checkpoint_that_resumes(tmp_path, capsys):
     assert main([*args, "--resume", "--quiet"]) == 0
     iters = [r["iter"] for r in RunDir(out).metrics() if "train_error" in r]
     assert iters == list(range(5, 301, 5))  # every interval once: no record lost or repeated over two interruptions
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    out = tmp_path / "run"
+    # Steps of a second or so (batch 512 of ResNet-56), so that the second signal comes during the first one's step.
+    args = ["train", "--model", "resnet56", "--data", "synthetic:512", "--batch-size", "512", "--iterations", "1000",
+            "--precision", "fp32", "--log-every", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", *args], stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(RunDir(out).metrics()) >= 1)
+    proc.send_signal(signal.SIGINT)
+    lines = []
+    while not any("SIGINT received" in line for line in lines):
+        lines.append(proc.stderr.readline())
+    proc.send_signal(signal.SIGINT)  # while the step the first one lets finish is still running
+    err = "".join(lines) + proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "reslab: interrupted (SIGINT again: stopped without a new checkpoint)"
+    assert read_checkpoint(out / "checkpoint.pt")["iteration"] == 0  # the checkpoint before the first step, intact
+
+
+def test_check_start_says_what_to_do(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*run \(check --out, or leave out --resume"):
+        run.check_start(resume=True)
+    run.path.mkdir()
+    (run.path / "config.json").write_text("{}")  # a start that died before its first checkpoint was written
+    with pytest.raises(ConfigError, match=r"\(it never started: leave out --resume\)"):
+        run.check_start(resume=True)
+    assert not run.check_start(resume=False).started  # ... and may be started over
+    (run.path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"already holds a run \(stopped before its first checkpoint\): delete it"):
+        run.check_start(resume=False)

@@ -14,7 +14,7 @@ from reslab.engine.recipes import get_recipe
 from reslab.engine.run import build_trainer, train
 from reslab.engine.rundir import RUN_FILES, RunDir, load_model, read_checkpoint
 from reslab.engine.trainer import TrainingDiverged
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, ModelError
 from reslab.tasks.classification import ClassificationData
 
 
@@ -86,10 +86,10 @@ def test_checkpoints_on_a_timer_whatever_the_evaluation_cadence(tiny_config, tmp
                         real(self, state))  # fmt: skip
     every = dict(eval_every=100, checkpoint_every=100, log_every=4)
     train(tiny_config(out=str(tmp_path / "never"), checkpoint_minutes=0, **every))
-    assert saved == [12]  # only at the end
+    assert saved == [0, 12]  # before the first step, and at the end
     saved.clear()
     train(tiny_config(out=str(tmp_path / "timed"), checkpoint_minutes=1e-9, stop_at=7, **every))
-    assert saved == list(range(1, 8))  # the timer is always due: one per iteration
+    assert saved == list(range(0, 8))  # the timer is always due: one per iteration
     train(tiny_config(out=str(tmp_path / "timed"), checkpoint_minutes=1e-9, **every), resume=True)
     assert_same_weights(weights(tmp_path / "never" / "checkpoint.pt"), weights(tmp_path / "timed" / "checkpoint.pt"))
 
@@ -204,8 +204,8 @@ def test_resumed_run_keeps_its_first_record_and_logs_plain_lines(tiny_config, tm
     assert info["date"] == first["date"] and [r["from_iteration"] for r in info["resumed"]] == [6]
     err = capsys.readouterr().err  # not a terminal: one plain line per logging interval, and the final evaluation
     assert "iter 4/12: loss" in err and "iter 8/12: loss" in err and "resumed" in err and "from iteration 6" in err
-    assert "final evaluation, test set: 1 view ..." in err
-    assert "final evaluation, test set: flip (2 views): error" in err
+    assert "final evaluation, test set: flip (2 views) ..." in err
+    assert "final evaluation, test set: error 1 view " in err and "%, 2 views " in err
 
 
 class ListSource(list):
@@ -225,8 +225,14 @@ def test_a_custom_source_trains_without_loading_config_data(tiny_config, tmp_pat
         raise AssertionError("config.data was loaded although the data was given")
 
     monkeypatch.setattr("reslab.engine.run.load_dataset", forbidden)
-    summary = train(tiny_config(data=str(tmp_path / "not-there")), data=custom_data())
-    assert summary["iterations"] == 12 and summary["dataset"] == "custom list" and summary["test_error"] >= 0
+    data = custom_data()
+    summary = train(tiny_config(data=str(tmp_path / "not-there")), data=data)
+    assert summary["iterations"] == 12 and summary["dataset"] == "custom list"
+    model = create_model("cifar_resnet", depth=8)
+    model.load_state_dict(read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"])
+    with torch.no_grad():  # the test error is the given evaluation set's: two batches of the list
+        wrong = sum(int((model.eval()(x).argmax(1) != y).sum()) for x, y in data.eval_sets["test"])
+    assert summary["test_error"] == pytest.approx(100 * wrong / 64)
     assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["mean"] is None
     with pytest.raises(ConfigError, match="cannot resume exactly"):
         trainer = build_trainer(tiny_config(), data=custom_data())
@@ -296,3 +302,49 @@ def test_a_run_can_start_from_weights(tiny_config, tmp_path):
     (tmp_path / "first" / "checkpoint.pt").unlink()
     assert train(dataclasses.replace(second, stop_at=None), resume=True)["iterations"] == 12
     assert json.loads((tmp_path / "second" / "config.json").read_text())["config"]["init"] == str(tmp_path / "first")
+
+
+def test_a_start_that_fails_before_its_first_step_leaves_nothing(tiny_config, tmp_path):
+    """Out of memory (here: a model that fails) in the first step: the folder does not block the next attempt."""
+
+    class Failing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = create_model("cifar_resnet", depth=8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+
+    with pytest.raises(Exception, match="out of memory in a training step at batch size 32 on cpu"):
+        train(tiny_config(), model=Failing())
+    assert not (tmp_path / "run").exists()
+    assert train(tiny_config())["iterations"] == 12
+
+
+def test_model_keywords_are_checked_before_any_data_is_loaded(tiny_config, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("data loaded before the model's keywords were checked")
+
+    monkeypatch.setattr("reslab.engine.run.load_dataset", forbidden)
+    with pytest.raises(ModelError, match=r"6n\+2"):
+        train(tiny_config(model_kwargs={"depth": 21}))
+    with pytest.raises(ModelError, match="unknown model 'resnet21'"):
+        tiny_config(model="resnet21")
+
+
+def test_stop_at_must_lie_ahead_of_a_resumed_run(tiny_config, tmp_path):
+    train(tiny_config(stop_at=6))
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"--stop-at 6: .* is at iteration 6 already"):
+        train(tiny_config(stop_at=6), resume=True)
+    assert (tmp_path / "run" / "config.json").read_text() == before  # no session recorded
+
+
+def test_an_unreadable_checkpoint_is_named_not_deleted(tiny_config, tmp_path):
+    train(tiny_config(stop_at=6))
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"torn")
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=r"cannot read checkpoint .* not a valid reslab checkpoint .*move the "
+                           r"folder aside"):  # fmt: skip
+            train(tiny_config(), resume=resume)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == b"torn"

@@ -50,3 +50,18 @@ def test_evaluate_averages_the_softmax_over_views():
 def test_bad_views_are_refused(flip, shift):
     with pytest.raises(ConfigError, match="test-time shift"):
         count_views(flip, shift)
+
+
+def test_one_pass_gives_the_errors_of_every_prefix_of_the_views():
+    """The final evaluation's single 6-view pass gives exactly what 1, 2 and 6 views give separately."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    batches = EvalBatches(images, torch.arange(20) % 5, torch.full((3, 8, 8), 0.5), batch_size=7)
+    together = evaluate(model, batches, 5, flip=True, shift=1, prefixes=(1, 2, 6))
+    apart = {1: evaluate(model, batches, 5), 2: evaluate(model, batches, 5, flip=True),
+             6: evaluate(model, batches, 5, flip=True, shift=1)}  # fmt: skip
+    for k in (1, 2, 6):
+        assert together[k]["error"] == apart[k]["error"]
+        assert together[k]["per_class_error"] == apart[k]["per_class_error"]
+        assert together[k]["loss"] == pytest.approx(apart[k]["loss"], rel=1e-6)

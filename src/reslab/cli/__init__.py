@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handlers below, not at the interpreter's exit
+        return code
     except TrainingInterrupted as e:
         if str(e):  # the other ranks of a distributed run stop quietly
             print(f"reslab: {e}", file=sys.stderr)

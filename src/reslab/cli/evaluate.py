@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="also the horizontally flipped views (2 views)")
     p.add_argument("--tta-shift", type=int, default=0, metavar="S",
                    help="with --tta: also the views shifted by (+S, +S) and (-S, -S) pixels (6 views)")  # fmt: skip
-    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per evaluation batch")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per evaluation batch (default: the run's --eval-batch-size)")  # fmt: skip
     add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_eval)

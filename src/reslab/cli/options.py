@@ -96,7 +96,16 @@ def add_field(group: Any, name: str, cls: type = TrainConfig, **kwargs: Any) -> 
     kwargs.setdefault("type", parser_of(cls, name))
     kwargs.setdefault("default", default_of(cls, name))
     kwargs.setdefault("help", field_of(cls, name).metadata.get("help", ""))
-    group.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
+    kwargs.setdefault("dest", name)
+    group.add_argument(f"--{name.replace('_', '-')}", **kwargs)
+
+
+def add_switch(group: Any, flag: str, name: str, cls: type = TrainConfig) -> None:
+    """A flag that flips a boolean field away from its default (``--no-augment`` for ``augment``)."""
+    off = default_of(cls, name) is True
+    help = field_of(cls, name).metadata["help"]
+    group.add_argument(flag, dest=name, action="store_false" if off else "store_true",
+                       help=f"off: {help}" if off else help)  # fmt: skip
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -104,8 +113,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     add_field(g, "data", metavar="DATA")
     add_field(g, "data_dir", metavar="DIR")
     add_field(g, "image_size", metavar="S")
-    g.add_argument("--strict", dest="strict_data", action="store_true", help=field_of(TrainConfig, "strict_data")
-                   .metadata["help"])  # fmt: skip
+    add_switch(g, "--strict", "strict_data")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

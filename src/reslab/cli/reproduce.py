@@ -6,7 +6,7 @@ import argparse
 import ast
 import importlib.util
 
-from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, positive_int
+from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.errors import ConfigError
 from reslab.experiments import EXPERIMENTS
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "depth":
             e.add_argument("--with-1202", action="store_true", help="also ResNet-1202 (Table 6; very long)")
         add_field(e, "device")
-        e.add_argument("--quiet", action="store_true", help="only the per-run progress lines, no per-run log")
+        add_switch(e, "--quiet", "progress")
         e.set_defaults(func=run)
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                            data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=not args.quiet)  # fmt: skip
+                           progress=args.progress)  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

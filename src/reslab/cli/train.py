@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from reslab.cli.options import add_data_args, add_device_args, add_field, field_of, parser_of
+from reslab.cli.options import add_data_args, add_device_args, add_field, add_switch, default_of, field_of
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
 from reslab.models.blocks import SHORTCUT_OPTIONS
@@ -26,13 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG)  # fmt: skip
     add_field(p, "model")
     add_field(p, "init", metavar="WEIGHTS")
-    add_field(p, "recipe", type=str, default=RECIPES["paper"].name, choices=sorted(RECIPES),
+    add_field(p, "recipe", type=str, default=default_of(TrainConfig, "recipe").name, choices=sorted(RECIPES),
               help="hyperparameter set (see the recipe overrides below)")  # fmt: skip
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
-                   help="shortcut option (Sec. 3.3) instead of the model's own (CIFAR nets A, ImageNet nets B)")
+                   help="shortcut option (Sec. 3.3) instead of the one the model's family uses")  # fmt: skip
     add_data_args(p)
     add_field(p, "val_split", metavar="N")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad/crop/flip augmentation")
+    add_switch(p, "--no-augment", "augment")
     add_field(p, "out", metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_field(p, "stop_at", metavar="N")
@@ -41,18 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_field(p, "channels_last", metavar="BOOL")
     for name in ("log_every", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_minutes"):
         add_field(p, name, metavar="N")
-    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", help=field_of(TrainConfig, "sync_bn")
-                   .metadata["help"])  # fmt: skip
-    p.add_argument("--compile", action="store_true", help=field_of(TrainConfig, "compile").metadata["help"])
-    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar or log lines")
+    add_switch(p, "--sync-bn", "sync_bn")
+    add_switch(p, "--compile", "compile")
+    add_switch(p, "--quiet", "progress")
     g = p.add_argument_group("recipe overrides", "each replaces the chosen recipe's value; the recipes' own values "
                              "are shown")  # fmt: skip
     for name in OVERRIDABLE:
         values = "; ".join(f"{r}: {_show(getattr(recipe, name))}" for r, recipe in RECIPES.items())
         help = field_of(Recipe, name).metadata["help"].replace("%", "%%")
-        g.add_argument(f"--{name.replace('_', '-')}", dest=f"r_{name}", type=parser_of(Recipe, name),
-                       default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(),
-                       help=f"{help} ({values})")  # fmt: skip
+        add_field(g, name, Recipe, dest=f"r_{name}", default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(),
+                  help=f"{help} ({values})")  # fmt: skip
     p.set_defaults(func=run)
 
 

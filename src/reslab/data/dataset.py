@@ -102,6 +102,8 @@ def load_dataset(
     strict: bool = False,
     image_size: int | None = None,
     download: bool = True,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
 ) -> ImageDataset:
     """Load the dataset named by `spec` (the `--data` value).
 
@@ -112,8 +114,14 @@ def load_dataset(
     - anything else: a directory or .tar/.tar.gz/.tgz in ImageFolder layout (see `reslab.data.folders`).
 
     `strict` and `image_size` only apply to image folders; the built-in datasets are 32x32 and `image_size` may only
-    be left unset or be 32 for them.
+    be left unset or be 32 for them. `train_subset` and `test_subset` keep a random subset of each split (`subset`).
     """
+    return subset(_load(spec, cache_dir, strict, image_size, download), train_subset, test_subset)
+
+
+def _load(
+    spec: str, cache_dir: str | Path | None, strict: bool, image_size: int | None, download: bool
+) -> ImageDataset:
     # Imported here because cifar10/folders import ImageDataset from this module.
     from reslab.data.cifar10 import load_cifar10
     from reslab.data.folders import load_image_folder
@@ -193,3 +201,24 @@ def holdout_split(ds: ImageDataset, val_size: int, seed: int = 0) -> ImageDatase
         name=f"{ds.name} (train {n - val_size}/val {val_size})",
         encoding=ds.encoding,
     )
+
+
+def subset(ds: ImageDataset, n_train: int | None, n_test: int | None, seed: int = 0) -> ImageDataset:
+    """A random subset of ``n_train`` training and ``n_test`` test images (None: all), the same for every seed of
+    training: its own generator, and the images kept in their order (folder datasets are sorted by class, so a prefix
+    would be one class)."""
+    if n_train is None and n_test is None:
+        return ds
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if n is None or n >= len(labels):
+            return images, labels
+        idx = torch.randperm(len(labels), generator=gen)[:n].sort().values
+        return images[idx].contiguous(), labels[idx]
+
+    train_images, train_labels = pick(ds.train_images, ds.train_labels, n_train)
+    test_images, test_labels = pick(ds.test_images, ds.test_labels, n_test)
+    return ImageDataset(train_images, train_labels, test_images, test_labels, list(ds.classes),
+                        f"{ds.name}, subset {len(train_labels)} train / {len(test_labels)} test",
+                        encoding=ds.encoding)  # fmt: skip

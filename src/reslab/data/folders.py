@@ -247,8 +247,9 @@ _NO_RANGE = {"I": "32-bit integer pixels", "F": "32-bit float pixels"}
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in _GREY16:
-        return Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8), "L").convert("RGB")
+    # PNG has no 32-bit greys, and older Pillow versions open its 16-bit greys as mode "I".
+    if img.mode in _GREY16 or (img.mode == "I" and img.format == "PNG"):
+        return Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
     if img.mode in _NO_RANGE:
         raise _Unsupported(_NO_RANGE[img.mode])
     return img.convert("RGB")

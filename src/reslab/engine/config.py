@@ -14,7 +14,8 @@ from typing import Any
 from reslab.data.dataset import resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, ModelError
+from reslab.models.registry import is_model_name, unknown_model
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
 _FREE = {"free": True}
@@ -35,6 +36,9 @@ class TrainConfig:
     image_size: int | None = _opt(None, "resize folder images: shorter side to S, centre crop SxS (needed when "
                                   "their sizes differ)")  # fmt: skip
     strict_data: bool = _opt(False, "an unreadable image is an error instead of a skipped warning")
+    train_subset: int | None = _opt(None, "train on a random subset of this many training images (the same for "
+                                    "every seed; none: all)")  # fmt: skip
+    test_subset: int | None = _opt(None, "test on a random subset of this many test images (none: all)")
     val_split: int = _opt(0, "hold out N training images as the validation set (the paper: 5000)")
     augment: bool = _opt(True, "pad-crop-flip augmentation (Sec. 4.2)")
     recipe: Recipe = PAPER
@@ -72,8 +76,11 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes}")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
-        if self.stop_at is not None and self.stop_at < 1:
-            raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
+        for name in ("stop_at", "train_subset", "test_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not is_model_name(self.model):
+            raise ModelError(unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
 

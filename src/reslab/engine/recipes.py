@@ -79,7 +79,7 @@ class Recipe:
         checks = {
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
+            "momentum": 0 <= self.momentum < 1 and (self.momentum > 0 or not self.nesterov),
             "weight_decay": self.weight_decay >= 0,
             "iterations": self.iterations is None or self.iterations >= 1,
             "epochs": self.epochs is None or self.epochs > 0,
@@ -88,6 +88,7 @@ class Recipe:
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "final_lr_fraction": 0 <= self.final_lr_fraction <= 1,
             "paper_warmup_lr": self.paper_warmup_lr > 0,
+            "paper_warmup_error": 0 < self.paper_warmup_error <= 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "low_res_size": self.low_res_size is None or self.low_res_size >= 8,
             "low_res_fraction": 0 <= self.low_res_fraction < 1 and (self.low_res_fraction == 0 or self.low_res_size),

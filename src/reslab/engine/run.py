@@ -73,7 +73,14 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                 console.log(f"resumed {rundir} from iteration {trainer.iteration}")
             if dist.is_main:
                 rundir.begin(_record(config, trainer), resumed_from=trainer.iteration if state is not None else None)
-            trainer.run(config.stop_at)
+            try:
+                if state is None:
+                    trainer.checkpoint()  # iteration 0: from now on an interrupted run can always be resumed
+                trainer.run(config.stop_at)
+            except BaseException:
+                if state is None and trainer.iteration == 0 and dist.is_main:
+                    rundir.discard()  # failed before its first step (out of memory, say): nothing to keep
+                raise
             summary = _finish(trainer, rundir, console) if trainer.iteration == trainer.total and dist.is_main else {}
             D.barrier()  # rank 0 ran the final evaluation alone: the ranks leave together, none exits under the others
             return summary
@@ -88,6 +95,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
 def _resumable(rundir: RunDir, config: TrainConfig, precision: str) -> dict[str, Any]:
     state = rundir.load_checkpoint()
     rundir.check_resumable(state, config, precision)
+    if config.stop_at is not None and config.stop_at <= state["iteration"]:
+        raise ConfigError(f"--stop-at {config.stop_at}: {rundir} is at iteration {state['iteration']} already")
     return state
 
 
@@ -111,6 +120,9 @@ def build_trainer(
     console = console or Console(enabled=False)
     recipe = config.recipe
     precision = resolve_precision(config.precision, device)
+    if model is None:  # the model's keywords checked on the meta device (no memory), before any data is loaded
+        with torch.device("meta"):
+            create_model(config.model, num_classes=2, **config.model_kwargs)
     source = _data(config, data, dist, device)
     custom = model is not None
     torch.manual_seed(config.seed)  # the initial weights
@@ -129,7 +141,7 @@ def build_trainer(
     family, depth = family_and_depth(config.model, **config.model_kwargs)
     schedule = LRSchedule(recipe, total, depth if family == "cifar" else 0)  # the warm-up rule is a CIFAR rule
     meta: dict[str, Any] = {"config": config.to_dict(), "classes": list(source.classes), "mean": source.mean,
-                            "precision": precision, "device_type": device.type,
+                            "precision": precision, "device_type": device.type, "dataset": source.name,
                             "data_label": source.label or source.name}  # fmt: skip
     if custom:
         meta["custom_model"] = type(model).__name__
@@ -140,15 +152,20 @@ def build_trainer(
                    checkpoint_minutes=config.checkpoint_minutes, console=console)  # fmt: skip
 
 
+def load_data(config: TrainConfig) -> ImageDataset:
+    """The in-memory dataset ``config`` trains on: its data, image size and subsets."""
+    return load_dataset(config.data, config.data_dir, strict=config.strict_data, image_size=config.image_size,
+                        train_subset=config.train_subset, test_subset=config.test_subset)  # fmt: skip
+
+
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device) -> ClassificationData:
     if isinstance(data, ClassificationData):
-        if config.val_split:
-            raise ConfigError("val_split holds out images of an in-memory dataset; a custom ClassificationData "
-                              "brings its own evaluation sets")  # fmt: skip
+        if config.val_split or config.train_subset or config.test_subset:
+            raise ConfigError("val_split and the subsets select images of an in-memory dataset; a custom "
+                              "ClassificationData brings its own training and evaluation sets")  # fmt: skip
         return data
     if data is None:  # rank 0 first: it downloads or decodes, the other ranks read its cache
-        data = D.main_first(lambda: load_dataset(config.data, config.data_dir, strict=config.strict_data,
-                                                 image_size=config.image_size))  # fmt: skip
+        data = D.main_first(lambda: load_data(config))
     recipe = config.recipe
     return in_memory(data, batch_size=recipe.batch_size, seed=config.seed, val_split=config.val_split,
                      augment=config.augment, alternate_flips=recipe.flip == "alternate", rank=dist.rank,
@@ -180,7 +197,7 @@ def _record(config: TrainConfig, trainer: Trainer) -> dict[str, Any]:
     meta = trainer.meta
     return {"config": config.to_dict(), "seed": config.seed, "iterations": trainer.total,
             "precision": trainer.precision, "device": str(trainer.device), "world_size": trainer.dist.world,
-            "dataset": trainer.task.data.name, "data_label": meta["data_label"],
+            "dataset": meta["dataset"], "data_label": meta["data_label"],
             "train_images": trainer.train_size, **run_info()}  # fmt: skip
 
 

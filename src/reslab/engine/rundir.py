@@ -78,10 +78,16 @@ class RunStatus:
     files: tuple[str, ...]  # which of RUN_FILES exist
     iteration: int | None  # the checkpoint's iteration
     total: int | None  # the run's length, from config.json
+    checkpoint_error: str | None = None  # why checkpoint.pt cannot be read, if it cannot
 
     @property
     def holds_run(self) -> bool:
         return bool(self.files)
+
+    @property
+    def started(self) -> bool:
+        """Holds more than a config.json: a run that trained (a lone config.json is a start that never got going)."""
+        return any(f != CONFIG for f in self.files)
 
     @property
     def finished(self) -> bool:
@@ -90,12 +96,14 @@ class RunStatus:
     def describe(self) -> str:
         if self.finished:
             return "finished"
+        if self.checkpoint_error:
+            return f"unreadable checkpoint: {self.checkpoint_error}"
         if self.iteration is not None:
             of = f" of {self.total}" if self.total else ""
             return f"unfinished: checkpoint at iteration {self.iteration}{of}"
-        if self.holds_run:
-            return "started, stopped before its first checkpoint"
-        return "no run"
+        if self.started:
+            return "stopped before its first checkpoint"
+        return "never started (config.json only)" if self.holds_run else "no run"
 
 
 class RunDir:
@@ -117,30 +125,46 @@ class RunDir:
     # -- state -----------------------------------------------------------------------------------------------------
     def status(self) -> RunStatus:
         files = tuple(f for f in RUN_FILES if (self.path / f).is_file())
-        iteration = total = None
+        iteration = total = error = None
         if CHECKPOINT in files:
-            with contextlib.suppress(ReslabError):
+            try:
                 iteration = int(read_checkpoint(self.checkpoint_path, mmap=True)["iteration"])
+            except (ReslabError, KeyError, TypeError, ValueError) as e:
+                error = str(e)
         if CONFIG in files:
             with contextlib.suppress(ReslabError, KeyError, TypeError, ValueError):
                 total = int(self.record()["iterations"])
-        return RunStatus(self.path, files, iteration, total)
+        return RunStatus(self.path, files, iteration, total, error)
 
     def check_start(self, resume: bool) -> RunStatus:
         """Whether a training may start (or, with ``resume``, continue) here; a one-line error says why not.
 
-        A folder that holds a run is never started over; ``resume`` without a checkpoint is an error too, so that a
-        mistyped ``--out`` cannot silently start a new run.
+        A folder that holds a run is never started over (a lone config.json, left by a start that failed before its
+        first step, is not a run); ``resume`` without a checkpoint is an error too, so that a mistyped ``--out``
+        cannot silently start a new run.
         """
         status = self.status()
+        if status.checkpoint_error and not status.finished:
+            raise ConfigError(f"{self.path}: {status.checkpoint_error}; move the folder aside to start again")
         if resume and not status.finished and status.iteration is None:
-            why = ("it holds a run stopped before its first checkpoint: delete it to start again" if status.holds_run
-                   else "check --out, or leave out --resume to start a new run")  # fmt: skip
+            if status.started:
+                why = "it holds a run stopped before its first checkpoint: delete it to start again"
+            elif status.holds_run:
+                why = "it never started: leave out --resume"
+            else:
+                why = "check --out, or leave out --resume to start a new run"
             raise ConfigError(f"--resume: no checkpoint in {self.path} ({why})")
-        if not resume and status.holds_run:
-            raise ConfigError(f"{self.path} already holds a run ({status.describe()}): pass --resume to continue "
-                              "it, or choose another --out")  # fmt: skip
+        if not resume and status.started:
+            what = ("pass --resume to continue it" if status.iteration is not None or status.finished
+                    else "delete it")  # fmt: skip
+            raise ConfigError(f"{self.path} already holds a run ({status.describe()}): {what}, or choose another "
+                              "--out")  # fmt: skip
         return status
+
+    def discard(self) -> None:
+        """Remove what a start wrote before its first step finished (it holds nothing worth keeping)."""
+        for name in (CONFIG, METRICS, CHECKPOINT):
+            (self.path / name).unlink(missing_ok=True)
 
     # -- the lock --------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -168,9 +192,12 @@ class RunDir:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             held = True
+            for stale in self.path.glob(".*.tmp"):  # a killed writer's temp file (see files.atomic_write)
+                if any(stale.name.startswith(f".{name}.") for name in RUN_FILES):
+                    stale.unlink(missing_ok=True)
             yield self
         finally:
-            if held and created and not self.status().holds_run:
+            if held and created and not self.status().holds_run:  # a start that failed early: leave no trace
                 with contextlib.suppress(OSError):
                     (self.path / LOCK).unlink()
                     self.path.rmdir()
@@ -197,6 +224,15 @@ class RunDir:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
             raise ReslabError(f"cannot write {self.path / METRICS}: {e.strerror or e}") from e
+
+    def sync_metrics(self) -> None:
+        """Flush metrics.jsonl to disk (the records are appended without it, for speed)."""
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self.path / METRICS, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         with atomic_write(self.checkpoint_path) as f:

@@ -28,9 +28,9 @@ from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError, OutOfMemory, ReslabError, TrainingInterrupted, is_out_of_memory
 
 # Under torchrun the ranks must agree to stop (or to write a timed checkpoint) at the same iteration: they compare
-# their flags in one small all-reduce every this many iterations. torchrun gives its workers 30 s after forwarding a
-# signal; 10 iterations of the slowest CIFAR net take under 10 s on 2 CPU cores.
-AGREE_EVERY = 10
+# their flags in one small all-reduce, about every AGREE_SECONDS (the iterations between two comparisons are agreed
+# on at each, from the slowest rank's step time). torchrun gives its workers 30 s after forwarding a signal.
+AGREE_SECONDS = 5.0
 
 
 class TrainingDiverged(ReslabError):
@@ -47,6 +47,8 @@ class Task(Protocol):
     def interval_record(self, totals: list[float]) -> dict[str, float]: ...
 
     def evaluate(self, model: nn.Module) -> list[dict[str, Any]]: ...
+
+    def final_evaluation(self, model: nn.Module) -> dict[str, Any]: ...
 
 
 class Schedule(Protocol):
@@ -149,6 +151,7 @@ class Trainer:
         self.interval_seconds, self.interval_steps = 0.0, 0  # of the current logging interval (for img/s)
         self.stats: torch.Tensor | None = None  # the task's statistics of the current logging interval, on the device
         self._last_checkpoint = time.monotonic()
+        self._agree_at, self._agreed = 1, (0, time.monotonic())  # next iteration to compare flags; the last one
 
     # -- state -----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -198,6 +201,7 @@ class Trainer:
         self.console.open_bar(until, self.iteration, desc=type(self.model).__name__)
         tick = loop_tick = time.perf_counter()
         self._last_checkpoint = time.monotonic()
+        self._agree_at, self._agreed = self.iteration + 1, (self.iteration, time.monotonic())
         self.net.train()
         try:
             with StopRequest(self.console) as stop:
@@ -216,10 +220,10 @@ class Trainer:
                     stop_now, due = self._flags(stop)
                     if not (log_now or eval_now or ckpt_now or stop_now or due):
                         continue
-                    seconds = time.perf_counter() - tick
+                    totals = self._checked_totals()  # one host sync per boundary (raises on NaN/Inf): on a GPU the
+                    seconds = time.perf_counter() - tick  # clock is read after it, when the queued steps are done
                     self.train_seconds += seconds
                     self.interval_seconds += seconds
-                    totals = self._checked_totals()  # one host sync per boundary; raises on NaN/Inf
                     if log_now:
                         self._log_interval(totals, lr)
                     if eval_now:
@@ -260,12 +264,17 @@ class Trainer:
 
     def _flags(self, stop: StopRequest) -> tuple[bool, bool]:
         """(stop now?, a timed checkpoint due?), the same on every rank."""
-        due = self.checkpoint_seconds > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+        now = time.monotonic()
+        due = self.checkpoint_seconds > 0 and now - self._last_checkpoint >= self.checkpoint_seconds
         if not self.dist.enabled:
             return stop.signum is not None, due
-        if self.iteration % AGREE_EVERY:
+        if self.iteration < self._agree_at:
             return False, False
-        flags = D.all_reduce_max(torch.tensor([float(stop.signum is not None), float(due)], device=self.device))
+        step = (now - self._agreed[1]) / max(self.iteration - self._agreed[0], 1)
+        gap = max(1, min(1000, int(AGREE_SECONDS / max(step, 1e-6))))
+        # MAX of the flags; MAX of -gap is the smallest gap proposed: the slowest rank's pace sets the next comparison.
+        flags = D.all_reduce_max(torch.tensor([float(stop.signum is not None), float(due), -gap], device=self.device))
+        self._agree_at, self._agreed = self.iteration - int(flags[2]), (self.iteration, now)
         return bool(flags[0]), bool(flags[1])
 
     def _interrupted(self, signum: int | None) -> TrainingInterrupted:
@@ -334,6 +343,7 @@ class Trainer:
                                    f"{self._last_good()}: {self._hint()}")  # fmt: skip
         state = self.state_dict()
         if self.dist.is_main and self.rundir is not None:
+            self.rundir.sync_metrics()  # the records up to the checkpoint survive a power cut with it
             self.rundir.save_checkpoint({**state, **self.meta, "total": self.total})
         self._last_checkpoint = time.monotonic()
 

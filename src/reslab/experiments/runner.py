@@ -11,16 +11,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from reslab.data.dataset import ImageDataset, load_dataset
+from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import Recipe, get_recipe
-from reslab.engine.run import train
+from reslab.engine.run import load_data, train
 from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.models import model_spec
@@ -52,15 +50,15 @@ BUDGETS = {
                     test_subset=128, val_split=64, summary="seconds: tests the pipeline (CI)",
                     note="smoke budget: a few iterations on a tiny subset, to test the pipeline; the errors mean "
                     "nothing."),
-    # 2000 iterations of the 8 Fig. 6 nets take ~90 min on 2 cores (bf16); 8 test evaluations per run add ~10 min.
-    # Why half the training set: in 2000 iterations the whole set is seen ~5 times, too early for depth to pay off
-    # (measured, 2026-11-23: ResNet-56 ended ~1 point above ResNet-20 in training error, still catching up). On 25k
-    # images the same iterations are ~10 epochs, closer to the paper's many-epoch regime (164 epochs) where Fig. 6's
-    # training curves live; the test set stays whole.
-    # Why the warm-up: at lr 0.1 from the first step, ResNet-56 blows up (loss ~10 within 5 steps) and sits at chance
-    # for ~300 iterations (measured, 2026-11-23). Over the paper's 64k iterations that is noise; in a 2000-iteration
-    # budget it is a sixth of the run and decides the comparison. The paper's own remedy for ResNet-110 (Sec. 4.2) is
-    # a low-lr warm-up; a 100-iteration linear warm-up for every net (plain twins included) is the compressed form.
+    # Sized for the 8 nets of Fig. 6 to train in about 2 hours on 2 CPU cores (README has the measurements).
+    # Why half the training set: in 2000 iterations the whole set is seen about 5 times, too early for depth to pay
+    # off (ResNet-56 ended above ResNet-20 in training error, still catching up). On 25k images the same iterations
+    # are about 10 epochs, closer to the paper's many-epoch regime (164 epochs) where Fig. 6's training curves live;
+    # the test set stays whole.
+    # Why the warm-up: at lr 0.1 from the first step, ResNet-56 blew up and sat at chance for hundreds of iterations.
+    # Over the paper's 64k iterations that is noise; in a 2000-iteration budget it decides the comparison. The
+    # paper's own remedy for ResNet-110 (Sec. 4.2) is a low-lr warm-up; a 100-iteration linear warm-up for every net
+    # (plain twins included) is the compressed form.
     "cpu": Budget("cpu", iterations=2000, batch_size=128, eval_every=250, log_every=20, train_subset=25_000,
                   warmup_fraction=0.05, summary="a 2-core CPU: 2000 iterations per run on 25k images (degradation: "
                   "about 2 h)",
@@ -152,54 +150,41 @@ def _fmt_hhmm(seconds: float | None) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def subset(ds: ImageDataset, n_train: int | None, n_test: int | None, seed: int = 0) -> ImageDataset:
-    """A random (seeded, order-kept) subset: folder datasets are sorted by class, so a prefix would be one class."""
-    if n_train is None and n_test is None:
-        return ds
-    gen = torch.Generator().manual_seed(seed)
-
-    def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if n is None or n >= len(labels):
-            return images, labels
-        idx = torch.randperm(len(labels), generator=gen)[:n].sort().values
-        return images[idx].contiguous(), labels[idx]
-
-    train_images, train_labels = pick(ds.train_images, ds.train_labels, n_train)
-    test_images, test_labels = pick(ds.test_images, ds.test_labels, n_test)
-    return ImageDataset(train_images, train_labels, test_images, test_labels, list(ds.classes),
-                        f"{ds.name}, subset {len(train_labels)} train / {len(test_labels)} test",
-                        encoding=ds.encoding)  # fmt: skip
-
-
 class Runner:
     """Trains (or finds) the runs of an experiment under ``out/runs`` with the budget's settings."""
 
     def __init__(self, data: str, out: str | Path, budget: Budget, *, data_dir: str | None = None,
                  image_size: int | None = None, strict_data: bool = False, device: str = "auto",
                  progress: bool = True) -> None:  # fmt: skip
-        self.data, self.data_dir, self.budget = data, data_dir, budget
-        self.image_size, self.strict_data = image_size, strict_data
-        self.out, self.device, self.progress = Path(out), device, progress
+        self.budget, self.out = budget, Path(out)
+        # What every run of the experiment shares; `config` fills in each run's own fields.
+        self.base = TrainConfig(data=data, data_dir=data_dir, image_size=image_size, strict_data=strict_data,
+                                train_subset=budget.train_subset, test_subset=budget.test_subset,
+                                recipe=budget.recipe(), device=device, eval_every=budget.eval_every,
+                                log_every=budget.log_every, progress=progress)  # fmt: skip
         self._dataset: ImageDataset | None = None
 
     @property
+    def data(self) -> str:
+        return self.base.data
+
+    @property
+    def device(self) -> str:
+        return self.base.device
+
+    @property
     def dataset(self) -> ImageDataset:
-        """The data, loaded once for every run of the experiment (and cut to the budget's subset)."""
+        """The data, loaded once for every run of the experiment (cut to the budget's subset, as each run records)."""
         if self._dataset is None:
-            full = load_dataset(self.data, self.data_dir, strict=self.strict_data, image_size=self.image_size)
-            self._dataset = subset(full, self.budget.train_subset, self.budget.test_subset)
+            self._dataset = load_data(self.base)
         return self._dataset
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.name
 
     def config(self, spec: RunSpec) -> TrainConfig:
-        b = self.budget
-        return TrainConfig(model=spec.model, model_kwargs=dict(spec.model_kwargs), data=self.data,
-                           data_dir=self.data_dir, image_size=self.image_size, strict_data=self.strict_data,
-                           val_split=spec.val_split, recipe=b.recipe(), seed=spec.seed, device=self.device,
-                           out=str(self.run_dir(spec)), eval_every=b.eval_every, log_every=b.log_every,
-                           progress=self.progress)  # fmt: skip
+        return replace(self.base, model=spec.model, model_kwargs=dict(spec.model_kwargs), val_split=spec.val_split,
+                       seed=spec.seed, out=str(self.run_dir(spec)))
 
     def is_done(self, spec: RunSpec) -> bool:
         return RunDir(self.run_dir(spec)).status().finished
@@ -234,7 +219,7 @@ class Runner:
         return RunResult(spec, run.path, run.summary(), run.metrics())
 
     def _eta(self, pending: Sequence[RunSpec], seconds_per_layer: Sequence[float]) -> str:
-        # Run cost grows about linearly with depth (measured on CPU: ResNet-20 0.2 s/it, 56 layers 0.55 s/it).
+        # A run's cost grows about linearly with depth: the runs finished so far give the seconds per layer.
         if not pending:
             return "00:00"
         if not seconds_per_layer:

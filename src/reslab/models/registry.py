@@ -65,8 +65,14 @@ def list_models(pattern: str | None = None) -> list[str]:
 def model_spec(name: str) -> ModelSpec:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise ModelError(_unknown(name))
+        raise ModelError(unknown_model(name))
     return _REGISTRY[name]
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``create_model`` knows ``name`` (a registered model or a generic builder)."""
+    _ensure_loaded()
+    return name in _REGISTRY or name in _BUILDERS
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -98,7 +104,8 @@ def family_and_depth(name: str, **kwargs: Any) -> tuple[str, int]:
     return spec.family, spec.depth
 
 
-def _unknown(name: str) -> str:
+def unknown_model(name: str) -> str:
+    """The one-line error for a name `create_model` does not know, with the closest names."""
     close = difflib.get_close_matches(name, [*_REGISTRY, *_BUILDERS], n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `reslab models` lists them"
     return f"unknown model {name!r}{hint}"

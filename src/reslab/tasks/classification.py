@@ -61,6 +61,35 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]
     return views
 
 
+class _Tally:
+    """Top-1/top-5 hits, loss and per-class hits of one set of views, summed over batches."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes, self.n, self.correct1, self.correct5, self.loss = num_classes, 0, 0, 0, 0.0
+        self.per_class = torch.zeros(num_classes, 2, dtype=torch.long)  # (correct, total)
+
+    def add(self, probs: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+        top5 = probs.topk(min(5, self.num_classes), 1).indices
+        hit1 = top5[:, 0] == y
+        self.correct1 += int(hit1.sum())
+        self.correct5 += int((top5 == y[:, None]).any(1).sum())
+        self.per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=self.num_classes)
+        self.per_class[:, 1] += torch.bincount(y.cpu(), minlength=self.num_classes)
+        self.n += len(y)
+
+    def result(self) -> dict[str, Any]:
+        if self.n == 0:
+            raise ConfigError("nothing to evaluate: the evaluation set is empty")
+        return {
+            "n": self.n,
+            "error": 100.0 * (1 - self.correct1 / self.n),
+            "top5_error": 100.0 * (1 - self.correct5 / self.n),
+            "loss": self.loss / self.n,
+            "per_class_error": (100.0 * (1 - self.per_class[:, 0] / self.per_class[:, 1].clamp_min(1))).tolist(),
+        }
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -71,48 +100,37 @@ def evaluate(
     shift: int = 0,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
+    prefixes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Errors in percent over model-ready ``(images, labels)`` batches, with the views of `tta_views`.
 
-    Runs in whatever autocast context the caller opened; the softmax is averaged in fp32.
+    With ``prefixes`` the result maps each count k to the errors of the first k views (1: the image alone; 2: and its
+    mirror), all from one pass over the views. Runs in whatever autocast context the caller opened; the softmax is
+    averaged in fp32.
     """
+    counts = prefixes or (count_views(flip, shift),)
+    tallies = {k: _Tally(num_classes) for k in counts}
     was_training = model.training
     model.eval()
-    correct1 = correct5 = n = 0
-    loss_sum = 0.0
-    per_class = torch.zeros(num_classes, 2, dtype=torch.long)  # (correct, total)
     try:
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             try:
-                views = tta_views(x, flip, shift)
-                probs = sum(model(v).float().softmax(1) for v in views) / len(views)
+                total = 0
+                for k, view in enumerate(tta_views(x, flip, shift), 1):
+                    total = total + model(view).float().softmax(1)
+                    if k in tallies:
+                        tallies[k].add(total / k, y)
             except Exception as e:
                 if is_out_of_memory(e):
-                    raise OutOfMemory(f"out of memory evaluating batches of {len(y)} images on {device}: lower the "
-                                      "evaluation batch size (--eval-batch-size)") from e  # fmt: skip
+                    raise OutOfMemory(f"out of memory evaluating batches of {len(y)} images on {device}: use "
+                                      "smaller ones (reslab train --eval-batch-size, reslab eval --batch-size)") from e
                 raise
-            loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
-            top5 = probs.topk(min(5, num_classes), 1).indices
-            hit1 = top5[:, 0] == y
-            correct1 += int(hit1.sum())
-            correct5 += int((top5 == y[:, None]).any(1).sum())
-            per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=num_classes)
-            per_class[:, 1] += torch.bincount(y.cpu(), minlength=num_classes)
-            n += len(y)
     finally:
         model.train(was_training)
-    if n == 0:
-        raise ConfigError("nothing to evaluate: the evaluation set is empty")
-    return {
-        "n": n,
-        "error": 100.0 * (1 - correct1 / n),
-        "top5_error": 100.0 * (1 - correct5 / n),
-        "loss": loss_sum / n,
-        "per_class_error": (100.0 * (1 - per_class[:, 0] / per_class[:, 1].clamp_min(1))).tolist(),
-    }
+    return {k: t.result() for k, t in tallies.items()} if prefixes else tallies[counts[0]].result()
 
 
 # -- data -------------------------------------------------------------------------------------------------------------
@@ -123,7 +141,7 @@ class EvalBatches:
     images: torch.Tensor
     labels: torch.Tensor
     mean: torch.Tensor
-    batch_size: int = 1000
+    batch_size: int
     device: str = "cpu"
 
     def __iter__(self) -> Iterator[Batch]:
@@ -159,7 +177,7 @@ class ClassificationData:
 
 
 def in_memory(
-    ds: ImageDataset, *, batch_size: int, val_split: int = 0, eval_batch_size: int = 1000, **stream: Any
+    ds: ImageDataset, *, batch_size: int, eval_batch_size: int, val_split: int = 0, **stream: Any
 ) -> ClassificationData:
     """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`, which
     takes the ``stream`` keywords: seed, augment, alternate_flips, rank, world, device, channels_last).
@@ -236,37 +254,34 @@ class ClassificationTask:
         loss_sum, wrong, n = totals
         return {"train_loss": loss_sum / n, "train_error": 100.0 * wrong / n}
 
-    def _split(self, model: nn.Module, name: str, flip: bool = False, shift: int = 0) -> dict[str, Any]:
-        return evaluate(model, self.data.eval_sets[name], self.data.num_classes, flip=flip, shift=shift,
-                        device=self.device, channels_last=self.channels_last)  # fmt: skip
-
     def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
         """The periodic evaluation: the first evaluation set, one view (a choice made on it stays off the test set
         when a validation split exists)."""
         if not self.data.eval_sets:
             return []
-        name = next(iter(self.data.eval_sets))
-        r = self._split(model, name)
+        name, batches = next(iter(self.data.eval_sets.items()))
+        r = evaluate(model, batches, self.data.num_classes, device=self.device, channels_last=self.channels_last)
         return [{"split": name, "error": r["error"], "top5_error": r["top5_error"], "loss": r["loss"]}]
 
     def final_evaluation(self, model: nn.Module) -> dict[str, Any]:
-        """Every evaluation set without TTA, with flip TTA and, if the reported views shift, with those 6 views;
-        ``reported_test_error`` is the test error with the reported views."""
+        """Every evaluation set without TTA, with flip TTA and, if the reported views shift, with those 6 views (one
+        pass: 1 and 2 views are the first of the 6); ``reported_test_error`` is the test error with the reported
+        views."""
         flip, shift = self.views
         out: dict[str, Any] = {"dataset": self.data.name, "data_label": self.data.label or self.data.name,
                                "reported_views": views_label(flip, shift)}  # fmt: skip
-        runs = [("", False, 0), ("_tta", True, 0)] + ([("_tta_shift", True, shift)] if shift else [])
-        for split in self.data.eval_sets:
-            for suffix, f, s in runs:
-                t0 = time.perf_counter()
-                self.log(f"final evaluation, {split} set: {views_label(f, s)} ...")
-                r = self._split(model, split, f, s)
-                self.log(f"final evaluation, {split} set: {views_label(f, s)}: error {r['error']:.2f}% "
-                         f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-                out[f"{split}_error{suffix}"] = r["error"]
-                if not suffix:
-                    out[f"{split}_top5_error"] = r["top5_error"]
-                    out[f"{split}_per_class_error"] = r["per_class_error"]
+        suffixes = {1: "", 2: "_tta", 6: "_tta_shift"} if shift else {1: "", 2: "_tta"}
+        for split, batches in self.data.eval_sets.items():
+            t0 = time.perf_counter()
+            self.log(f"final evaluation, {split} set: {views_label(True, shift)} ...")
+            results = evaluate(model, batches, self.data.num_classes, flip=True, shift=shift, device=self.device,
+                               channels_last=self.channels_last, prefixes=tuple(suffixes))  # fmt: skip
+            errors = ", ".join(f"{k} {'view' if k == 1 else 'views'} {r['error']:.2f}%" for k, r in results.items())
+            self.log(f"final evaluation, {split} set: error {errors} ({time.perf_counter() - t0:.0f} s)")
+            for k, suffix in suffixes.items():
+                out[f"{split}_error{suffix}"] = results[k]["error"]
+            out[f"{split}_top5_error"] = results[1]["top5_error"]
+            out[f"{split}_per_class_error"] = results[1]["per_class_error"]
         if "test" in self.data.eval_sets:
             out["reported_test_error"] = out["test_error" + ("_tta_shift" if shift else "_tta" if flip else "")]
         return out
