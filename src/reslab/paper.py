@@ -14,6 +14,10 @@ CIFAR_RESNET110_MEAN_STD = (6.61, 0.16)
 # Table 1: ImageNet multiply-adds ("FLOPs") in billions at 224x224, stride-2 on the bottleneck's first 1x1.
 IMAGENET_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 
+# Sec. 3.3: "Our 34-layer baseline has 3.6 billion FLOPs (multiply-adds), which is only 18% of VGG-19 (19.6 billion
+# FLOPs)". The paper gives no figure for VGG-16.
+VGG19_GMACS = 19.6
+
 # Tables 2 and 3: ImageNet validation top-1 error (%), 10-crop testing.
 IMAGENET_TOP1_10CROP = {
     "plain18": 27.94,

@@ -132,6 +132,9 @@ def test_table1_needs_no_training(tmp_path: Path) -> None:
     assert rows["resnet50"]["paper GMACs (Table 1)"] == 3.8
     assert rows["resnet1202"]["paper params (M) (Table 6)"] == 19.4
     assert abs(rows["resnet50"]["GMACs"] - 3.8) < 0.1 and not (tmp_path / "runs").exists()
+    # VGG-19 counted by the same function, beside the paper's 19.6 GFLOPs and the 34-layer nets
+    assert rows["vgg19"]["paper GMACs"] == 19.6 and abs(rows["vgg19"]["GMACs"] - 19.6) < 0.1
+    assert rows["vgg19"]["GMACs / resnet34"] == round(rows["vgg19"]["GMACs"] / rows["resnet34"]["GMACs"], 2)
 
 
 @pytest.mark.parametrize("argv", [["reproduce", "fig99"], ["reproduce", "depth", "--budget", "huge"]])

@@ -1,6 +1,7 @@
 """Golden tests: the networks have the paper's sizes (Table 6 params, Table 1 multiply-adds)."""
 
 import pytest
+import torch
 
 from reslab import complexity, create_model, paper
 from reslab.models.blocks import ZeroPadShortcut
@@ -93,3 +94,18 @@ def test_highway_gate_starts_near_carry():
     gates = [u.gate for u in model.units()]
     assert all(g is not None and float(g.bias.detach().mean()) == -1.0 for g in gates)
     assert n_params(model) > n_params(create_model("resnet20"))
+
+
+@pytest.mark.parametrize("depth", [20, 56])
+def test_single_layer_units_keep_the_layers_and_parameters(depth):
+    """Sec. 3.1's one-layer residual function: twice the units, the same 3x3 layers and parameters as ResNet-depth."""
+    one, two = create_model(f"resnet{depth}_1layer"), create_model(f"resnet{depth}")
+    convs = lambda m: [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert len(convs(one)) == len(convs(two)) == depth - 1  # plus the FC layer: depth weighted layers
+    assert len(one.units()) == 2 * len(two.units()) == depth - 2
+    assert n_params(one) == n_params(two)
+    assert all(u.downsample is None or isinstance(u.downsample, ZeroPadShortcut) for u in one.units())
+    x = torch.randn(2, 16, 32, 32)
+    unit = one.units()[0].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(unit(x), torch.relu(unit.bn1(unit.conv1(x)) + x))  # y = relu(BN(W1 x) + x)

@@ -130,20 +130,35 @@ class Unit(nn.Module):
 class BasicBlock(Unit):
     """Two 3x3 convolutions (Fig. 2 / Fig. 5 left), used by the CIFAR nets and ResNet-18/34."""
 
+    layers = 2  # 3x3 convolutions in F (`SingleLayerBlock`: 1)
+
     def __init__(self, in_ch: int, out_ch: int, stride: int, *, stride_in_1x1: bool, **unit: Any) -> None:
         super().__init__(in_ch, out_ch, stride, **unit)  # stride_in_1x1 concerns bottlenecks only
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = conv3x3(out_ch, out_ch)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        if self.layers == 2:
+            self.conv2 = conv3x3(out_ch, out_ch)
+            self.bn2 = nn.BatchNorm2d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.bn1(self.conv1(x))
+        if self.layers == 2:
+            out = self.bn2(self.conv2(self.relu(out)))
         return self.relu(self.merge(out, x))
 
     def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
+        return self.bn2 if self.layers == 2 else self.bn1
+
+
+class SingleLayerBlock(BasicBlock):
+    """A residual function of one 3x3 convolution (+ BN): ``y = relu(BN(W1 x) + x)``.
+
+    Sec. 3.1: "if F has only a single layer, Eqn.(1) is similar to a linear layer: y = W1 x + x, for which we have not
+    observed advantages". Not one of the paper's networks: for `reslab reproduce single-layer`, at the same number of
+    3x3 layers (and parameters) as the two-layer units.
+    """
+
+    layers = 1
 
 
 class Bottleneck(Unit):

@@ -12,7 +12,7 @@ from typing import Any
 
 from reslab import paper
 from reslab.errors import ModelError
-from reslab.models.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck
+from reslab.models.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck, SingleLayerBlock
 from reslab.models.registry import register_builder, register_model
 from reslab.models.resnet import ResNet
 
@@ -29,15 +29,22 @@ def _units_per_stage(depth: Any, layers_per_unit: int) -> int:
     return (depth - 2) // per_stage_layers
 
 
-def cifar_resnet(depth: int = 20, *, num_classes: int = 10, shortcut: str = "A",
+UNIT_BLOCKS = {2: BasicBlock, 1: SingleLayerBlock}  # unit_layers -> block
+
+
+def cifar_resnet(depth: int = 20, *, num_classes: int = 10, shortcut: str = "A", unit_layers: int = 2,
                  widths: tuple[int, ...] = CIFAR_WIDTHS, **kwargs: Any) -> ResNet:  # fmt: skip
     """The 6n+2 CIFAR net of Sec. 4.2 (ResNet-20/32/44/56/110/1202 for n = 3/5/7/9/18/200), option A.
 
-    ``mode="plain"`` gives the plain twin, ``mode="highway"`` the gated twin (not in the paper); other keywords go to
-    `ResNet`.
+    ``mode="plain"`` gives the plain twin, ``mode="highway"`` the gated twin (not in the paper).
+    ``unit_layers=1`` gives units of one 3x3 layer (`SingleLayerBlock`, Sec. 3.1's single-layer F): twice as many
+    units for the same ``depth`` (3n+2 layers), the same 3x3 layers and parameters. Other keywords go to `ResNet`.
     """
-    n = _units_per_stage(depth, 2)
-    return ResNet(BasicBlock, [n] * 3, widths, stem="cifar", num_classes=num_classes, shortcut=shortcut, **kwargs)
+    if unit_layers not in UNIT_BLOCKS:
+        raise ModelError(f"unit_layers must be 1 or 2, got {unit_layers!r}")
+    n = _units_per_stage(depth, unit_layers)
+    return ResNet(UNIT_BLOCKS[unit_layers], [n] * 3, widths, stem="cifar", num_classes=num_classes,
+                  shortcut=shortcut, **kwargs)  # fmt: skip
 
 
 def cifar_preact_resnet(depth: int = 164, *, bottleneck: bool = True, num_classes: int = 10,
@@ -63,6 +70,9 @@ for _d in (20, 32, 44, 56, 110, 1202):
 for _d in (20, 32, 44, 56, 110):
     _doc = f"plain-{_d}, CIFAR-10 (Sec. 4.2, Fig. 6): ResNet-{_d} without the shortcuts"
     register_model(f"plain{_d}", cifar_resnet, family="cifar", depth=_d, mode="plain", doc=_doc)
+for _d in (20, 32, 44, 56, 110):
+    _doc = f"ResNet-{_d} with single-layer residual units: {_d - 2} units of one 3x3 conv (Sec. 3.1)"
+    register_model(f"resnet{_d}_1layer", cifar_resnet, family="cifar", depth=_d, unit_layers=1, doc=_doc)
 for _d in (20, 32, 44, 56, 110):
     _doc = f"highway-{_d}: ResNet-{_d} with a sigmoid-gated shortcut (Srivastava et al. 2015)"
     register_model(f"highway{_d}", cifar_resnet, family="cifar", depth=_d, mode="highway", doc=_doc)
