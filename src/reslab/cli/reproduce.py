@@ -8,12 +8,12 @@ import importlib.util
 
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.errors import ConfigError
-from reslab.experiments import EXPERIMENTS
+from reslab.experiments import EXPERIMENTS, module_of
 
 
 def _docstring(name: str) -> str:
     """The experiment module's docstring, read without importing it (its imports are heavy: matplotlib)."""
-    spec = importlib.util.find_spec(f"reslab.experiments.{name}")
+    spec = importlib.util.find_spec(module_of(name))
     with open(spec.origin) as f:  # type: ignore[union-attr, arg-type]
         return ast.get_docstring(ast.parse(f.read())) or ""
 

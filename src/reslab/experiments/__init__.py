@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reslab.errors import ConfigError
 
-# name -> what it reproduces (the module is reslab.experiments.<name>)
+# name -> what it reproduces (the module is `module_of(name)`)
 EXPERIMENTS = {
     "degradation": "Fig. 6: plain vs ResNet at 20-56 layers (110 in the paper budget)",
     "depth": "Table 6: ResNet-20..110 (1202 with --with-1202), best (mean±std) over seeds",
@@ -20,6 +20,9 @@ EXPERIMENTS = {
     "responses": "Fig. 7: std of the 3x3 layers' responses (reuses degradation's runs)",
     "highway": "plain vs residual vs highway at 20 and 56 layers",
     "table1": "Table 1 / Table 6: parameters and multiply-adds (no training)",
+    "construction": "Sec. 1/3.1: plain-20 + identity units = a plain-56 as good as plain-20, which SGD does not find",
+    "signals": "Sec. 4.1: forward stds and gradient norms by layer, at initialisation and trained (no vanishing)",
+    "single-layer": "Sec. 3.1: residual units of one 3x3 layer against plain and two-layer units at 20 and 56 layers",
 }
 
 
@@ -36,4 +39,9 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
     runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
                     device=device, progress=progress)  # fmt: skip
     ctx = Context(name, runner, Path(out) / name, seeds=seeds, with_1202=with_1202)
-    return importlib.import_module(f"reslab.experiments.{name}").run(ctx)
+    return importlib.import_module(module_of(name)).run(ctx)
+
+
+def module_of(name: str) -> str:
+    """An experiment's module: ``single-layer`` is ``reslab.experiments.single_layer``."""
+    return f"reslab.experiments.{name.replace('-', '_')}"

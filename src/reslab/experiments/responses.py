@@ -33,12 +33,17 @@ def specs(ctx: Context) -> list[RunSpec]:
     return [s for s in degradation.specs(ctx, chosen) if s.seed == 0]
 
 
-def response_bns(model: ResNet) -> list[nn.BatchNorm2d]:
-    """The BN after every 3x3 convolution, in forward order: the stem's, then each unit's."""
+def conv_bn_pairs(model: ResNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Every 3x3 convolution with the BN after it, in forward order: the stem's, then each unit's."""
     pairs = [(model.conv1, model.bn1)]
     for unit in model.units():
         pairs += [(getattr(unit, f"conv{i}"), getattr(unit, f"bn{i}")) for i in (1, 2, 3) if hasattr(unit, f"conv{i}")]
-    return [bn for conv, bn in pairs if isinstance(bn, nn.BatchNorm2d) and conv.kernel_size == (3, 3)]
+    return [(conv, bn) for conv, bn in pairs if isinstance(bn, nn.BatchNorm2d) and conv.kernel_size == (3, 3)]
+
+
+def response_bns(model: ResNet) -> list[nn.BatchNorm2d]:
+    """The BN after every 3x3 convolution: its output is the layer's response (Fig. 7)."""
+    return [bn for _, bn in conv_bn_pairs(model)]
 
 
 @torch.no_grad()

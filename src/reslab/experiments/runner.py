@@ -89,6 +89,7 @@ class RunSpec:
     variant: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     val_split: int = 0
+    init: str | None = None  # start from these weights (TrainConfig.init)
 
     @property
     def key(self) -> str:
@@ -184,7 +185,7 @@ class Runner:
 
     def config(self, spec: RunSpec) -> TrainConfig:
         return replace(self.base, model=spec.model, model_kwargs=dict(spec.model_kwargs), val_split=spec.val_split,
-                       seed=spec.seed, out=str(self.run_dir(spec)))
+                       seed=spec.seed, init=spec.init, out=str(self.run_dir(spec)))
 
     def is_done(self, spec: RunSpec) -> bool:
         return RunDir(self.run_dir(spec)).status().finished
