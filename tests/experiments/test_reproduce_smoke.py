@@ -209,3 +209,73 @@ def test_an_interrupted_experiment_says_how_to_continue(tmp_path: Path, capsys, 
     assert capsys.readouterr().err.splitlines()[-1] == ("reslab: SIGINT: stopped at iteration 3 of 6; checkpoint "
                                                          "written to X; run the same `reslab reproduce` command "
                                                          "again to continue")  # fmt: skip
+
+
+def test_construction_equals_the_shallow_net_and_trains_on(out: Path) -> None:
+    res = results(reproduce(out, "construction"))
+    assert res["max_abs_logit_difference"] < 1e-5 and res["errors_equal"] is True
+    rows = {r["net"]: r for r in res["rows"]}
+    built, shallow = rows["plain-56 constructed"], rows["plain-20"]
+    for column in ("training error (%)", "test error (%)"):
+        assert built[column] == shallow[column]
+    assert "plain56-constructed-s0" in run_state(out)  # SGD let loose on it, a run of its own
+    init = json.loads((out / "runs" / "plain56-constructed-s0" / "config.json").read_text())["config"]["init"]
+    assert init == str(out / "construction" / "plain56-constructed-init.pt")
+    assert_png(out / "construction" / "construction.png")
+
+
+def test_constructed_plain56_computes_plain20_on_real_images() -> None:
+    """The construction on CIFAR-10 images (the JPEG copy, if present): identity units change no logit."""
+    import torch
+
+    from reslab import create_model
+    from reslab.data import load_dataset
+    from reslab.data.batches import normalize, pixel_mean
+    from reslab.experiments.construction import construct
+
+    real = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar"
+    ds = load_dataset(str(real), train_subset=512, test_subset=256) if real.exists() else load_dataset(DATA)
+    torch.manual_seed(0)
+    shallow = create_model("plain20")
+    shallow.train()
+    with torch.no_grad():  # non-trivial BN statistics: a few batches in training mode
+        for chunk in normalize(ds.train_images, pixel_mean(ds.train_images)).split(128):
+            shallow(chunk)
+    shallow.eval()
+    deep = construct(shallow, 56)
+    assert len(deep.units()) == 27 and type(deep) is type(shallow)
+    x = normalize(ds.test_images, pixel_mean(ds.train_images))
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), shallow(x), rtol=0, atol=1e-5)
+
+
+def test_signals_has_a_row_per_conv_layer(out: Path) -> None:
+    res = results(reproduce(out, "signals"))
+    counts: dict[tuple[str, str], int] = {}
+    for row in res["layers"]:
+        counts[row["net"], row["state"]] = counts.get((row["net"], row["state"]), 0) + 1
+        assert row["|dL/dW|"] > 0 and row["response std"] > 0
+    assert counts == {(f"{k}-{d}", s): d - 1 for k in ("plain", "ResNet") for d in (20, 56)
+                      for s in ("initialisation", "end of training")}  # fmt: skip
+    summary = {(r["net"], r["state"]): r for r in res["rows"]}
+    first = next(r for r in res["layers"] if r["net"] == "plain-56" and r["state"] == "initialisation")
+    assert summary["plain-56", "initialisation"]["first layer |dL/dW|"] == first["|dL/dW|"]
+    assert "Yang et al. (2019)" in (out / "signals" / "report.md").read_text()
+
+
+def test_single_layer_units_beside_plain_and_two_layer(out: Path) -> None:
+    res = results(reproduce(out, "single-layer"))
+    rows = {r["net"]: r for r in res["rows"]}
+    for d in (20, 56):
+        params = {rows[f"{k}, {d} layers"]["params"] for k in ("plain", "one-layer units", "two-layer units")}
+        assert len(params) == 1  # the same layers and parameters, three ways of wiring them
+    assert {f"resnet{d}_1layer-s0" for d in (20, 56)} <= set(run_state(out))
+    from reslab.experiments.degradation import compare
+
+    runner = smoke_runner(out)
+    result = lambda model: [runner.result(RunSpec(model))]  # noqa: E731
+    gains = [d for d in (20, 56) if compare(result(f"resnet{d}_1layer"), result(f"plain{d}"))[2] == "lower"]
+    for d in (20, 56):  # the report's comparisons are the runs' own, recomputed from their folders
+        assert res[f"one_vs_plain_{d}"] == compare(result(f"resnet{d}_1layer"), result(f"plain{d}"))[2]
+        assert res[f"one_vs_two_{d}"] == compare(result(f"resnet{d}_1layer"), result(f"resnet{d}"))[2]
+    assert res["verdict"] == {0: "consistent", 2: "not reproduced"}.get(len(gains), "mixed")
