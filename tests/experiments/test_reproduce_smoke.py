@@ -267,7 +267,7 @@ def test_single_layer_units_beside_plain_and_two_layer(out: Path) -> None:
     res = results(reproduce(out, "single-layer"))
     rows = {r["net"]: r for r in res["rows"]}
     for d in (20, 56):
-        params = {rows[f"{k}, {d} layers"]["params"] for k in ("plain", "one-layer units", "two-layer units")}
+        params = {rows[f"{k}-{d}"]["params"] for k in ("plain", "one-layer units", "two-layer units")}
         assert len(params) == 1  # the same layers and parameters, three ways of wiring them
     assert {f"resnet{d}_1layer-s0" for d in (20, 56)} <= set(run_state(out))
     from reslab.experiments.degradation import compare

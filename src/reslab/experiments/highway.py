@@ -20,10 +20,10 @@ from torch import nn
 from reslab.data.batches import eval_batches
 from reslab.engine.precision import resolve_device
 from reslab.engine.rundir import load_model
-from reslab.experiments.degradation import TAIL, compare
-from reslab.experiments.report import Curve, best_mean_std, curves_figure, markdown_table, write_report, write_results
+from reslab.experiments import comparison
+from reslab.experiments.degradation import compare
+from reslab.experiments.report import write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
-from reslab.models import model_complexity
 
 DEPTHS = (20, 56)
 KINDS = {"plain": "plain", "resnet": "ResNet", "highway": "highway"}
@@ -32,24 +32,6 @@ KINDS = {"plain": "plain", "resnet": "ResNet", "highway": "highway"}
 def specs(ctx: Context) -> list[RunSpec]:
     # plain/resnet runs share their names with degradation's, so an earlier `degradation` run is reused.
     return [RunSpec(f"{k}{d}", s) for d in DEPTHS for k in KINDS for s in range(ctx.seeds)]
-
-
-def params(model: str) -> int:
-    return model_complexity(model)["params"]
-
-
-def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
-    out = []
-    for d in DEPTHS:
-        for kind, name in KINDS.items():
-            runs = groups[f"{kind}{d}"]
-            tests = [r.summary["reported_test_error"] for r in runs]
-            out.append({
-                "net": f"{name}-{d}", "kind": name, "depth": d, "params": params(f"{kind}{d}"), "seeds": len(runs),
-                "final train error (%)": statistics.fmean(r.final_train_error(TAIL) for r in runs),
-                "test error (%)": best_mean_std(tests), "test mean (%)": statistics.fmean(tests),
-            })  # fmt: skip
-    return out
 
 
 def paragraph(table: list[dict[str, Any]]) -> str:
@@ -143,21 +125,12 @@ def run(ctx: Context) -> Path:
     ds = ctx.runner.dataset
     gates = {f"highway-{d}": gate_means(groups[f"highway{d}"][0].path, ds.test_images, ds.test_labels,
                                         ctx.runner.device) for d in DEPTHS}  # fmt: skip
-    panels = [(f"{d} layers (seed 0)", [Curve.of(f"{name}-{d}", groups[f"{k}{d}"][0]) for k, name in KINDS.items()])
-              for d in DEPTHS]  # fmt: skip
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    curves_figure(ctx.out / "highway_curves.png", panels, data=ctx.data_label)
+    nets = {d: {name: f"{k}{d}" for k, name in KINDS.items()} for d in DEPTHS}
+    table, sections = comparison.sections(ctx, groups, nets, "highway_curves.png", "The paper reports no highway "
+                                          "numbers; highway units here: y = relu(T(x)·F(x) + (1 − T(x))·x) with T = "
+                                          "sigmoid(1x1 conv), gate bias −1.")  # fmt: skip
     gates_figure(ctx.out / "highway_gates.png", gates, ctx.data_label)
-    table = rows(groups)
-    shown = ["net", "params", "seeds", "final train error (%)", "test error (%)"]
-    sections = [
-        "## Training curves\n\n![plain vs residual vs highway](highway_curves.png)\n\n"
-        "Thin dashed: training error; bold: test error (as in Fig. 6).",
-        "## Final errors\n\n" + markdown_table(table, shown),
-        f"Final training error = mean of the training-error records in the last {TAIL:.0%} of the run, averaged "
-        "over seeds; test error = final model, whole test set, best (mean±std) over seeds. The paper reports no "
-        "highway numbers; highway units here: y = relu(T(x)·F(x) + (1 − T(x))·x) with T = sigmoid(1x1 conv), gate bias "
-        "−1.",
+    sections += [
         "## Findings\n\n" + paragraph(table),
         "## The gates\n\n![gates](highway_gates.png)\n\n" + why(groups, gates),
     ]

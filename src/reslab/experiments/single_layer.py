@@ -12,17 +12,15 @@ whether they match the two-layer units.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
-from typing import Any
 
-from reslab.experiments.degradation import TAIL, compare
-from reslab.experiments.report import Curve, best_mean_std, curves_figure, markdown_table, write_report, write_results
+from reslab.experiments import comparison
+from reslab.experiments.degradation import compare
+from reslab.experiments.report import write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
-from reslab.models import model_complexity
 
 DEPTHS = (20, 56)
-KINDS = {"plain": "plain", "resnet{}_1layer": "one-layer units", "resnet": "two-layer units"}
+KINDS = {"plain": "plain", "resnet{}_1layer": "one-layer units", "resnet": "two-layer units"}  # model -> kind
 
 
 def model_name(kind: str, depth: int) -> str:
@@ -32,19 +30,6 @@ def model_name(kind: str, depth: int) -> str:
 def specs(ctx: Context) -> list[RunSpec]:
     # plain and two-layer runs share their names with degradation's, so an earlier `degradation` run is reused.
     return [RunSpec(model_name(k, d), s) for d in DEPTHS for k in KINDS for s in range(ctx.seeds)]
-
-
-def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
-    out = []
-    for d in DEPTHS:
-        for kind, label in KINDS.items():
-            runs = groups[model_name(kind, d)]
-            tests = [r.summary["reported_test_error"] for r in runs]
-            out.append({"net": f"{label}, {d} layers", "units": label, "depth": d,
-                        "params": model_complexity(model_name(kind, d))["params"], "seeds": len(runs),
-                        "final train error (%)": statistics.fmean(r.final_train_error(TAIL) for r in runs),
-                        "test error (%)": best_mean_std(tests), "test mean (%)": statistics.fmean(tests)})  # fmt: skip
-    return out
 
 
 def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, str]]:
@@ -73,22 +58,12 @@ def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, s
 def run(ctx: Context) -> Path:
     results = ctx.runner.run_all(specs(ctx))
     groups = by_key(results)
-    panels = [(f"{d} layers (seed 0)", [Curve.of(label, groups[model_name(k, d)][0]) for k, label in KINDS.items()])
-              for d in DEPTHS]  # fmt: skip
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    curves_figure(ctx.out / "single_layer_curves.png", panels, data=ctx.data_label)
-    table = rows(groups)
+    nets = {d: {label: model_name(k, d) for k, label in KINDS.items()} for d in DEPTHS}
+    table, sections = comparison.sections(ctx, groups, nets, "single_layer_curves.png", "One-layer units: "
+                                          "y = relu(BN(W1 x) + x), option A shortcuts, twice as many units as the "
+                                          "two-layer net of the same depth.")  # fmt: skip
     statements, flags = verdicts(groups)
-    shown = ["net", "params", "seeds", "final train error (%)", "test error (%)"]
-    sections = [
-        "## Training curves\n\n![single-layer units](single_layer_curves.png)\n\n"
-        "Thin dashed: training error; bold: test error (as in Fig. 6).",
-        "## Final errors\n\n" + markdown_table(table, shown),
-        f"Final training error = mean of the training-error records in the last {TAIL:.0%} of the run, averaged over "
-        "seeds; test error = final model, whole test set, best (mean±std) over seeds. One-layer units: "
-        "y = relu(BN(W1 x) + x), option A shortcuts, twice as many units as the two-layer net of the same depth.",
-        "## Verdict\n\n" + "\n".join(statements),
-    ]
+    sections.append("## Verdict\n\n" + "\n".join(statements))
     write_results(ctx, table, flags)
     return write_report(ctx, f"Single-layer residual units on {ctx.data_label}", "Sec. 3.1", sections,
                         list(results.values()))  # fmt: skip
