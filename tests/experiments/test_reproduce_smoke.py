@@ -254,12 +254,12 @@ def test_signals_has_a_row_per_conv_layer(out: Path) -> None:
     counts: dict[tuple[str, str], int] = {}
     for row in res["layers"]:
         counts[row["net"], row["state"]] = counts.get((row["net"], row["state"]), 0) + 1
-        assert row["|dL/dW|"] > 0 and row["response std"] > 0
+        assert row["‖dL/dW‖"] > 0 and row["response std"] > 0
     assert counts == {(f"{k}-{d}", s): d - 1 for k in ("plain", "ResNet") for d in (20, 56)
                       for s in ("initialisation", "end of training")}  # fmt: skip
     summary = {(r["net"], r["state"]): r for r in res["rows"]}
     first = next(r for r in res["layers"] if r["net"] == "plain-56" and r["state"] == "initialisation")
-    assert summary["plain-56", "initialisation"]["first layer |dL/dW|"] == first["|dL/dW|"]
+    assert summary["plain-56", "initialisation"]["first layer ‖dL/dW‖"] == first["‖dL/dW‖"]
     assert "Yang et al. (2019)" in (out / "signals" / "report.md").read_text()
 
 
