@@ -21,6 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="also the horizontally flipped views (2 views)")
     p.add_argument("--tta-shift", type=int, default=0, metavar="S",
                    help="with --tta: also the views shifted by (+S, +S) and (-S, -S) pixels (6 views)")  # fmt: skip
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--ten-crop", dest="mode", action="store_const", const="ten-crop", default="center",
+                       help="large images: the 10-crop test (4 corners + centre, and mirrored; Sec. 3.4)")  # fmt: skip
+    modes.add_argument("--multi-scale", dest="mode", action="store_const", const="multi-scale",
+                       help="large images: the paper's fully-convolutional test, scores averaged over shorter sides "
+                       "224, 256, 384, 480, 640 (scaled to the run's crop size) and mirrors (Sec. 3.4)")  # fmt: skip
+    p.add_argument("--scales", type=_scales, default=None, metavar="S1,S2,...",
+                   help="with --multi-scale: other shorter sides")  # fmt: skip
+    add_field(p, "workers", metavar="N")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per evaluation batch (default: the run's --eval-batch-size)")  # fmt: skip
     add_device_args(p)
@@ -39,7 +48,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     r = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir, split=args.split,
                             flip=args.tta, shift=args.tta_shift, device=args.device, precision=args.precision,
-                            batch_size=args.batch_size)  # fmt: skip
+                            batch_size=args.batch_size, mode=args.mode, scales=args.scales,
+                            workers=args.workers)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -50,6 +60,13 @@ def run_eval(args: argparse.Namespace) -> int:
     for name, err in zip(r["classes"], r["per_class_error"], strict=True):
         print(f"  {name:>12s}  {err:6.2f}")
     return 0
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shorter sides like 224,256,384, got {text!r}") from None
 
 
 def run_runs(args: argparse.Namespace) -> int:

@@ -113,6 +113,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     add_field(g, "data", metavar="DATA")
     add_field(g, "data_dir", metavar="DIR")
     add_field(g, "image_size", metavar="S")
+    add_field(g, "workers", metavar="N")
     add_switch(g, "--strict", "strict_data")
 
 

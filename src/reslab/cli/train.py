@@ -14,9 +14,11 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
 from reslab.models.blocks import SHORTCUT_OPTIONS
 
-DESCRIPTION = """Train a network with the paper's CIFAR-10 recipe (Sec. 4.2) or the measured fast one. Every recipe
-field can be set on its own (the values of both recipes are shown); the run folder gets config.json, metrics.jsonl,
-checkpoint.pt and, when finished, summary.json."""
+DESCRIPTION = """Train a network with the paper's CIFAR-10 recipe (Sec. 4.2), the measured fast one, or on large
+images (ImageNet) with the paper's ImageNet recipe (Sec. 3.4, imagenet-paper) or torchvision's (imagenet-torchvision),
+which stream the images from a folder, a tar or WebDataset shards through --workers processes. Every recipe field can
+be set on its own (the values of every recipe are shown); the run folder gets config.json, metrics.jsonl,
+checkpoint.pt and, when finished, summary.json. Under torchrun, each process trains on its part of every batch."""
 EPILOG = """On SIGINT (Ctrl-C) or SIGTERM a run finishes its current step, writes a checkpoint and exits with 130
 (143 for SIGTERM); --resume continues it exactly. A checkpoint is also written every --checkpoint-minutes."""
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, init=args.init,
         data=args.data,
-        data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data, val_split=args.val_split,
+        data_dir=args.data_dir, image_size=args.image_size, workers=args.workers, strict_data=args.strict_data,
+        val_split=args.val_split,
         augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,

@@ -33,8 +33,11 @@ class TrainConfig:
     data: str = _opt("cifar10", "'cifar10' (the official archive, downloaded), an ImageFolder folder or .tar "
                      "(train/<class>/..., test/<class>/...), or 'synthetic[:N]'")  # fmt: skip
     data_dir: str | None = _opt(None, "download and cache folder (default: $RESLAB_DATA or ~/.cache/reslab)", free=True)
-    image_size: int | None = _opt(None, "resize folder images: shorter side to S, centre crop SxS (needed when "
-                                  "their sizes differ)")  # fmt: skip
+    image_size: int | None = _opt(None, "in-memory folders: resize images (shorter side S, centre crop SxS; needed "
+                                  "when their sizes differ); streamed large images (--recipe imagenet-*): the crop "
+                                  "size, default 224, the paper's other sizes scaled with it")  # fmt: skip
+    workers: int | None = _opt(None, "data-loading processes for streamed large images (default: the cores, less "
+                               "one, per process)", free=True)  # fmt: skip
     strict_data: bool = _opt(False, "an unreadable image is an error instead of a skipped warning")
     train_subset: int | None = _opt(None, "train on a random subset of this many training images (the same for "
                                     "every seed; none: all)")  # fmt: skip
@@ -76,6 +79,18 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes}")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.streams:
+            if self.val_split:
+                raise ConfigError("--val-split holds out in-memory images; streamed data (--recipe imagenet-*) is "
+                                  "validated on its own val/ split")  # fmt: skip
+            if not self.augment:
+                raise ConfigError("--no-augment is for in-memory data; the imagenet recipes' augmentation is "
+                                  "--recipe's (imagenet-paper or imagenet-torchvision)")  # fmt: skip
+            if self.data == "cifar10" or self.data.startswith("synthetic"):
+                raise ConfigError(f"--recipe {self.recipe.name} streams large images from a folder or tar; "
+                                  f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast")
         for name in ("stop_at", "train_subset", "test_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +98,11 @@ class TrainConfig:
             raise ModelError(unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
+
+    @property
+    def streams(self) -> bool:
+        """Whether this run streams large images from disk (the imagenet augmentations) or holds its data in memory."""
+        return self.recipe.augmentation != "cifar"
 
     @property
     def run_dir(self) -> str:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from reslab.data.dataset import holdout_split
+import torch
+
+from reslab.data.dataset import holdout_split, resolve_spec
+from reslab.data.loader import EVAL_MODES, EvalStream, default_workers
+from reslab.data.views import LargeAugment
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
-from reslab.engine.run import load_data
-from reslab.engine.rundir import load_model
+from reslab.engine.run import load_data, open_stream
+from reslab.engine.rundir import LoadedModel, load_model
 from reslab.errors import ConfigError, DataError, ReslabError
 from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
 
@@ -26,14 +30,28 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str = "auto",
     batch_size: int | None = None,
+    mode: str = "center",
+    scales: tuple[int, ...] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 error, loss and per-class error of a checkpoint (a file or a run folder) on ``split``: "test",
     "val" (the run's held-out images; needs a run trained with a validation split) or "train" (the images it trained
     on). The training mean image and image size are reused; ``data`` defaults to the data it was trained on and
-    ``batch_size`` to the run's evaluation batch size."""
+    ``batch_size`` to the run's evaluation batch size.
+
+    A run on streamed large images (``--recipe imagenet-*``) is tested on its data's val/ split ("test" means it
+    too: ImageNet's test labels are not public, and the paper reports val) in ``mode``: "center" (resize 256, crop
+    224, scaled to the run's crop size), "ten-crop", or "multi-scale" (Sec. 3.4's fully-convolutional testing at
+    ``scales``, default {224, 256, 384, 480, 640} scaled; `reslab.data.views`)."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     count_views(flip, shift)
+    if mode not in EVAL_MODES:
+        raise ConfigError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(EVAL_MODES)}")
+    if mode != "center" and (flip or shift):
+        raise ConfigError(f"{mode} testing brings its own mirrored views: drop --tta/--tta-shift")
+    if scales is not None and (mode != "multi-scale" or not scales or min(scales) < 8):
+        raise ConfigError("--scales are the shorter sides (each >= 8) of multi-scale testing (--multi-scale)")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
@@ -42,6 +60,11 @@ def evaluate_checkpoint(
     if loaded.mean is None:
         raise ReslabError(f"{loaded.path} was trained on a custom batch source: it records no preprocessing to "
                           "evaluate with; evaluate it from Python")  # fmt: skip
+    if cfg.streams:
+        return _evaluate_large(loaded, data, split, flip, shift, mode, scales, dev, precision, batch_size, workers)
+    if mode != "center":
+        raise ConfigError(f"{mode} testing is for large images (a run trained with --recipe imagenet-*); "
+                          f"{loaded.path} holds {list(loaded.mean.shape[1:])} images in memory")  # fmt: skip
     try:
         ds = load_data(replace(cfg, data=data or cfg.data, data_dir=data_dir if data_dir is not None else cfg.data_dir))
     except DataError as e:
@@ -65,3 +88,29 @@ def evaluate_checkpoint(
                           channels_last=cfg.channels_last)  # fmt: skip
     return {**result, "dataset": ds.name, "data_label": ds.label, "split": split, "views": views_label(flip, shift),
             "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip
+
+
+def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: bool, shift: int, mode: str,
+                    scales: tuple[int, ...] | None, dev: torch.device, precision: str, batch_size: int | None,
+                    workers: int | None) -> dict[str, Any]:  # fmt: skip
+    cfg = loaded.config
+    large, _ = open_stream(replace(cfg, data=resolve_spec(data) if data else cfg.data, test_subset=None,
+                                   train_subset=None if data else cfg.train_subset))  # fmt: skip
+    if list(large.classes) != loaded.classes:
+        raise DataError(f"the data's classes {large.classes[:4]}... differ from the checkpoint's "
+                        f"{loaded.classes[:4]}...")  # fmt: skip
+    aug = LargeAugment(**loaded.preprocess["large"])
+    index = large.splits["train" if split == "train" else "val"]
+    stream = EvalStream(index, aug, loaded.mean, loaded.preprocess.get("std"), mode=mode, scales=scales,
+                        batch_size=batch_size or cfg.eval_batch_size, device=dev,
+                        workers=default_workers() if workers is None else workers)  # fmt: skip
+    with autocast(resolve_precision(precision, dev), dev):
+        result = evaluate(loaded.model, stream, len(loaded.classes), flip=flip, shift=shift, device=dev,
+                          channels_last=cfg.channels_last)  # fmt: skip
+    views = {"center": views_label(flip, shift) + f", centre {aug.crop} crop of shorter side {aug.test_short}",
+             "ten-crop": f"10 crops ({aug.crop} px, of shorter side {aug.test_short}, and mirrored)",
+             "multi-scale": f"fully convolutional, shorter sides {', '.join(map(str, scales or aug.scales()))}, and "
+                            "mirrored"}[mode]  # fmt: skip
+    return {**result, "dataset": large.name, "data_label": large.name, "split": "train" if split == "train" else "val",
+            "views": views, "mode": mode, "skipped": stream.skips.count, "classes": loaded.classes,
+            "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip

@@ -15,11 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab.data.views import PRESETS
 from reslab.errors import ConfigError
 from reslab.tasks.classification import count_views
 
-SCHEDULES = ("step", "cosine", "onecycle")
+SCHEDULES = ("step", "cosine", "onecycle", "plateau")
 FLIP_MODES = ("random", "alternate")
+# "cifar": images held in memory, padded, cropped and flipped a batch at a time (Sec. 4.2); the others stream large
+# images through DataLoader workers (reslab.data.views.PRESETS, Sec. 3.4).
+AUGMENTATIONS = ("cifar", *PRESETS)
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -43,10 +47,14 @@ class Recipe:
     weight_decay: float = _opt(1e-4, "L2 weight decay")
     iterations: int | None = _opt(64_000, "length in optimizer steps (replaces --epochs)")
     epochs: float | None = _opt(None, "length in passes over the training images (replaces --iterations)")
-    schedule: str = _opt("step", f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    schedule: str = _opt("step", f"learning-rate schedule: {', '.join(SCHEDULES)} (lr / --gamma each time the "
+                         "validation error plateaus, see --plateau-patience)")  # fmt: skip
     milestones: tuple[float, ...] = _opt((0.5, 0.75), "step schedule: fractions of the run where lr is multiplied "
                                          "by --gamma, e.g. 0.5,0.75")  # fmt: skip
     gamma: float = _opt(0.1, "step schedule: lr factor at each milestone")
+    plateau_patience: int = _opt(5, "plateau schedule: evaluations in a row without an improvement of at least "
+                                 "--plateau-threshold on the best validation error so far")  # fmt: skip
+    plateau_threshold: float = _opt(0.1, "plateau schedule: the smallest improvement that counts (error points)")
     warmup_fraction: float = _opt(0.0, "linear lr warm-up from 0 over this fraction of the run")
     final_lr_fraction: float = _opt(0.0, "cosine / onecycle: the final lr as a fraction of --lr")
     paper_warmup_min_depth: int | None = _opt(110, "the paper's rule (Sec. 4.2) for nets of this depth and deeper: "
@@ -63,6 +71,8 @@ class Recipe:
                                     "images downsampled to this size (not in the paper)")  # fmt: skip
     low_res_fraction: float = _opt(0.0, "progressive resizing: the fraction of the run at --low-res-size")
     evaluations: int = _opt(20, "periodic evaluations per run when --eval-every is 0 (at least an epoch apart)")
+    augmentation: str = _opt("cifar", f"training data: {', '.join(AUGMENTATIONS)} (the imagenet ones stream large "
+                             "images from disk)")  # fmt: skip
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,6 +81,8 @@ class Recipe:
                 raise ConfigError(f"bad value for {f.name}: {value!r} (must be a finite number)")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation {self.augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if self.flip not in FLIP_MODES:
             raise ConfigError(f"unknown flip mode {self.flip!r}; choose one of {', '.join(FLIP_MODES)}")
         if (self.iterations is None) == (self.epochs is None):
@@ -93,6 +105,8 @@ class Recipe:
             "low_res_size": self.low_res_size is None or self.low_res_size >= 8,
             "low_res_fraction": 0 <= self.low_res_fraction < 1 and (self.low_res_fraction == 0 or self.low_res_size),
             "evaluations": self.evaluations >= 1,
+            "plateau_patience": self.plateau_patience >= 1,
+            "plateau_threshold": self.plateau_threshold >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -136,7 +150,34 @@ FAST = Recipe(
     evaluations=5,
 )
 
-RECIPES = {r.name: r for r in (PAPER, FAST)}
+# Sec. 3.4: "mini-batch size of 256. The learning rate starts from 0.1 and is divided by 10 when the error
+# plateaus, and the models are trained for up to 60 x 10^4 iterations. We use a weight decay of 0.0001 and a momentum
+# of 0.9. We do not use dropout." The paper does not define a plateau; ours is --plateau-patience evaluations (one per
+# epoch) without an improvement of --plateau-threshold points in the validation error (1 crop).
+IMAGENET_PAPER = Recipe(
+    name="imagenet-paper",
+    batch_size=256,
+    iterations=600_000,
+    schedule="plateau",
+    paper_warmup_min_depth=None,
+    evaluations=120,  # 600k iterations of 256 are ~120 epochs of ImageNet's 1.28M images: one evaluation per epoch
+    augmentation="imagenet-paper",
+)
+
+# What torchvision's ResNet-50 "IMAGENET1K_V1" weights were trained with (its classification reference scripts):
+# 90 epochs, lr 0.1 divided by 10 every 30 epochs, batch 256 (32 x 8 GPUs), RandomResizedCrop, per-channel norm.
+IMAGENET_TORCHVISION = Recipe(
+    name="imagenet-torchvision",
+    batch_size=256,
+    iterations=None,
+    epochs=90,
+    milestones=(1 / 3, 2 / 3),
+    paper_warmup_min_depth=None,
+    evaluations=90,
+    augmentation="imagenet-torchvision",
+)
+
+RECIPES = {r.name: r for r in (PAPER, FAST, IMAGENET_PAPER, IMAGENET_TORCHVISION)}
 OVERRIDABLE = tuple(f.name for f in fields(Recipe) if f.name != "name")
 
 
@@ -164,6 +205,8 @@ def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:
     frac = it / total
     if recipe.warmup_fraction and frac < recipe.warmup_fraction:
         return recipe.lr * (it + 1) / (recipe.warmup_fraction * total)
+    if recipe.schedule == "plateau":  # `Plateau` divides it as the validation error stalls
+        return recipe.lr
     if recipe.schedule == "step":
         return recipe.lr * recipe.gamma ** sum(frac >= m for m in recipe.milestones)
     floor = recipe.lr * recipe.final_lr_fraction
@@ -199,8 +242,41 @@ class PaperWarmup:
         self.active = bool(state["active"])
 
 
+class Plateau:
+    """Sec. 3.4's "divided by 10 when the error plateaus", made precise: after each periodic evaluation, if the
+    validation error has not improved on its best by at least ``plateau_threshold`` points for ``plateau_patience``
+    evaluations in a row, the lr is multiplied by ``gamma`` and the count starts again."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.active = recipe.schedule == "plateau"
+        self.patience, self.threshold, self.gamma = recipe.plateau_patience, recipe.plateau_threshold, recipe.gamma
+        self.best: float | None = None
+        self.stalled = self.drops = 0
+
+    def factor(self) -> float:
+        return self.gamma**self.drops
+
+    def observe(self, error: float) -> None:
+        if not self.active:
+            return
+        if self.best is None or error <= self.best - self.threshold:
+            self.best, self.stalled = error if self.best is None else min(error, self.best), 0
+            return
+        self.best = min(error, self.best)
+        self.stalled += 1
+        if self.stalled >= self.patience:
+            self.drops, self.stalled = self.drops + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "stalled": self.stalled, "drops": self.drops}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.stalled, self.drops = state["best"], int(state["stalled"]), int(state["drops"])
+
+
 class LRSchedule:
-    """The learning rate of every iteration of a run: `scheduled_lr`, capped by the paper's warm-up while it lasts.
+    """The learning rate of every iteration of a run: `scheduled_lr`, capped by the paper's warm-up while it lasts,
+    divided at plateaus (`Plateau`) for that schedule.
 
     ``depth`` decides the warm-up rule, a CIFAR rule (pass 0 for other families).
     """
@@ -208,20 +284,26 @@ class LRSchedule:
     def __init__(self, recipe: Recipe, total: int, depth: int) -> None:
         self.recipe, self.total = recipe, total
         self.warmup = PaperWarmup(recipe, depth)
+        self.plateau = Plateau(recipe)
 
     def lr(self, iteration: int) -> float:
-        return self.warmup.apply(scheduled_lr(self.recipe, iteration, self.total))
+        return self.warmup.apply(scheduled_lr(self.recipe, iteration, self.total)) * self.plateau.factor()
 
     def observe(self, record: dict[str, Any]) -> None:
-        """A whole logging interval's record: the warm-up reads its training error (%), if the task reports one."""
+        """A whole logging interval's record: the warm-up reads its training error (%), if the task reports one; a
+        periodic evaluation's record: the plateau rule reads its error (%)."""
         if "train_error" in record:
             self.warmup.observe(record["train_error"] / 100)
+        if "split" in record and "error" in record:
+            self.plateau.observe(record["error"])
 
     def state_dict(self) -> dict[str, Any]:
-        return self.warmup.state_dict()
+        return {**self.warmup.state_dict(), "plateau": self.plateau.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.warmup.load_state_dict(state)
+        if "plateau" in state:  # checkpoints written before the plateau schedule existed have none
+            self.plateau.load_state_dict(state["plateau"])
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:

@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from reslab.data.dataset import ImageDataset, load_dataset
+from reslab.data.large import LargeData, open_large, subset_index
+from reslab.data.loader import channel_stats, default_workers, estimate_pixel_mean
+from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
@@ -31,7 +34,7 @@ from reslab.engine.trainer import Trainer
 from reslab.errors import ConfigError
 from reslab.models import create_model, family_and_depth
 from reslab.models.weights import load_weights
-from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory
+from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory, streaming
 
 Data = ImageDataset | ClassificationData
 
@@ -142,7 +145,8 @@ def build_trainer(
     schedule = LRSchedule(recipe, total, depth if family == "cifar" else 0)  # the warm-up rule is a CIFAR rule
     meta: dict[str, Any] = {"config": config.to_dict(), "classes": list(source.classes), "mean": source.mean,
                             "precision": precision, "device_type": device.type, "dataset": source.name,
-                            "data_label": source.label or source.name}  # fmt: skip
+                            "data_label": source.label or source.name,
+                            "preprocess": source.preprocess}  # fmt: skip
     if custom:
         meta["custom_model"] = type(model).__name__
     return Trainer(model, task, source.train, build_optimizer(model, recipe), schedule, total=total,
@@ -158,7 +162,29 @@ def load_data(config: TrainConfig) -> ImageDataset:
                         train_subset=config.train_subset, test_subset=config.test_subset)  # fmt: skip
 
 
+def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
+    """The large-image dataset ``config`` streams (with its subsets) and the augmentation its recipe names."""
+    large = open_large(config.data)
+    large.splits["train"] = subset_index(large.splits["train"], config.train_subset)
+    large.splits["val"] = subset_index(large.splits["val"], config.test_subset)
+    return large, preset(config.recipe.augmentation, config.image_size or 224)
+
+
+def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> ClassificationData:
+    large, aug = open_stream(config)
+    workers = default_workers() if config.workers is None else config.workers
+    if aug.normalization == "pixel":  # rank 0 estimates the mean image, every rank gets the same one
+        mean, std = D.on_main(lambda: estimate_pixel_mean(large.splits["train"], aug, workers=workers)), None
+    else:
+        mean, std = channel_stats()
+    return streaming(large, aug, mean, std, batch_size=config.recipe.batch_size, seed=config.seed, rank=dist.rank,
+                     world=dist.world, device=device, channels_last=config.channels_last, workers=workers,
+                     eval_batch_size=config.eval_batch_size, strict=config.strict_data)  # fmt: skip
+
+
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device) -> ClassificationData:
+    if data is None and config.streams:
+        return _stream(config, dist, device)
     if isinstance(data, ClassificationData):
         if config.val_split or config.train_subset or config.test_subset:
             raise ConfigError("val_split and the subsets select images of an in-memory dataset; a custom "

@@ -22,7 +22,7 @@ import math
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +311,7 @@ class LoadedModel:
     mean: torch.Tensor | None
     iteration: int
     path: Path
+    preprocess: dict[str, Any] = field(default_factory=dict)  # the large-image path's sizes and std
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -329,4 +330,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     classes = list(state["classes"])
     model = create_model(config.model, num_classes=len(classes), **config.model_kwargs)
     fit_weights(model, state["model"], path)
-    return LoadedModel(model.to(device), config, classes, state["mean"], int(state["iteration"]), path)
+    return LoadedModel(model.to(device), config, classes, state["mean"], int(state["iteration"]), path,
+                       dict(state.get("preprocess") or {}))  # fmt: skip

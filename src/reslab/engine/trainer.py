@@ -321,14 +321,16 @@ class Trainer:
         self.interval_seconds, self.interval_steps = 0.0, 0
 
     def _evaluate(self) -> None:
-        if not self.dist.is_main:
-            return
-        with autocast(self.precision, self.device):
-            records = self.task.evaluate(self.model)
-        for r in records:
-            if self.rundir is not None:
-                self.rundir.log({"iter": self.iteration, **r})
-            self.console.log(f"iter {self.iteration}/{self.total}: {describe(r)}")
+        if self.dist.is_main:  # rank 0 evaluates alone
+            with autocast(self.precision, self.device):
+                records = self.task.evaluate(self.model)
+            for r in records:
+                self.schedule.observe(r)  # the plateau rule reads the validation error
+                if self.rundir is not None:
+                    self.rundir.log({"iter": self.iteration, **r})
+                self.console.log(f"iter {self.iteration}/{self.total}: {describe(r)}")
+        if self.dist.enabled:  # ... so every rank takes its schedule's decision from rank 0
+            self.schedule.load_state_dict(D.broadcast_from_main(self.schedule.state_dict()))
 
     def checkpoint(self) -> None:
         """Write the loop's state to the run folder, after checking that weights and buffers are finite (a finite

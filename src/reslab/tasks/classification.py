@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -24,6 +24,9 @@ from torch import nn
 
 from reslab.data.batches import BatchStream, eval_batches, pixel_mean
 from reslab.data.dataset import ImageDataset, holdout_split
+from reslab.data.large import LargeData
+from reslab.data.loader import EvalStream, StreamingBatches
+from reslab.data.views import LargeAugment
 from reslab.errors import ConfigError, OutOfMemory, is_out_of_memory
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -102,27 +105,29 @@ def evaluate(
     channels_last: bool = False,
     prefixes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Errors in percent over model-ready ``(images, labels)`` batches, with the views of `tta_views`.
+    """Errors in percent over model-ready ``(images, labels)`` batches, with the views of `tta_views`; a batch whose
+    images are a list of tensors brings its own views (10 crops, several scales), whose softmax is averaged instead.
 
     With ``prefixes`` the result maps each count k to the errors of the first k views (1: the image alone; 2: and its
     mirror), all from one pass over the views. Runs in whatever autocast context the caller opened; the softmax is
     averaged in fp32.
     """
-    counts = prefixes or (count_views(flip, shift),)
-    tallies = {k: _Tally(num_classes) for k in counts}
+    count_views(flip, shift)
+    tallies = {k: _Tally(num_classes) for k in prefixes}
+    every = _Tally(num_classes)  # all the views of each batch, however many it brings
     was_training = model.training
     model.eval()
     try:
         for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
             try:
                 total = 0
-                for k, view in enumerate(tta_views(x, flip, shift), 1):
+                for k, view in enumerate(_views(x, flip, shift, device, channels_last), 1):
                     total = total + model(view).float().softmax(1)
                     if k in tallies:
                         tallies[k].add(total / k, y)
+                if not prefixes:
+                    every.add(total / k, y)
             except Exception as e:
                 if is_out_of_memory(e):
                     raise OutOfMemory(f"out of memory evaluating batches of {len(y)} images on {device}: use "
@@ -130,7 +135,17 @@ def evaluate(
                 raise
     finally:
         model.train(was_training)
-    return {k: t.result() for k, t in tallies.items()} if prefixes else tallies[counts[0]].result()
+    return {k: t.result() for k, t in tallies.items()} if prefixes else every.result()
+
+
+def _views(x: torch.Tensor | list[torch.Tensor], flip: bool, shift: int, device: torch.device | str,
+           channels_last: bool) -> list[torch.Tensor]:  # fmt: skip
+    if isinstance(x, torch.Tensor):
+        x = x.to(device, non_blocking=True)
+        views = tta_views(x.contiguous(memory_format=torch.channels_last) if channels_last else x, flip, shift)
+    else:
+        views = [v.to(device, non_blocking=True) for v in x]
+    return [v.contiguous(memory_format=torch.channels_last) if channels_last else v for v in views]
 
 
 # -- data -------------------------------------------------------------------------------------------------------------
@@ -161,6 +176,7 @@ class ClassificationData:
     re-iterable of model-ready batches; the first is the one evaluated during training ("val" when a hold-out
     exists, else "test"), all of them at the end. ``mean`` is the per-pixel mean the batches were normalised with:
     it is stored in checkpoints, so that `reslab eval` preprocesses as training did (None for a custom source).
+    ``preprocess`` records anything else evaluation must repeat (the large-image path's sizes and std).
     """
 
     train: Iterable[Batch]
@@ -170,6 +186,7 @@ class ClassificationData:
     mean: torch.Tensor | None = None
     name: str = "custom"
     label: str = ""
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -195,6 +212,30 @@ def in_memory(
         sets = {"val": EvalBatches(train.test_images, train.test_labels, mean, eval_batch_size, dev), "test": test}
     return ClassificationData(batches, list(ds.classes), len(train.train_labels), sets, mean, name=train.name,
                               label=ds.label)  # fmt: skip
+
+
+def streaming(
+    large: LargeData,
+    aug: LargeAugment,
+    mean: torch.Tensor,
+    std: torch.Tensor | None,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    workers: int,
+    strict: bool = False,
+    **stream: Any,
+) -> ClassificationData:
+    """Large images read from disk by ``workers`` DataLoader processes (`reslab.data.loader`): training batches from
+    ``large``'s train split with ``aug`` (`StreamingBatches`, which takes the ``stream`` keywords: seed, rank, world,
+    device, channels_last), evaluation on its val split, centre crop (10-crop and multi-scale: `reslab eval`)."""
+    batches = StreamingBatches(large.splits["train"], aug, batch_size, mean, std, workers=workers, strict=strict,
+                               **stream)  # fmt: skip
+    val = EvalStream(large.splits["val"], aug, mean, std, batch_size=eval_batch_size, workers=workers,
+                     device=batches.device, strict=strict)  # fmt: skip
+    return ClassificationData(batches, list(large.classes), len(large.splits["train"]), {"val": val}, mean,
+                              name=large.name, label=large.name,
+                              preprocess={"large": asdict(aug), "std": std})  # fmt: skip
 
 
 # -- the task ---------------------------------------------------------------------------------------------------------
@@ -282,6 +323,10 @@ class ClassificationTask:
                 out[f"{split}_error{suffix}"] = results[k]["error"]
             out[f"{split}_top5_error"] = results[1]["top5_error"]
             out[f"{split}_per_class_error"] = results[1]["per_class_error"]
+        suffix = "_tta_shift" if shift else "_tta" if flip else ""
         if "test" in self.data.eval_sets:
-            out["reported_test_error"] = out["test_error" + ("_tta_shift" if shift else "_tta" if flip else "")]
+            out["reported_test_error"] = out["test_error" + suffix]
+        if self.data.eval_sets:  # ImageNet-style data has no test split: its val set is what a paper reports
+            split = "test" if "test" in self.data.eval_sets else list(self.data.eval_sets)[-1]
+            out["reported_split"], out["reported_error"] = split, out[f"{split}_error{suffix}"]
         return out

@@ -1,0 +1,312 @@
+"""Large images through ``torch.utils.data.DataLoader`` workers: decoded and cropped in worker processes, kept uint8
+until the batch is on the device, normalised (and colour-augmented) there.
+
+The training stream has the in-memory stream's two properties (`reslab.data.batches`):
+
+* exact resume: epoch ``e``'s order is a permutation seeded by ``(seed, e)`` and each image's view by
+  ``(seed, e, image)``, so the state is ``(epoch, batch)``: a resumed run reads the rest of the epoch, no image
+  twice and none skipped;
+* data parallelism: every rank computes the same global batch of image indices and reads only its contiguous part,
+  so each rank decodes ``1/world`` of every epoch.
+
+An unreadable image is dropped from its batch, counted, and reported in one warning per kind (its name and why) and
+in the run's log at the end of each epoch, never a crash hours into a run.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reslab.data.batches import _generator
+from reslab.data.large import ImageIndex
+from reslab.data.views import (
+    PCA_EIGVAL,
+    PCA_EIGVEC,
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    LargeAugment,
+    center_view,
+    multi_scale_views,
+    ten_crop_views,
+    train_view,
+)
+from reslab.errors import ConfigError, DataError
+
+EVAL_MODES = ("center", "ten-crop", "multi-scale")
+
+
+def default_workers() -> int:
+    """Data-loading processes per training process: the cores this process may use, less one for the main
+    process's own work, spread over the processes of this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // local - 1)
+
+
+# -- normalisation on the device -------------------------------------------------------------------------------------
+class Normalizer:
+    """uint8 NCHW images -> float, scaled to [0, 1], PCA lighting added, mean subtracted (and divided by std).
+
+    ``mean`` is [3, H, W] (the per-pixel mean, "pixel") or [3, 1, 1] (with ``std``, "channel"). A per-pixel mean meets
+    views of another size only in multi-scale testing; there its per-channel average is subtracted.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, device: torch.device) -> None:
+        self.mean, self.std = mean.to(device), None if std is None else std.to(device)
+        self.channel_mean = self.mean.mean((1, 2), keepdim=True)
+        self.eigvec = torch.tensor(PCA_EIGVEC, device=device)
+        self.eigval = torch.tensor(PCA_EIGVAL, device=device)
+
+    def __call__(self, x: torch.Tensor, alphas: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        if alphas is not None:  # AlexNet's lighting: a per-image RGB shift along the principal components
+            x = x + (self.eigvec @ (alphas * self.eigval).T).T[:, :, None, None]
+        mean = self.mean if self.mean.shape[1:] in ((1, 1), x.shape[2:]) else self.channel_mean
+        x = x - mean
+        return x if self.std is None else x / self.std
+
+
+def channel_stats() -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's ImageNet per-channel mean and std, [3, 1, 1] in [0, 1] units."""
+    return torch.tensor(TORCHVISION_MEAN)[:, None, None], torch.tensor(TORCHVISION_STD)[:, None, None]
+
+
+# -- the datasets the workers index ----------------------------------------------------------------------------------
+class _TrainImages(Dataset):
+    """Keys are ``(epoch, image)``; items ``(view, lighting alphas, label, image)`` or ``(None, why, label, image)``."""
+
+    def __init__(self, index: ImageIndex, aug: LargeAugment, seed: int) -> None:
+        self.index, self.aug, self.seed = index, aug, seed
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple:
+        epoch, i = key
+        label = int(self.index.labels[i])
+        try:
+            view, alphas = train_view(self.index.read(i), self.aug, np.random.default_rng([self.seed, epoch, i]))
+        except Exception as e:  # any decoder failure is "unreadable" (see folders._Decoder)
+            return None, f"{type(e).__name__}: {e}", label, i
+        return view, alphas, label, i
+
+
+class _EvalImages(Dataset):
+    def __init__(self, index: ImageIndex, aug: LargeAugment, mode: str, scales: tuple[int, ...]) -> None:
+        self.index, self.aug, self.mode, self.scales = index, aug, mode, scales
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple:
+        label = int(self.index.labels[i])
+        try:
+            data = self.index.read(i)
+            if self.mode == "center":
+                views = [center_view(data, self.aug)]
+            elif self.mode == "ten-crop":
+                views = ten_crop_views(data, self.aug)
+            else:
+                views = multi_scale_views(data, self.scales)
+        except Exception as e:
+            return None, f"{type(e).__name__}: {e}", label, i
+        return views, None, label, i
+
+
+def _collate(items: list[tuple]) -> dict[str, Any]:
+    """Stack the readable items' views as uint8 NCHW tensors in channels-last memory (NHWC arrays, permuted)."""
+    good = [it for it in items if it[0] is not None]
+    out: dict[str, Any] = {"skipped": [(it[3], it[1]) for it in items if it[0] is None],
+                           "labels": torch.tensor([it[2] for it in good], dtype=torch.long),
+                           "ids": torch.tensor([it[3] for it in good], dtype=torch.long)}  # fmt: skip
+    if not good:
+        out["views"] = []
+        return out
+    first = good[0][0]
+    if isinstance(first, list):  # evaluation: one tensor per view
+        out["views"] = [torch.from_numpy(np.stack([it[0][v] for it in good])).permute(0, 3, 1, 2)
+                        for v in range(len(first))]  # fmt: skip
+    else:
+        out["views"] = torch.from_numpy(np.stack([it[0] for it in good])).permute(0, 3, 1, 2)
+        out["alphas"] = torch.from_numpy(np.stack([it[1] for it in good]))
+    return out
+
+
+class _Skips:
+    """Unreadable images: one warning per image the first time, a count for the run."""
+
+    def __init__(self, index: ImageIndex, strict: bool) -> None:
+        self.index, self.strict, self.count, self.seen = index, strict, 0, set()
+
+    def add(self, skipped: list[tuple[int, str]]) -> None:
+        for i, why in skipped:
+            if self.strict:
+                raise DataError(f"unreadable image {self.index.names[i]}: {why}")
+            self.count += 1
+            if i not in self.seen:
+                self.seen.add(i)
+                warnings.warn(f"skipped unreadable image {self.index.names[i]} ({why}); {len(self.seen)} so far",
+                              stacklevel=2)  # fmt: skip
+
+
+def _loader(dataset: Dataset, workers: int, device: torch.device, **kw: Any) -> DataLoader:
+    return DataLoader(dataset, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kw)  # fmt: skip
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+class _EpochBatches(Sampler):
+    """This rank's part of each global batch of one epoch, from batch ``start``: lists of ``(epoch, image)`` keys."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.start = 0, 0
+        self.per_epoch = n // batch_size  # the last partial batch is dropped: every step has the recipe's batch
+
+    def __len__(self) -> int:
+        return self.per_epoch - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = torch.randperm(self.n, generator=_generator(self.seed, self.epoch)).tolist()
+        shard = self.batch_size // self.world
+        for b in range(self.start, self.per_epoch):
+            lo = b * self.batch_size + self.rank * shard
+            yield [(self.epoch, i) for i in order[lo : lo + shard]]
+
+
+class StreamingBatches:
+    """An endless, resumable, rank-sharded stream of model-ready training batches read by DataLoader workers.
+
+    Args:
+        index: the training images; aug: their augmentation; batch_size: the *global* batch size.
+        mean, std: the normalisation (`Normalizer`); workers: loader processes (0: in this process).
+        strict: an unreadable image stops the run instead of being skipped.
+        with_ids: batches are ``(images, labels, image indices)`` (for tests of what an epoch read).
+    """
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        aug: LargeAugment,
+        batch_size: int,
+        mean: torch.Tensor,
+        std: torch.Tensor | None = None,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        workers: int = 0,
+        device: torch.device | str = "cpu",
+        channels_last: bool = True,
+        strict: bool = False,
+        with_ids: bool = False,
+    ) -> None:
+        if batch_size % world:
+            raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
+        if batch_size > len(index):
+            raise ConfigError(f"batch size {batch_size} exceeds the {len(index)} training images")
+        self.device = torch.device(device)
+        self.sampler = _EpochBatches(len(index), batch_size, seed, rank, world)
+        self.loader = _loader(_TrainImages(index, aug, seed), workers, self.device, batch_sampler=self.sampler)
+        self.normalize = Normalizer(mean, std, self.device)
+        self.lighting = aug.lighting > 0
+        self.channels_last, self.with_ids = channels_last, with_ids
+        self.skips = _Skips(index, strict)
+        self.epoch, self.batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.sampler.per_epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        while True:
+            if self.batch >= self.sampler.per_epoch:
+                self.epoch, self.batch = self.epoch + 1, 0
+            self.sampler.epoch, self.sampler.start = self.epoch, self.batch
+            for raw in self.loader:
+                self.batch += 1  # counted when handed out: a checkpoint after this batch resumes with the next one
+                self.skips.add(raw["skipped"])
+                if not len(raw["labels"]):
+                    continue
+                x = raw["views"].to(self.device, non_blocking=True)
+                alphas = raw["alphas"].to(self.device, non_blocking=True) if self.lighting else None
+                x = self.normalize(x, alphas)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = raw["labels"].to(self.device, non_blocking=True)
+                yield (x, y, raw["ids"]) if self.with_ids else (x, y)
+            self.epoch, self.batch = self.epoch + 1, 0
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
+class EvalStream:
+    """Model-ready evaluation batches of one split, in order, re-iterable: ``(images, labels)`` for the centre crop,
+    ``([view, ...], labels)`` for 10-crop and multi-scale (one image per batch there: its views differ in size).
+    """
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        aug: LargeAugment,
+        mean: torch.Tensor,
+        std: torch.Tensor | None = None,
+        *,
+        mode: str = "center",
+        scales: tuple[int, ...] | None = None,
+        batch_size: int = 100,
+        workers: int = 0,
+        device: torch.device | str = "cpu",
+        strict: bool = False,
+    ) -> None:
+        if mode not in EVAL_MODES:
+            raise ConfigError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(EVAL_MODES)}")
+        self.device, self.mode = torch.device(device), mode
+        batch = 1 if mode == "multi-scale" else batch_size
+        dataset = _EvalImages(index, aug, mode, scales or aug.scales())
+        self.loader = _loader(dataset, workers, self.device, batch_size=batch, shuffle=False)
+        self.normalize = Normalizer(mean, std, self.device)
+        self.skips = _Skips(index, strict)
+        self.n = len(index)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        for raw in self.loader:
+            self.skips.add(raw["skipped"])
+            if not len(raw["labels"]):
+                continue
+            views = [self.normalize(v.to(self.device, non_blocking=True)) for v in raw["views"]]
+            y = raw["labels"].to(self.device, non_blocking=True)
+            yield (views[0] if self.mode == "center" else views), y
+
+
+def estimate_pixel_mean(
+    index: ImageIndex, aug: LargeAugment, samples: int = 5000, workers: int = 0, batch_size: int = 100
+) -> torch.Tensor:
+    """The paper's per-pixel mean, [3, crop, crop] in [0, 1] units: the mean of the centre views of ``samples``
+    training images spread evenly over the set (a random crop at a random scale is centred anywhere, so the mean
+    of the centre views stands for the mean image of the crops)."""
+    n = len(index)
+    picked = index.take(np.linspace(0, n - 1, min(samples, n)).round().astype(np.int64))
+    total, count = torch.zeros(3, aug.crop, aug.crop, dtype=torch.float64), 0
+    for raw in _loader(_EvalImages(picked, aug, "center", ()), workers, torch.device("cpu"), batch_size=batch_size):
+        if len(raw["labels"]):
+            total += raw["views"][0].to(torch.float64).sum(0)
+            count += len(raw["labels"])
+    if count == 0:
+        raise DataError("no readable training images to compute the pixel mean from")
+    return (total / (255.0 * count)).float()

@@ -1,0 +1,193 @@
+"""What the network sees of one large image: decoding, the training augmentations and the test-time views (Sec. 3.4).
+
+Training (``style="scale"``, the paper): "The image is resized with its shorter side randomly sampled in [256, 480]
+for scale augmentation. A 224x224 crop is randomly sampled from an image or its horizontal flip ... The standard
+color augmentation in [21] is used." ``style="rrc"`` is torchvision's RandomResizedCrop (area 8%-100%, aspect 3/4-4/3)
+instead, as its ResNet-50 v1 weights were trained. All sizes scale with the crop size (`LargeAugment.for_crop`), so
+smaller images keep the paper's proportions.
+
+Testing: the centre crop of the image resized to shorter side 256; the 10 crops (4 corners and centre of that image,
+and their mirrors: torchvision's ``TenCrop``); and the paper's fully-convolutional form (Sec. 3.4, from [41, 13]):
+the whole image resized so its shorter side is each of {224, 256, 384, 480, 640}, run through the network as it is
+(global average pooling accepts any size), and the softmax averaged over the scales and their mirrors. This is the
+form where the image is not cropped and the pooled features feed the same fc layer; the paper's "fully-convolutional
+form" may also mean the fc layer applied at every position before averaging, which gives the same scores because
+average pooling and the linear fc layer commute.
+
+Speed: a JPEG is decoded at reduced scale by libjpeg's DCT scaling (PIL's ``draft``: 1/2, 1/4 or 1/8) whenever the
+output needs no more pixels than that, and a training crop is resized straight from the source region it covers
+(``resize(box=...)``) instead of resizing the whole image first. Random numbers come from a generator seeded by
+(seed, epoch, image), so a view does not depend on which worker made it or when.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from reslab.data.folders import _to_rgb
+from reslab.errors import ConfigError
+
+STYLES = ("scale", "rrc")
+NORMALIZATIONS = ("pixel", "channel")
+PAPER_SCALES = (224, 256, 384, 480, 640)  # Sec. 3.4, multi-scale testing
+# AlexNet's PCA colour augmentation ([21] Sec. 4.1): the eigen-decomposition of ImageNet's RGB covariance (pixels in
+# [0, 1]), as in fb.resnet.torch, which the paper's authors pointed to for their training details.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+Array = np.ndarray  # uint8 [H, W, 3]
+
+
+@dataclass(frozen=True)
+class LargeAugment:
+    """How training images are augmented and test images resized; see the module doc.
+
+    ``short_min``/``short_max``: the range of the training shorter side (style "scale"); ``test_short``: the shorter
+    side of the centre crop and 10-crop views; ``lighting``: the std of the PCA colour augmentation (0: off);
+    ``normalization``: "pixel" (the paper: the per-pixel mean subtracted) or "channel" (torchvision's per-channel mean
+    and std).
+    """
+
+    style: str = "scale"
+    crop: int = 224
+    short_min: int = 256
+    short_max: int = 480
+    test_short: int = 256
+    flip: bool = True
+    lighting: float = 0.1
+    normalization: str = "pixel"
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ConfigError(f"unknown augmentation style {self.style!r}; choose one of {', '.join(STYLES)}")
+        if self.normalization not in NORMALIZATIONS:
+            choices = ", ".join(NORMALIZATIONS)
+            raise ConfigError(f"unknown normalization {self.normalization!r}; choose one of {choices}")
+        if not 8 <= self.crop <= self.short_min <= self.short_max or self.test_short < self.crop:
+            raise ConfigError(f"bad sizes: need 8 <= crop ({self.crop}) <= short_min ({self.short_min}) <= short_max "
+                              f"({self.short_max}) and test_short ({self.test_short}) >= crop")  # fmt: skip
+        if not 0 <= self.lighting < 10:
+            raise ConfigError(f"lighting must be in [0, 10), got {self.lighting}")
+
+    @classmethod
+    def for_crop(cls, crop: int, **kw: object) -> LargeAugment:
+        """The paper's sizes (256-480 around a 224 crop, 256 for testing) scaled to a crop of ``crop`` pixels."""
+        s = crop / 224
+        return cls(crop=crop, short_min=round(256 * s), short_max=round(480 * s), test_short=round(256 * s), **kw)
+
+    def scales(self) -> tuple[int, ...]:
+        """The multi-scale test sizes, Sec. 3.4's {224, 256, 384, 480, 640} scaled to this crop."""
+        return tuple(round(v * self.crop / 224) for v in PAPER_SCALES)
+
+
+# The training augmentations a recipe can name (`Recipe.augmentation`; "cifar" is the in-memory pad-crop-flip).
+PRESETS: dict[str, dict[str, object]] = {
+    "imagenet-paper": {},  # Sec. 3.4: scale 256-480, 224 crop, flip, PCA lighting, per-pixel mean
+    "imagenet-torchvision": {"style": "rrc", "lighting": 0.0, "normalization": "channel"},  # torchvision's references
+}
+
+
+def preset(name: str, crop: int = 224) -> LargeAugment:
+    """The augmentation ``name`` of `PRESETS` at crop size ``crop`` (the paper's sizes scaled)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown large-image augmentation {name!r}; choose one of {', '.join(PRESETS)}")
+    return LargeAugment.for_crop(crop, **PRESETS[name])
+
+
+def decode(data: bytes, need: float = 1.0) -> Image.Image:
+    """An RGB image from encoded bytes; a JPEG is decoded at reduced scale when ``need`` (output pixels per source
+    pixel) allows it, which the caller reads back from the returned image's size."""
+    img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG" and need < 0.5:
+        w, h = img.size
+        img.draft("RGB", (math.ceil(w * need), math.ceil(h * need)))  # at least this large: never too few pixels
+    return _to_rgb(img)
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
+def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[Array, np.ndarray]:
+    """One training view (uint8 [crop, crop, 3]) and its lighting offsets (float32 [3] alphas; zeros if off)."""
+    w, h = _size(data)
+    c = aug.crop
+    if aug.style == "scale":
+        short = int(rng.integers(aug.short_min, aug.short_max + 1))
+        scale = short / min(w, h)
+        side = c / scale  # the crop's side in source pixels
+        x0, y0 = rng.uniform(0, w - side) if w > side else 0.0, rng.uniform(0, h - side) if h > side else 0.0
+        box, need = (x0, y0, x0 + min(side, w), y0 + min(side, h)), scale
+    else:
+        box = _rrc_box(w, h, rng)
+        need = max(c / (box[2] - box[0]), c / (box[3] - box[1]))
+    mirror = aug.flip and rng.random() < 0.5
+    alphas = rng.normal(0.0, aug.lighting, 3).astype(np.float32) if aug.lighting else np.zeros(3, np.float32)
+    img = decode(data, need)
+    k = img.size[0] / w  # 1, or the draft's reduction
+    img = img.resize((c, c), Image.Resampling.BILINEAR, box=tuple(v * k for v in box))
+    if mirror:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(img), alphas
+
+
+def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop region: area 8%-100% of the image, log-uniform aspect ratio in [3/4, 4/3];
+    after 10 failed tries the centre crop of the largest in-range aspect ratio."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return x0, y0, x0 + cw, y0 + ch
+    ratio = w / h
+    cw, ch = (w, round(w / (4 / 3))) if ratio > 4 / 3 else (round(h * 3 / 4), h) if ratio < 3 / 4 else (w, h)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return x0, y0, x0 + cw, y0 + ch
+
+
+def resize_short(data: bytes, short: int) -> Image.Image:
+    """The image resized (bilinear, antialiased) so that its shorter side is ``short``."""
+    w, h = _size(data)
+    img = decode(data, short / min(w, h))
+    s = short / min(img.size)
+    size = (max(short, round(img.size[0] * s)), max(short, round(img.size[1] * s)))
+    return img.resize(size, Image.Resampling.BILINEAR)
+
+
+def center_view(data: bytes, aug: LargeAugment) -> Array:
+    """The centre ``crop`` x ``crop`` of the image resized to shorter side ``test_short``."""
+    return _crops(np.asarray(resize_short(data, aug.test_short)), aug.crop)[4]
+
+
+def ten_crop_views(data: bytes, aug: LargeAugment) -> list[Array]:
+    """torchvision's TenCrop of the image resized to shorter side ``test_short``: top-left, top-right, bottom-left,
+    bottom-right, centre, then the same five of its mirror image."""
+    img = np.asarray(resize_short(data, aug.test_short))
+    return _crops(img, aug.crop) + _crops(np.ascontiguousarray(img[:, ::-1]), aug.crop)
+
+
+def _crops(img: Array, c: int) -> list[Array]:
+    h, w = img.shape[:2]
+    top, left = round((h - c) / 2), round((w - c) / 2)  # torchvision's CenterCrop rounding
+    corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), (top, left)]
+    return [np.ascontiguousarray(img[y : y + c, x : x + c]) for y, x in corners]
+
+
+def multi_scale_views(data: bytes, scales: tuple[int, ...], flip: bool = True) -> list[Array]:
+    """The whole image at each shorter side in ``scales`` (and each mirrored, if ``flip``), for fully-convolutional
+    testing: the views differ in size, so they go through the network one image at a time."""
+    views = []
+    for s in scales:
+        img = np.asarray(resize_short(data, s))
+        views += [img, np.ascontiguousarray(img[:, ::-1])] if flip else [img]
+    return views

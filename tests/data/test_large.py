@@ -1,0 +1,195 @@
+"""The large-image path: layouts, streaming with exact resume and sharding, unreadable images, the test views."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import nn
+
+from reslab.data.large import open_large, subset_index
+from reslab.data.loader import EvalStream, StreamingBatches, estimate_pixel_mean
+from reslab.data.views import LargeAugment, center_view, decode, preset, train_view
+from reslab.errors import ConfigError, DataError
+from reslab.tasks.classification import evaluate
+
+AUG = preset("imagenet-paper", crop=32)
+
+
+def _content(split) -> list[tuple[int, str]]:
+    return sorted((int(split.labels[i]), hashlib.sha1(split.read(i)).hexdigest()) for i in range(len(split)))
+
+
+def test_every_layout_reads_the_same_images(large_data):
+    ref = open_large(large_data("folder"))
+    assert ref.classes == ["n01", "n02", "n03"] and len(ref.splits["train"]) == 24 and len(ref.splits["val"]) == 9
+    for layout in ("tar", "shards", "flat-val"):
+        other = open_large(large_data(layout))
+        assert other.classes == ref.classes, layout
+        for split in ("train", "val"):
+            assert _content(other.splits[split]) == _content(ref.splits[split]), (layout, split)
+
+
+def test_layout_errors_are_one_line(large_data, tmp_path):
+    folder = large_data("folder")
+    gz = tmp_path / "data.tar.gz"
+    with tarfile.open(gz, "w:gz") as tar:
+        tar.add(folder / "train", arcname="train")
+    with pytest.raises(DataError, match=r"compressed.*decompress"):
+        open_large(gz)
+    flat = large_data("flat-val")
+    (flat / "LOC_val_solution.csv").rename(flat / "ILSVRC2012_validation_ground_truth.txt")
+    with pytest.raises(DataError, match="ILSVRC id, not synset"):
+        open_large(flat)
+    (flat / "ILSVRC2012_validation_ground_truth.txt").unlink()
+    with pytest.raises(DataError, match="no labels file"):
+        open_large(flat)
+    shards = large_data("shards")
+    with tarfile.open(shards / "val" / "shard-000001.tar", "w") as tar:
+        info = tarfile.TarInfo("lonely.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(DataError, match=r"'lonely' has an image but no \.cls"):
+        open_large(shards)
+    with pytest.raises(DataError, match="data not found"):
+        open_large(tmp_path / "nowhere")
+
+
+def test_subset_is_sorted_and_seed_independent(large_data):
+    train = open_large(large_data("folder")).splits["train"]
+    a, b = subset_index(train, 10), subset_index(train, 10)
+    assert a.names == b.names and len(a) == 10 and a.names == sorted(a.names)
+
+
+def _stream(index, **kw) -> StreamingBatches:
+    mean = torch.zeros(3, 1, 1)
+    return StreamingBatches(index, AUG, 4, mean, torch.ones(3, 1, 1), seed=3, with_ids=True, channels_last=False, **kw)
+
+
+def _take(stream, n):
+    it = iter(stream)
+    return [next(it) for _ in range(n)]
+
+
+def test_mid_epoch_resume_reads_the_rest_of_the_epoch_exactly(large_data):
+    train = open_large(large_data("shards")).splits["train"]  # 24 images: 6 batches of 4 per epoch
+    straight = _take(_stream(train), 9)  # one epoch and a half
+    first = _stream(train, workers=2)
+    head = _take(first, 2)
+    resumed = _stream(train, workers=2)
+    resumed.load_state_dict(first.state_dict())
+    tail = _take(resumed, 7)
+    for (x, y, ids), (x2, y2, ids2) in zip(straight, head + tail, strict=True):
+        assert torch.equal(ids, ids2) and torch.equal(y, y2) and torch.equal(x, x2)  # workers change nothing
+    epoch = torch.cat([ids for _, _, ids in straight[:6]])
+    assert sorted(epoch.tolist()) == list(range(24))  # each image once per epoch, none twice, none skipped
+    assert torch.cat([ids for _, _, ids in straight[6:]]).tolist() != epoch[:12].tolist()  # a new order
+
+
+def test_ranks_read_disjoint_halves_of_each_global_batch(large_data):
+    train = open_large(large_data("folder")).splits["train"]
+    one = _take(_stream(train), 6)
+    ranks = [_take(_stream(train, rank=r, world=2), 6) for r in (0, 1)]
+    for b in range(6):
+        both = torch.cat([ranks[0][b][2], ranks[1][b][2]])
+        assert torch.equal(both, one[b][2])
+        assert torch.equal(torch.cat([ranks[0][b][0], ranks[1][b][0]]), one[b][0])
+
+
+def test_unreadable_images_are_skipped_counted_or_refused_with_strict(large_data):
+    root = large_data("folder")
+    bad = sorted((root / "train" / "n02").iterdir())[0]
+    bad.write_bytes(b"not an image")
+    train = open_large(root).splits["train"]
+    stream = _stream(train)
+    with pytest.warns(UserWarning, match=f"skipped unreadable image train/n02/{bad.name}"):
+        batches = _take(stream, 6)
+    assert sum(len(y) for _, y, _ in batches) == 23 and stream.skips.count == 1
+    with pytest.raises(DataError, match=f"unreadable image train/n02/{bad.name}"):
+        _take(_stream(train, strict=True), 6)
+
+
+def test_train_view_matches_the_paper_recipe_in_size_and_is_deterministic(large_data):
+    train = open_large(large_data("folder")).splits["train"]
+    data = train.read(0)
+    a = train_view(data, AUG, np.random.default_rng([1, 2, 3]))
+    b = train_view(data, AUG, np.random.default_rng([1, 2, 3]))
+    assert a[0].shape == (32, 32, 3) and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert AUG.short_min == round(256 / 7) and AUG.short_max == round(480 / 7) and AUG.scales()[-1] == round(640 / 7)
+    rrc = preset("imagenet-torchvision", 32)
+    assert rrc.style == "rrc" and rrc.lighting == 0 and train_view(data, rrc, np.random.default_rng(0))[0].shape == (
+        32, 32, 3)  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown large-image augmentation"):
+        preset("imagenet-fancy")
+
+
+def test_jpeg_draft_decodes_at_reduced_scale_only_when_allowed():
+    buf = io.BytesIO()
+    Image.fromarray(np.full((400, 600, 3), 128, np.uint8)).save(buf, "JPEG")
+    assert decode(buf.getvalue(), 1.0).size == (600, 400)
+    assert decode(buf.getvalue(), 0.3).size == (300, 200)  # 1/2 is the largest reduction that keeps >= 30%
+    assert decode(buf.getvalue(), 0.1).size == (75, 50)  # 1/8
+
+
+def _tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+def _by_hand(index, views_of) -> float:
+    """The mean NLL of the softmax averaged over the views ``views_of(pil_image)`` makes (float tensors [1,3,h,w])."""
+    model, losses = _tiny_model(), []
+    with torch.no_grad():
+        for i in range(len(index)):
+            views = views_of(Image.open(io.BytesIO(index.read(i))).convert("RGB"))
+            probs = torch.stack([model((v - 0.5) / 0.25).softmax(1) for v in views]).mean(0)
+            losses.append(-probs[0, int(index.labels[i])].log())
+    return float(torch.stack(losses).mean())
+
+
+def _resized(img: Image.Image, short: int) -> torch.Tensor:
+    s = short / min(img.size)
+    size = (max(short, round(img.size[0] * s)), max(short, round(img.size[1] * s)))
+    x = torch.from_numpy(np.array(img.resize(size, Image.Resampling.BILINEAR))).permute(2, 0, 1)
+    return x[None].float() / 255
+
+
+def _reslab(index, mode, scales=None) -> float:
+    stream = EvalStream(index, AUG, torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25), mode=mode, scales=scales,
+                        batch_size=4)  # fmt: skip
+    return evaluate(_tiny_model(), stream, 3)["loss"]
+
+
+def test_ten_crop_is_the_mean_over_ten_explicit_crops(large_data):
+    # PNGs only: a JPEG's reduced-scale decode differs from a full decode by design; PNG decodes the same either way.
+    val = open_large(large_data("folder", n_val=21)).splits["val"]
+    val = val.take(np.array([i for i, n in enumerate(val.names) if n.endswith(".png")]))
+    assert len(val) == 3
+    hand = _by_hand(val, lambda img: TF.ten_crop(_resized(img, AUG.test_short), [AUG.crop, AUG.crop]))
+    assert _reslab(val, "ten-crop") == pytest.approx(hand, abs=1e-5)
+    centre = _by_hand(val, lambda img: [TF.center_crop(_resized(img, AUG.test_short), [AUG.crop, AUG.crop])])
+    assert _reslab(val, "center") == pytest.approx(centre, abs=1e-5)
+
+
+def test_multi_scale_is_the_mean_over_scales_and_mirrors(large_data):
+    val = open_large(large_data("folder", n_val=21)).splits["val"]
+    val = val.take(np.array([i for i, n in enumerate(val.names) if n.endswith(".png")]))
+    scales = (24, 40, 56)
+    hand = _by_hand(val, lambda img: [v for s in scales for x in [_resized(img, s)] for v in (x, x.flip(3))])
+    assert _reslab(val, "multi-scale", scales) == pytest.approx(hand, abs=1e-5)
+
+
+def test_pixel_mean_is_the_mean_of_centre_views(large_data):
+    val = open_large(large_data("folder")).splits["val"]
+    mean = estimate_pixel_mean(val, AUG, samples=1000, batch_size=4)  # more samples than images: all of them
+    views = np.stack([center_view(val.read(i), AUG) for i in range(len(val))]).astype(np.float64)
+    expected = torch.from_numpy(views.mean(0) / 255).permute(2, 0, 1).float()
+    assert mean.shape == (3, 32, 32) and torch.allclose(mean, expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="bad sizes"):
+        LargeAugment(crop=300)

@@ -1,0 +1,117 @@
+"""The ImageNet recipes (Sec. 3.4) and training/testing on streamed large images, through the public API and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab.cli import main
+from reslab.engine.config import TrainConfig
+from reslab.engine.recipes import Plateau, get_recipe
+from reslab.engine.run import train
+from reslab.engine.rundir import read_checkpoint
+from reslab.errors import ConfigError
+
+
+def test_imagenet_recipes_are_sec_3_4_and_torchvisions():
+    p = get_recipe("imagenet-paper")
+    assert (p.batch_size, p.lr, p.momentum, p.weight_decay, p.iterations, p.schedule, p.gamma) == (
+        256, 0.1, 0.9, 1e-4, 600_000, "plateau", 0.1)  # fmt: skip
+    assert p.augmentation == "imagenet-paper" and p.label_smoothing == 0
+    t = get_recipe("imagenet-torchvision")
+    assert (t.batch_size, t.lr, t.epochs, t.schedule, t.augmentation) == (256, 0.1, 90, "step", "imagenet-torchvision")
+    assert [round(m * 90) for m in t.milestones] == [30, 60]
+    with pytest.raises(ConfigError, match="unknown augmentation"):
+        get_recipe("paper", augmentation="imagenet-fancy")
+
+
+def test_plateau_divides_the_lr_after_patience_evaluations_without_improvement():
+    rule = Plateau(get_recipe("imagenet-paper", plateau_patience=2, plateau_threshold=0.5))
+    for error in (60.0, 50.0, 49.8, 49.7):  # improving, then two evaluations within 0.5 points of the best
+        rule.observe(error)
+    assert rule.drops == 1 and rule.factor() == pytest.approx(0.1) and rule.best == 49.7
+    rule.observe(40.0)
+    rule.observe(39.9)
+    assert rule.drops == 1 and rule.stalled == 1  # the count restarted after the drop and after the improvement
+    again = Plateau(get_recipe("imagenet-paper"))
+    again.load_state_dict(rule.state_dict())
+    assert again.state_dict() == rule.state_dict()
+    inactive = Plateau(get_recipe("paper"))
+    inactive.observe(10.0)
+    inactive.observe(10.0)
+    assert inactive.factor() == 1.0
+
+
+def _config(data, tmp_path, name, **kw) -> TrainConfig:
+    recipe = get_recipe("imagenet-paper", iterations=8, batch_size=8, plateau_patience=1, plateau_threshold=100.0)
+    base = dict(model="resnet18", data=str(data), image_size=32, recipe=recipe, precision="fp32", workers=0,
+                out=str(tmp_path / name), log_every=2, eval_every=2, progress=False, eval_batch_size=4)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _records(path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "img_per_s"} for line in path.read_text().splitlines()]
+
+
+def test_a_streamed_run_stops_and_resumes_exactly_with_its_plateaus(large_data, tmp_path):
+    data = large_data("shards")  # 24 training images: 3 batches of 8 per epoch, so the stop falls mid-epoch
+    straight = train(_config(data, tmp_path, "straight"))
+    assert straight["reported_split"] == "val" and "val_error" in straight
+    assert train(_config(data, tmp_path, "split", stop_at=5)) == {}
+    train(_config(data, tmp_path, "split"), resume=True)
+    a, b = (read_checkpoint(tmp_path / n / "checkpoint.pt") for n in ("straight", "split"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    records = _records(tmp_path / "straight" / "metrics.jsonl")
+    assert records == _records(tmp_path / "split" / "metrics.jsonl")
+    # Any error is a plateau with threshold 100: evaluations at 2, 4 and 6 divide the lr after 4 and after 6.
+    lrs = {r["iter"]: r["lr"] for r in records if "lr" in r}
+    assert lrs[2] == lrs[4] == pytest.approx(0.1) and lrs[6] == pytest.approx(0.01) and lrs[8] == pytest.approx(0.001)
+    assert a["preprocess"]["large"]["crop"] == 32 and a["mean"].shape == (3, 32, 32)
+
+
+def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_path, capsys):
+    data, out = large_data("flat-val"), tmp_path / "run"
+    args = ["train", "--model", "resnet18", "--recipe", "imagenet-torchvision", "--data", str(data), "--image-size",
+            "32", "--epochs", "1", "--batch-size", "8", "--workers", "1", "--precision", "fp32", "--out", str(out),
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 3 and summary["reported_split"] == "val"
+    errors = {}
+    for mode in ("", "--ten-crop", "--multi-scale"):
+        assert main(["eval", str(out), "--json", "--workers", "0", *([mode] if mode else [])]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["n"] == 9 and r["split"] == "val" and r["skipped"] == 0
+        errors[mode] = r["error"]
+    assert errors[""] == pytest.approx(summary["val_error"])
+    assert r["views"] == "fully convolutional, shorter sides 32, 37, 55, 69, 91, and mirrored"
+    assert main(["eval", str(out), "--multi-scale", "--scales", "32,48", "--workers", "0"]) == 0
+    assert "shorter sides 32, 48, and mirrored" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "synthetic:64"], "is a 32x32 in-memory dataset: use --recipe paper or fast"),
+        (["--val-split", "4"], "validated on its own val/ split"),
+        (["--workers", "-1"], "workers must be >= 0"),
+    ],
+)
+def test_streamed_configuration_errors_are_one_line(large_data, tmp_path, capsys, extra, message):
+    args = ["train", "--model", "resnet18", "--recipe", "imagenet-paper", "--data", str(large_data("folder")),
+            "--out", str(tmp_path / "run"), *extra]  # fmt: skip
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_ten_crop_of_an_in_memory_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "resnet20", "--data", "synthetic:64", "--iterations", "1", "--batch-size", "16",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", str(out), "--ten-crop"]) != 0
+    assert "ten-crop testing is for large images" in capsys.readouterr().err
