@@ -14,10 +14,12 @@ form where the image is not cropped and the pooled features feed the same fc lay
 form" may also mean the fc layer applied at every position before averaging, which gives the same scores because
 average pooling and the linear fc layer commute.
 
-Speed: a JPEG is decoded at reduced scale by libjpeg's DCT scaling (PIL's ``draft``: 1/2, 1/4 or 1/8) whenever the
-output needs no more pixels than that, and a training crop is resized straight from the source region it covers
-(``resize(box=...)``) instead of resizing the whole image first. Random numbers come from a generator seeded by
-(seed, epoch, image), so a view does not depend on which worker made it or when.
+Speed: a JPEG is decoded by libjpeg-turbo (simplejpeg), at 1/2, 1/4 or 1/8 scale by its DCT scaling (as PIL's
+``draft``) whenever the output needs no more pixels than that; a training crop is resized
+straight from the source region it covers instead of resizing the whole image first; images stay uint8 [3, H, W]
+tensors throughout.
+Random numbers come from a generator seeded by (seed, epoch, image), so a view does not depend on which worker made
+it or when.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
+import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from reslab.data.folders import _to_rgb
@@ -40,9 +45,6 @@ PAPER_SCALES = (224, 256, 384, 480, 640)  # Sec. 3.4, multi-scale testing
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-Array = np.ndarray  # uint8 [H, W, 3]
-
 
 @dataclass(frozen=True)
 class LargeAugment:
@@ -100,24 +102,51 @@ def preset(name: str, crop: int = 224) -> LargeAugment:
     return LargeAugment.for_crop(crop, **PRESETS[name])
 
 
-def decode(data: bytes, need: float = 1.0) -> Image.Image:
-    """An RGB image from encoded bytes; a JPEG is decoded at reduced scale when ``need`` (output pixels per source
-    pixel) allows it, which the caller reads back from the returned image's size."""
-    img = Image.open(io.BytesIO(data))
-    if img.format == "JPEG" and need < 0.5:
-        w, h = img.size
-        img.draft("RGB", (math.ceil(w * need), math.ceil(h * need)))  # at least this large: never too few pixels
-    return _to_rgb(img)
+def decode(data: bytes, need: float = 1.0) -> torch.Tensor:
+    """An RGB image, uint8 [3, H, W], from encoded bytes. A JPEG is decoded by libjpeg-turbo through simplejpeg
+    (the same pixels as PIL, faster), at 1/2, 1/4 or 1/8 scale when ``need`` (output pixels per source pixel)
+    allows it, which the caller reads back from the returned size; other formats (and JPEGs simplejpeg refuses) by
+    PIL."""
+    if data[:2] == b"\xff\xd8":
+        try:
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            # Only the reductions libjpeg-turbo has SIMD code for (1/2, 1/4, 1/8): its 6/8 or 7/8 scaled IDCT is
+            # slower than a full decode (measured in benchmarks/imagenet_data.py).
+            k = next((k for k in (0.125, 0.25, 0.5) if k >= need), 1.0)
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=math.ceil(h * k),
+                                         min_width=math.ceil(w * k))  # fmt: skip
+            return torch.from_numpy(rgb).permute(2, 0, 1)
+        except ValueError:
+            pass
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format == "JPEG" and need < 1:
+            img.draft("RGB", (math.ceil(img.size[0] * need), math.ceil(img.size[1] * need)))
+        return torch.from_numpy(np.array(_to_rgb(img))).permute(2, 0, 1)
 
 
-def _size(data: bytes) -> tuple[int, int]:
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header, without decoding."""
+    if data[:2] == b"\xff\xd8":
+        try:
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            return w, h
+        except ValueError:
+            pass
     with Image.open(io.BytesIO(data)) as img:
         return img.size
 
 
-def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[Array, np.ndarray]:
-    """One training view (uint8 [crop, crop, 3]) and its lighting offsets (float32 [3] alphas; zeros if off)."""
-    w, h = _size(data)
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 [3, H, W] to ``size`` (height, width): bilinear, antialiased (torchvision's uint8 kernel, as PIL's)."""
+    return TF.resize(x, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """One training view (uint8 [3, crop, crop]) and its lighting offsets (float32 [3] alphas; zeros if off).
+
+    The crop's source region is rounded out to whole pixels and resized straight to ``crop`` x ``crop``: the same
+    view as resizing the whole image and cropping it, without resizing the pixels the crop leaves out."""
+    w, h = image_size(data)
     c = aug.crop
     if aug.style == "scale":
         short = int(rng.integers(aug.short_min, aug.short_max + 1))
@@ -130,12 +159,12 @@ def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tupl
         need = max(c / (box[2] - box[0]), c / (box[3] - box[1]))
     mirror = aug.flip and rng.random() < 0.5
     alphas = rng.normal(0.0, aug.lighting, 3).astype(np.float32) if aug.lighting else np.zeros(3, np.float32)
-    img = decode(data, need)
-    k = img.size[0] / w  # 1, or the draft's reduction
-    img = img.resize((c, c), Image.Resampling.BILINEAR, box=tuple(v * k for v in box))
-    if mirror:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(img), alphas
+    x = decode(data, need)
+    k = x.shape[2] / w  # 1, or the draft's reduction
+    left, top = int(box[0] * k), int(box[1] * k)
+    right, bottom = max(left + 1, math.ceil(box[2] * k)), max(top + 1, math.ceil(box[3] * k))
+    x = resize(x[:, top:bottom, left:right], (c, c))
+    return (x.flip(2) if mirror else x), alphas
 
 
 def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -155,39 +184,38 @@ def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, fl
     return x0, y0, x0 + cw, y0 + ch
 
 
-def resize_short(data: bytes, short: int) -> Image.Image:
+def resize_short(data: bytes, short: int) -> torch.Tensor:
     """The image resized (bilinear, antialiased) so that its shorter side is ``short``."""
-    w, h = _size(data)
-    img = decode(data, short / min(w, h))
-    s = short / min(img.size)
-    size = (max(short, round(img.size[0] * s)), max(short, round(img.size[1] * s)))
-    return img.resize(size, Image.Resampling.BILINEAR)
+    w, h = image_size(data)
+    x = decode(data, short / min(w, h))
+    s = short / min(x.shape[1:])
+    return resize(x, (max(short, round(x.shape[1] * s)), max(short, round(x.shape[2] * s))))
 
 
-def center_view(data: bytes, aug: LargeAugment) -> Array:
+def center_view(data: bytes, aug: LargeAugment) -> torch.Tensor:
     """The centre ``crop`` x ``crop`` of the image resized to shorter side ``test_short``."""
-    return _crops(np.asarray(resize_short(data, aug.test_short)), aug.crop)[4]
+    return _crops(resize_short(data, aug.test_short), aug.crop)[4]
 
 
-def ten_crop_views(data: bytes, aug: LargeAugment) -> list[Array]:
+def ten_crop_views(data: bytes, aug: LargeAugment) -> list[torch.Tensor]:
     """torchvision's TenCrop of the image resized to shorter side ``test_short``: top-left, top-right, bottom-left,
     bottom-right, centre, then the same five of its mirror image."""
-    img = np.asarray(resize_short(data, aug.test_short))
-    return _crops(img, aug.crop) + _crops(np.ascontiguousarray(img[:, ::-1]), aug.crop)
+    x = resize_short(data, aug.test_short)
+    return _crops(x, aug.crop) + _crops(x.flip(2), aug.crop)
 
 
-def _crops(img: Array, c: int) -> list[Array]:
-    h, w = img.shape[:2]
+def _crops(x: torch.Tensor, c: int) -> list[torch.Tensor]:
+    h, w = x.shape[1:]
     top, left = round((h - c) / 2), round((w - c) / 2)  # torchvision's CenterCrop rounding
     corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), (top, left)]
-    return [np.ascontiguousarray(img[y : y + c, x : x + c]) for y, x in corners]
+    return [x[:, y : y + c, x0 : x0 + c] for y, x0 in corners]
 
 
-def multi_scale_views(data: bytes, scales: tuple[int, ...], flip: bool = True) -> list[Array]:
+def multi_scale_views(data: bytes, scales: tuple[int, ...], flip: bool = True) -> list[torch.Tensor]:
     """The whole image at each shorter side in ``scales`` (and each mirrored, if ``flip``), for fully-convolutional
     testing: the views differ in size, so they go through the network one image at a time."""
     views = []
     for s in scales:
-        img = np.asarray(resize_short(data, s))
-        views += [img, np.ascontiguousarray(img[:, ::-1])] if flip else [img]
+        x = resize_short(data, s)
+        views += [x, x.flip(2)] if flip else [x]
     return views
