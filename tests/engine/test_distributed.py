@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -148,3 +149,33 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path):
     assert f"reslab: SIGINT: stopped at iteration {state['iteration']} of 2000; checkpoint written" in err, err[-3000:]
     # rank 0 said it once; rank 1 stopped at the same agreed iteration without a word, and neither was cut short
     assert err.count("reslab: SIGINT: stopped at iteration") == 1 and "reslab: interrupted" not in err
+
+
+def test_streamed_large_images_under_torchrun_match_one_process(tmp_path, large_data):
+    """Each rank reads its half of every global batch of streamed images, and the plateau rule's decisions (taken
+    from rank 0's evaluations) reach every rank: the weights equal one process's on the same global batches."""
+    data, out = large_data("shards"), tmp_path / "ddp"
+    recipe = ["--recipe", "imagenet-paper", "--iterations", "6", "--batch-size", "8", "--plateau-patience", "1",
+              "--plateau-threshold", "100"]  # every evaluation after the first is a plateau: lr / 10 at 4 and 6
+    proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet18", "--data", str(data), "--image-size", "32",
+                    "--workers", "0", "--precision", "fp32", "--eval-every", "2", "--log-every", "2", *recipe,
+                    "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, failure(proc)
+    ddp = read_checkpoint(out / "checkpoint.pt")
+    lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01]) and ddp["schedule"]["plateau"]["drops"] == 2
+
+    cfg = TrainConfig(model="resnet18", data=str(data), image_size=32, workers=0, precision="fp32", eval_every=2,
+                      log_every=2, out=str(tmp_path / "ref"), progress=False,
+                      recipe=get_recipe("imagenet-paper", iterations=6, batch_size=8, plateau_patience=1,
+                                        plateau_threshold=100.0))  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    reference = SplitHalves(create_model("resnet18", num_classes=3))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg, model=reference)
+    finally:
+        torch.set_num_threads(threads)
+    for name, p in reference.net.named_parameters():
+        torch.testing.assert_close(ddp["model"][name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
