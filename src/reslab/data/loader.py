@@ -9,8 +9,8 @@ The training stream has the in-memory stream's two properties (`reslab.data.batc
 * data parallelism: every rank computes the same global batch of image indices and reads only its contiguous part,
   so each rank decodes ``1/world`` of every epoch.
 
-An unreadable image is dropped from its batch, counted, and reported in one warning per kind (its name and why) and
-in the run's log at the end of each epoch, never a crash hours into a run.
+An unreadable image is dropped from its batch, counted, and reported in a warning naming it and why (once per image),
+never a crash hours into a run; ``strict`` makes it an error instead.
 """
 
 from __future__ import annotations
