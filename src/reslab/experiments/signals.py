@@ -171,6 +171,8 @@ def figure(path: Path, signals: dict[tuple[str, str], Signals], data: str) -> Pa
         axes[0, col].set(title=f"std of each 3x3 layer's response, {state}", ylabel="std")
         axes[1, col].set(title=f"‖dL/dW‖ of each 3x3 layer, {state}", xlabel="layer (forward order)",
                          ylabel="gradient norm")  # fmt: skip
+        # BN makes every response std ~1 at initialisation: a fixed decade keeps that flat line from filling the panel
+        axes[0, col].set_ylim(0.3, 3)
         for row in range(2):
             axes[row, col].set_yscale("log")
             axes[row, col].grid(alpha=0.3)
