@@ -127,8 +127,10 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "--lr LR " in text and "(paper: 0.1; fast: 0.2)" in text and "R_LR" not in text
-    assert "(paper: 64000; fast: none)" in text and "(paper: none; fast: 28)" in text
+    recipes = "(paper: 0.1; fast: 0.2; imagenet-paper: 0.1; imagenet-torchvision: 0.1)"
+    assert "--lr LR " in text and recipes in text and "R_LR" not in text
+    assert "(paper: 64000; fast: none; imagenet-paper: 600000; imagenet-torchvision: none)" in text
+    assert "(paper: none; fast: 28; imagenet-paper: none; imagenet-torchvision: 90)" in text
     assert "seed of the initial weights and of the data order and augmentation (default: 0)" in text
     assert "(default: 5.0)" in text and "SIGTERM" in text
     helps = {}

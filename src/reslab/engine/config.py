@@ -58,7 +58,8 @@ class TrainConfig:
     stop_at: int | None = _opt(None, "stop (with a checkpoint) after this iteration, as if interrupted", free=True)
     sync_bn: bool = _opt(False, "synchronised BN across processes (CUDA under torchrun)")
     compile: bool = _opt(False, "torch.compile the model (slower than eager on the CPUs we measured)")
-    eval_batch_size: int = _opt(1000, "images per evaluation batch", free=True)
+    eval_batch_size: int | None = _opt(None, "images per evaluation batch (default: 1000 in memory, 50 for streamed "
+                                       "large images)", free=True)  # fmt: skip
     progress: bool = _opt(True, "progress bar and log lines on stderr", free=True)
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class TrainConfig:
         check_device_name(self.device)
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
-        minimum = {"val_split": 0, "eval_every": 0, "checkpoint_every": 0, "log_every": 1, "eval_batch_size": 1}
+        minimum = {"val_split": 0, "eval_every": 0, "checkpoint_every": 0, "log_every": 1}
         for name, low in minimum.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -91,13 +92,20 @@ class TrainConfig:
             if self.data == "cifar10" or self.data.startswith("synthetic"):
                 raise ConfigError(f"--recipe {self.recipe.name} streams large images from a folder or tar; "
                                   f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast")
-        for name in ("stop_at", "train_subset", "test_subset"):
+        for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not is_model_name(self.model):
             raise ModelError(unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
+
+    @property
+    def eval_batch(self) -> int:
+        """Images per evaluation batch: ``eval_batch_size``, or its default for the kind of data."""
+        if self.eval_batch_size is not None:
+            return self.eval_batch_size
+        return 50 if self.streams else 1000
 
     @property
     def streams(self) -> bool:

@@ -82,7 +82,7 @@ def evaluate_checkpoint(
     held = holdout_split(ds, cfg.val_split) if cfg.val_split else ds  # the split training made, reproduced
     images, labels = {"test": (ds.test_images, ds.test_labels), "val": (held.test_images, held.test_labels),
                       "train": (held.train_images, held.train_labels)}[split]  # fmt: skip
-    batches = EvalBatches(images, labels, loaded.mean, batch_size or cfg.eval_batch_size, str(dev))
+    batches = EvalBatches(images, labels, loaded.mean, batch_size or cfg.eval_batch, str(dev))
     with autocast(resolve_precision(precision, dev), dev):
         result = evaluate(loaded.model, batches, len(loaded.classes), flip=flip, shift=shift, device=dev,
                           channels_last=cfg.channels_last)  # fmt: skip
@@ -102,7 +102,7 @@ def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: boo
     aug = LargeAugment(**loaded.preprocess["large"])
     index = large.splits["train" if split == "train" else "val"]
     stream = EvalStream(index, aug, loaded.mean, loaded.preprocess.get("std"), mode=mode, scales=scales,
-                        batch_size=batch_size or cfg.eval_batch_size, device=dev,
+                        batch_size=batch_size or cfg.eval_batch, device=dev,
                         workers=default_workers() if workers is None else workers)  # fmt: skip
     with autocast(resolve_precision(precision, dev), dev):
         result = evaluate(loaded.model, stream, len(loaded.classes), flip=flip, shift=shift, device=dev,

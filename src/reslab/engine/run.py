@@ -179,7 +179,7 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> Clas
         mean, std = channel_stats()
     return streaming(large, aug, mean, std, batch_size=config.recipe.batch_size, seed=config.seed, rank=dist.rank,
                      world=dist.world, device=device, channels_last=config.channels_last, workers=workers,
-                     eval_batch_size=config.eval_batch_size, strict=config.strict_data)  # fmt: skip
+                     eval_batch_size=config.eval_batch, strict=config.strict_data)  # fmt: skip
 
 
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device) -> ClassificationData:
@@ -196,7 +196,7 @@ def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torc
     return in_memory(data, batch_size=recipe.batch_size, seed=config.seed, val_split=config.val_split,
                      augment=config.augment, alternate_flips=recipe.flip == "alternate", rank=dist.rank,
                      world=dist.world, device=device, channels_last=config.channels_last,
-                     eval_batch_size=config.eval_batch_size)  # fmt: skip
+                     eval_batch_size=config.eval_batch)  # fmt: skip
 
 
 def _place(
