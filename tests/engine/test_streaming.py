@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,8 +16,15 @@ from reslab.cli import main
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import Plateau, get_recipe
 from reslab.engine.run import train
-from reslab.engine.rundir import read_checkpoint
+from reslab.engine.rundir import RunDir, read_checkpoint
 from reslab.errors import ConfigError
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
 
 
 def test_imagenet_recipes_are_sec_3_4_and_torchvisions():
@@ -115,3 +127,21 @@ def test_ten_crop_of_an_in_memory_run_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--ten-crop"]) != 0
     assert "ten-crop testing is for large images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_stops_a_streamed_run_with_a_checkpoint(large_data, tmp_path, sig):
+    """Ctrl-C in a terminal (SIGINT) and a batch scheduler's stop (SIGTERM, e.g. SLURM's) reach the DataLoader
+    workers too: they must leave the stop to the main process, which checkpoints and exits with 128 + signal."""
+    out = tmp_path / "run"
+    args = ["train", "--model", "resnet18", "--recipe", "imagenet-paper", "--data", str(large_data("folder")),
+            "--image-size", "32", "--iterations", "3000", "--batch-size", "8", "--workers", "2", "--precision",
+            "fp32", "--log-every", "2", "--eval-every", "100000", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", *args], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    wait_for(lambda: len(RunDir(out).metrics()) >= 2)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    state = read_checkpoint(out / "checkpoint.pt")
+    assert f"stopped at iteration {state['iteration']} of 3000" in err and "Traceback" not in err, err[-3000:]

@@ -16,6 +16,7 @@ never a crash hours into a run; ``strict`` makes it an error instead.
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -162,9 +163,18 @@ class _Skips:
                               stacklevel=2)  # fmt: skip
 
 
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C in a terminal and a scheduler's SIGTERM (SLURM signals every process of a job) reach the workers too.
+    # A worker that died of one would make the main process raise at once, before its checkpoint; the main process
+    # alone decides (it finishes its step, checkpoints, and shuts its workers down).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(dataset: Dataset, workers: int, device: torch.device, **kw: Any) -> DataLoader:
     return DataLoader(dataset, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kw)  # fmt: skip
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                      worker_init_fn=_worker_init if workers else None, **kw)  # fmt: skip
 
 
 # -- training --------------------------------------------------------------------------------------------------------
