@@ -11,6 +11,8 @@ copy by benchmarks/make_large_images.py. It prints images/s of:
   * pipelines, one process and one thread ("per core"), then with DataLoader workers on every core:
       reslab imagenet-paper: decode, shorter side random in [256, 480] and a 224 crop resized straight from its
         source region, flip, PCA lighting, per-pixel mean, uint8 until the batch is assembled;
+      reslab imagenet-paper, uint8: the same up to the uint8 batch the workers hand over (on a GPU machine the
+        normalisation and lighting run on the GPU; on a CPU they cost the main process the difference);
       reslab imagenet-torchvision: the same with RandomResizedCrop and per-channel normalisation;
       torchvision reference: ImageFolder + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize;
     and the ratio of each reslab pipeline to the reference measured beside it;
@@ -55,9 +57,13 @@ def rate(batches: Iterable, images: int, skip: int = 2) -> float:
         next(it)
     n, t = 0, time.perf_counter()
     while n < images:
-        x = next(it)[0]
-        n += len(x)
+        batch = next(it)
+        n += len(batch["labels"] if isinstance(batch, dict) else batch[0])
     return n / (time.perf_counter() - t)
+
+
+def endless(loader: Iterable) -> Iterable:
+    return itertools.chain.from_iterable(itertools.repeat(loader))
 
 
 def decoder_rates(files: list[Path]) -> dict[str, float]:
@@ -104,7 +110,7 @@ def reference_batches(root: Path, workers: int, batch: int) -> Iterable:
     ds = torchvision.datasets.ImageFolder(str(root / "train"), transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)  # fmt: skip
-    return itertools.chain.from_iterable(itertools.repeat(loader))
+    return endless(loader)
 
 
 def step_rates(root: Path, batch: int, seconds: float, workers: int) -> tuple[float, float, str]:
@@ -158,6 +164,7 @@ def main() -> None:
         res.print()
         pipelines = {
             "reslab imagenet-paper": lambda w: reslab_batches(root, "imagenet-paper", w, a.batch),
+            "reslab imagenet-paper, uint8": lambda w: endless(reslab_batches(root, "imagenet-paper", w, a.batch).loader),  # noqa: E501
             "reslab imagenet-torchvision": lambda w: reslab_batches(root, "imagenet-torchvision", w, a.batch),
             "torchvision reference": lambda w: reference_batches(root, w, a.batch),
         }
