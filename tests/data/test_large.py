@@ -15,7 +15,7 @@ from torch import nn
 
 from reslab.data.large import open_large, subset_index
 from reslab.data.loader import EvalStream, StreamingBatches, estimate_pixel_mean
-from reslab.data.views import LargeAugment, center_view, decode, preset, resize_short, train_view
+from reslab.data.views import LargeAugment, _rrc_box, center_view, decode, preset, resize_short, train_view
 from reslab.errors import ConfigError, DataError
 from reslab.tasks.classification import evaluate
 
@@ -64,7 +64,29 @@ def test_layout_errors_are_one_line(large_data, tmp_path):
 def test_subset_is_sorted_and_seed_independent(large_data):
     train = open_large(large_data("folder")).splits["train"]
     a, b = subset_index(train, 10), subset_index(train, 10)
-    assert a.names == b.names and len(a) == 10 and a.names == sorted(a.names)
+    names = [a.name(i) for i in range(len(a))]
+    assert list(a.names) == list(b.names) and len(a) == 10 and names == sorted(names)
+
+
+def test_val_is_preferred_to_an_unlabelled_test_folder(large_data):
+    # Kaggle's ILSVRC layout: train/<class>/, a flat val/ with LOC_val_solution.csv, and a flat, unlabelled test/.
+    root = large_data("flat-val")
+    (root / "test").mkdir()
+    (root / "test" / "ILSVRC2012_test_00000001.JPEG").write_bytes((root / "val" / "val_0000.jpg").read_bytes())
+    (root / "val" / ".ipynb_checkpoints").mkdir()  # a hidden folder does not make val/ a folder of classes
+    assert len(open_large(root).splits["val"]) == 9
+
+
+def test_many_shards_keep_few_files_open(large_data, monkeypatch):
+    import reslab.data.large as large
+
+    monkeypatch.setattr(large, "MAX_OPEN_TARS", 2)
+    train = open_large(large_data("shards")).splits["train"]  # 3 shards
+    assert len(train.containers) == 3
+    order = [0, 23, 12, 1, 22, 13] * 3
+    assert [hashlib.sha1(train.read(i)).hexdigest() for i in order] == [
+        hashlib.sha1(train.read(i)).hexdigest() for i in order]  # fmt: skip
+    assert len(train._handles) == 2
 
 
 def _stream(index, **kw) -> StreamingBatches:
@@ -102,17 +124,29 @@ def test_ranks_read_disjoint_halves_of_each_global_batch(large_data):
         assert torch.equal(torch.cat([ranks[0][b][0], ranks[1][b][0]]), one[b][0])
 
 
-def test_unreadable_images_are_skipped_counted_or_refused_with_strict(large_data):
+def test_unreadable_images_are_replaced_counted_or_refused_with_strict(large_data):
     root = large_data("folder")
     bad = sorted((root / "train" / "n02").iterdir())[0]
     bad.write_bytes(b"not an image")
     train = open_large(root).splits["train"]
+    k = [train.name(i) for i in range(len(train))].index(f"train/n02/{bad.name}")
     stream = _stream(train)
     with pytest.warns(UserWarning, match=f"skipped unreadable image train/n02/{bad.name}"):
         batches = _take(stream, 6)
-    assert sum(len(y) for _, y, _ in batches) == 23 and stream.skips.count == 1
+    ids = torch.cat([i for _, _, i in batches]).tolist()
+    # every batch keeps its size; the unreadable image's place goes to the next one in index order
+    assert all(len(y) == 4 for _, y, _ in batches) and stream.skips.count == 1
+    assert k not in ids and ids.count(k + 1) == 2
     with pytest.raises(DataError, match=f"unreadable image train/n02/{bad.name}"):
         _take(_stream(train, strict=True), 6)
+
+
+def test_a_broken_dataset_stops_instead_of_looping(large_data):
+    root = large_data("folder")
+    for f in (root / "train").rglob("*.*"):
+        f.write_bytes(b"broken")
+    with pytest.raises(DataError, match="16 training images in a row are unreadable"), pytest.warns(UserWarning):
+        _take(_stream(open_large(root).splits["train"]), 1)
 
 
 def test_train_view_matches_the_paper_recipe_in_size_and_is_deterministic(large_data):
@@ -122,6 +156,11 @@ def test_train_view_matches_the_paper_recipe_in_size_and_is_deterministic(large_
     b = train_view(data, AUG, np.random.default_rng([1, 2, 3]))
     assert a[0].shape == (3, 32, 32) and torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert AUG.short_min == round(256 / 7) and AUG.short_max == round(480 / 7) and AUG.scales()[-1] == round(640 / 7)
+    for w, h in ((1000, 300), (2000, 100), (100, 2000), (300, 300)):  # the fallback too stays inside the image
+        for seed in range(200):
+            x0, y0, x1, y1 = _rrc_box(w, h, np.random.default_rng(seed))
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (w, h, seed)
+            assert 3 / 4 - 0.02 <= (x1 - x0) / (y1 - y0) <= 4 / 3 + 0.02 or (w, h) == (300, 300)
     rrc = preset("imagenet-torchvision", 32)
     assert rrc.style == "rrc" and rrc.lighting == 0 and train_view(data, rrc, np.random.default_rng(0))[0].shape == (
         3, 32, 32)  # fmt: skip
@@ -165,9 +204,10 @@ def _reslab(index, mode, scales=None) -> float:
     return evaluate(_tiny_model(), stream, 3)["loss"]
 
 
-def test_ten_crop_is_the_mean_over_ten_explicit_crops(large_data):
+def test_ten_crop_is_the_mean_over_alexnets_ten_explicit_crops(large_data):
     val = open_large(large_data("folder")).splits["val"]  # JPEGs and PNGs
-    hand = _by_hand(val, lambda img: TF.ten_crop(_resized(img, AUG.test_short), [AUG.crop, AUG.crop]))
+    square = lambda data: TF.center_crop(_resized(data, AUG.test_short), [AUG.test_short] * 2)  # noqa: E731
+    hand = _by_hand(val, lambda data: TF.ten_crop(square(data), [AUG.crop, AUG.crop]))
     assert _reslab(val, "ten-crop") == pytest.approx(hand, abs=1e-5)
     centre = _by_hand(val, lambda img: [TF.center_crop(_resized(img, AUG.test_short), [AUG.crop, AUG.crop])])
     assert _reslab(val, "center") == pytest.approx(centre, abs=1e-5)

@@ -43,10 +43,18 @@ def test_plateau_divides_the_lr_after_patience_evaluations_without_improvement()
     rule = Plateau(get_recipe("imagenet-paper", plateau_patience=2, plateau_threshold=0.5))
     for error in (60.0, 50.0, 49.8, 49.7):  # improving, then two evaluations within 0.5 points of the best
         rule.observe(error)
-    assert rule.drops == 1 and rule.factor() == pytest.approx(0.1) and rule.best == 49.7
+    assert rule.drops == 1 and rule.factor() == pytest.approx(0.1) and rule.best == 50.0
     rule.observe(40.0)
     rule.observe(39.9)
     assert rule.drops == 1 and rule.stalled == 1  # the count restarted after the drop and after the improvement
+    slow = Plateau(get_recipe("imagenet-paper"))  # patience 5, threshold 0.1
+    for k in range(20):
+        slow.observe(40.0 - 0.09 * k)  # small steps that add up: an improvement every other evaluation
+    assert slow.drops == 0
+    flat = Plateau(get_recipe("imagenet-paper", plateau_threshold=0.0))
+    for _ in range(10):
+        flat.observe(30.0)
+    assert flat.drops == 1  # an unchanged error is no improvement, even with a threshold of 0
     again = Plateau(get_recipe("imagenet-paper"))
     again.load_state_dict(rule.state_dict())
     assert again.state_dict() == rule.state_dict()

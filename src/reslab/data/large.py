@@ -4,10 +4,11 @@ Nothing is loaded whole: `open_large` lists the images (a directory walk, or a p
 `ImageIndex.read` fetches one image's bytes on demand, from its file or with one seek into its tar. That makes the
 data a map from index to image, so an epoch is a permutation, a rank reads its own part of it, and resume is exact.
 
-Layouts of ``--data PATH`` (``val/`` may be called ``test/``):
+Layouts of ``--data PATH``:
 
-* ImageFolder: ``PATH/train/<class>/<image>`` and ``PATH/val/<class>/<image>``, a folder or an uncompressed ``.tar``
-  of one (a ``.tar.gz`` has no random access: decompress it first).
+* ImageFolder: ``PATH/train/<class>/<image>`` and ``PATH/val/<class>/<image>`` (``test/`` where there is no
+  ``val/``: ImageNet's own test/ has no labels), a folder or an uncompressed ``.tar`` of one (a ``.tar.gz`` has no
+  random access: decompress it first).
 * WebDataset shards: ``PATH/train/*.tar`` and ``PATH/val/*.tar``, each shard holding ``<key>.jpg`` (or .jpeg, .png,
   .webp) with ``<key>.cls`` (the class index as text), as written by ``webdataset.ShardWriter``. Class names come
   from ``PATH/classes.txt`` (one per line, in index order) when it exists, else the indices.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,24 +39,32 @@ DEVKIT_HINT = ("the devkit's ILSVRC2012_validation_ground_truth.txt numbers clas
                "valprep.sh) and pass the folder again")  # fmt: skip
 
 
+MAX_OPEN_TARS = 64  # per process: 1024 shards (ImageNet's usual count) would exceed a common limit of open files
+
+
 @dataclass
 class ImageIndex:
     """Where each image of one split is: ``containers[k]`` is a file, or a tar read at ``offsets``/``sizes``.
 
-    An image stored as its own file has offset -1. ``names`` are for messages; ``labels`` index ``classes``.
+    An image stored as its own file has offset -1. ``labels`` index the classes; `name` says which image ``i`` is,
+    for messages. Paths and names are kept as numpy byte strings, not Python objects: DataLoader workers share the
+    parent's pages of an index of 1.28M images instead of copying them as reference counts change.
     """
 
-    containers: list[str]
+    containers: np.ndarray  # bytes [K]: file-system paths (os.fsencode)
     container: np.ndarray  # int32 [N]: which container
     offsets: np.ndarray  # int64 [N]: byte offset in a tar, -1 for a plain file
     sizes: np.ndarray  # int64 [N]
     labels: np.ndarray  # int64 [N]
-    names: list[str]
-    _handles: dict[int, object] = field(default_factory=dict, repr=False)
+    names: np.ndarray  # bytes [N], UTF-8 (os.fsencode)
+    _handles: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _pid: int = field(default=-1, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def name(self, i: int) -> str:
+        return os.fsdecode(self.names[i])
 
     def read(self, i: int) -> bytes:
         """Image ``i``'s encoded bytes (raises OSError if its file cannot be read)."""
@@ -62,23 +72,25 @@ class ImageIndex:
         if offset < 0:
             with open(self.containers[c], "rb") as f:
                 return f.read()
-        # One open handle per tar and process: a DataLoader worker forked with its parent's handles must not share
-        # their file position, so handles opened in another process are dropped.
+        # Open tars are kept per process, the least recently used closed beyond MAX_OPEN_TARS; a DataLoader worker
+        # forked with its parent's handles must not share their file position, so those are dropped.
         if self._pid != os.getpid():
-            self._handles, self._pid = {}, os.getpid()
-        f = self._handles.get(c)
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        f = self._handles.pop(c, None)
         if f is None:
-            f = self._handles[c] = open(self.containers[c], "rb")  # noqa: SIM115 (kept open for the next read)
-        f.seek(offset)
-        return f.read(int(self.sizes[i]))
+            if len(self._handles) >= MAX_OPEN_TARS:
+                self._handles.popitem(last=False)[1].close()
+            f = open(self.containers[c], "rb")  # noqa: SIM115 (kept open for the next read)
+        self._handles[c] = f
+        return os.pread(f.fileno(), int(self.sizes[i]), offset)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handles": {}, "_pid": -1}  # handles do not travel to worker processes
+        return {**self.__dict__, "_handles": OrderedDict(), "_pid": -1}  # handles do not travel to workers
 
     def take(self, idx: np.ndarray) -> ImageIndex:
         """The images at ``idx``, in that order."""
         return ImageIndex(self.containers, self.container[idx], self.offsets[idx], self.sizes[idx], self.labels[idx],
-                          [self.names[i] for i in idx])  # fmt: skip
+                          self.names[idx])  # fmt: skip
 
 
 @dataclass
@@ -108,13 +120,15 @@ def open_large(path: str | Path) -> LargeData:
             raise DataError(f"unsupported data path {path}: expected a folder or a .tar file")
         return _folder_in_tar(path)
     train = path / "train"
-    if train.is_dir() and _shards(train):
+    # Shards: tars and no class folders (ILSVRC's per-class tars left beside the folders they were extracted to are
+    # not shards).
+    if train.is_dir() and _shards(train) and not any(p.is_dir() for p in train.iterdir()):
         return _webdataset(path)
     dirs, files = _scan_directory(path)
     root = _find_root([*dirs, *files], path)
-    val_name = "test" if (path.joinpath(*root) / "test").is_dir() else "val"
+    val_name = "val" if (path.joinpath(*root) / "val").is_dir() else "test"
     val_dir = path.joinpath(*root, val_name)
-    flat = val_dir.is_dir() and not any(p.is_dir() for p in val_dir.iterdir())
+    flat = val_dir.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in val_dir.iterdir())
     if flat:
         files = {rel: p for rel, p in files.items() if rel[len(root) : len(root) + 1] != (val_name,)}
     return _from_listing(path, dirs, {rel: (str(p), -1, -1) for rel, p in files.items()}, "ImageFolder",
@@ -140,7 +154,8 @@ def _from_listing(path: Path, dirs: set, files: dict, layout: str, flat_val: Pat
     root = _find_root([*dirs, *files], path)
     dirs = {d[len(root) :] for d in dirs if d[: len(root)] == root and len(d) > len(root)}
     files = {f[len(root) :]: w for f, w in files.items() if f[: len(root)] == root}
-    val_name = "test" if any(r[0] == "test" for r in (*dirs, *files)) else "val"
+    # val/ is the evaluation split; test/ only where there is no val/ (ImageNet's test/ has no labels).
+    val_name = "val" if any(r[0] == "val" for r in (*dirs, *files)) else "test"
     train, val = _classes_of("train", dirs, files), _classes_of(val_name, dirs, files)
     classes = sorted(train)
     _check_classes(path, classes, train, val if flat_val is None else None, val_name)
@@ -179,7 +194,10 @@ def _index(items: list[tuple[Where, int, str]]) -> ImageIndex:
     for n, ((file, offset, size), label, _) in enumerate(items):
         cont[n] = containers.setdefault(file, len(containers))
         offsets[n], sizes[n], labels[n] = offset, size, label
-    return ImageIndex(list(containers), cont, offsets, sizes, labels, [name for *_, name in items])
+    paths = np.array([os.fsencode(c) for c in containers], dtype=bytes)
+    names = np.array([os.fsencode(name) for *_, name in items], dtype=bytes)
+    return ImageIndex(paths if len(paths) else np.empty(0, "S1"), cont, offsets, sizes, labels,
+                      names if len(names) else np.empty(0, "S1"))  # fmt: skip
 
 
 def _tar_members(path: Path) -> list[tarfile.TarInfo]:
@@ -235,13 +253,15 @@ def _shard_items(shard: Path) -> list[tuple[Where, int, str]]:
 
 
 def _webdataset(path: Path) -> LargeData:
-    val_dir = path / ("test" if (path / "test").is_dir() else "val")
+    val_dir = path / ("val" if (path / "val").is_dir() else "test")
     splits = {}
     for split, folder in (("train", path / "train"), ("val", val_dir)):
         shards = _shards(folder) if folder.is_dir() else []
         if not shards:
             raise DataError(f"no .tar shards in {folder} (train/ holds shards, so {folder.name}/ must too)")
         splits[split] = _index([item for s in shards for item in _shard_items(s)])
+    if not len(splits["train"]):
+        raise DataError(f"no images in the shards of {path}/train")
     top = max(int(s.labels.max()) for s in splits.values() if len(s)) + 1
     names_file = path / "classes.txt"
     if names_file.is_file():
@@ -250,8 +270,6 @@ def _webdataset(path: Path) -> LargeData:
             raise DataError(f"{names_file} names {len(classes)} classes but the shards use class index {top - 1}")
     else:
         classes = [str(k) for k in range(top)]
-    if not len(splits["train"]):
-        raise DataError(f"no images in the shards of {path}/train")
     return LargeData(classes, splits, f"{path.name} (WebDataset shards)", "WebDataset shards")
 
 
@@ -272,16 +290,14 @@ def _flat_val(path: Path, val_dir: Path, classes: list[str]) -> ImageIndex:
 
 
 def _flat_labels(path: Path, val_dir: Path, classes: list[str]) -> dict[str, int]:
-    """File name (or stem) -> class index, from the first labels file found in ``path`` or ``val_dir``."""
-    for folder in (path, val_dir):
-        if (folder / "ILSVRC2012_validation_ground_truth.txt").is_file() and not any(
-            (folder / n).is_file() for n in LABEL_FILES
-        ):
-            raise DataError(f"{folder}: {DEVKIT_HINT}")
+    """File name (or stem) -> class index, from the first labels file found in ``val_dir`` or ``path``."""
+    for folder in (val_dir, path):
         for name in LABEL_FILES:
             f = folder / name
             if f.is_file():
                 return _read_labels(f, classes)
+    if any((folder / "ILSVRC2012_validation_ground_truth.txt").is_file() for folder in (val_dir, path)):
+        raise DataError(f"{val_dir}: {DEVKIT_HINT}")
     raise DataError(f"{val_dir} holds images but no class folders, and no labels file ({' or '.join(LABEL_FILES)}) "
                     f"was found in {path} or {val_dir}")  # fmt: skip
 

@@ -9,12 +9,14 @@ The training stream has the in-memory stream's two properties (`reslab.data.batc
 * data parallelism: every rank computes the same global batch of image indices and reads only its contiguous part,
   so each rank decodes ``1/world`` of every epoch.
 
-An unreadable image is dropped from its batch, counted, and reported in a warning naming it and why (once per image),
-never a crash hours into a run; ``strict`` makes it an error instead.
+An unreadable training image is replaced by the next readable one (so batches keep their size and ranks their
+places), counted, and reported in a warning naming it and why (once per image), never a crash hours into a run;
+``strict`` makes it an error instead. An unreadable test image is left out of the errors and counted.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import warnings
@@ -55,12 +57,15 @@ def default_workers() -> int:
 class Normalizer:
     """uint8 NCHW images -> float, scaled to [0, 1], PCA lighting added, mean subtracted (and divided by std).
 
-    ``mean`` is [3, H, W] (the per-pixel mean, "pixel") or [3, 1, 1] (with ``std``, "channel"). A per-pixel mean meets
-    views of another size only in multi-scale testing; there its per-channel average is subtracted.
+    ``mean`` is [3, H, W] (the per-pixel mean, "pixel") or [3, 1, 1] (with ``std``, "channel"). Whole images (multi-
+    scale testing, ``per_pixel=False``) have no pixel grid in common with the crops: their per-channel average is
+    subtracted from every scale alike.
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, device: torch.device) -> None:
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor | None, device: torch.device,
+                 per_pixel: bool = True) -> None:  # fmt: skip
         self.mean, self.std = mean[None].to(device), None if std is None else std[None].to(device)
+        self.per_pixel = per_pixel
         self.mean_cl = self.mean.contiguous(memory_format=torch.channels_last)  # the layout of the batches
         self.channel_mean = self.mean.mean((2, 3), keepdim=True)
         self.eigvec = torch.tensor(PCA_EIGVEC, device=device)
@@ -71,7 +76,7 @@ class Normalizer:
         y = x.float().mul_(1 / 255)
         if alphas is not None:  # AlexNet's lighting: a per-image RGB shift along the principal components
             y.add_((self.eigvec @ (alphas * self.eigval).T).T[:, :, None, None])
-        if self.mean.shape[2:] == y.shape[2:]:
+        if self.per_pixel and self.mean.shape[2:] == y.shape[2:]:
             y.sub_(self.mean_cl if y.is_contiguous(memory_format=torch.channels_last) else self.mean)
         else:
             y.sub_(self.channel_mean)  # a per-channel mean, or the per-pixel one's average (multi-scale testing)
@@ -84,8 +89,21 @@ def channel_stats() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- the datasets the workers index ----------------------------------------------------------------------------------
+# An item is {"views", "alphas", "label", "id", "skipped"}: "views" None when the image (and, in training, every
+# substitute tried) was unreadable; "skipped" lists (image, why) of the unreadable images met on the way.
+SUBSTITUTES = 16  # unreadable training images in a row before the data is called broken
+
+
+def _unreadable(e: Exception) -> str:
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        raise e  # the machine, not the image: never hide it as a skipped image
+    return f"{type(e).__name__}: {e}"  # any decoder failure is "unreadable" (see folders._Decoder)
+
+
 class _TrainImages(Dataset):
-    """Keys are ``(epoch, image)``; items ``(view, lighting alphas, label, image)`` or ``(None, why, label, image)``."""
+    """Keys are ``(epoch, image)``. An unreadable image is replaced by the next readable one in index order (its
+    view drawn with its own key), so every batch keeps the recipe's size and every rank its place in the global
+    batch; the replaced image is reported."""
 
     def __init__(self, index: ImageIndex, aug: LargeAugment, seed: int) -> None:
         self.index, self.aug, self.seed = index, aug, seed
@@ -93,24 +111,30 @@ class _TrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple:
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, i = key
-        label = int(self.index.labels[i])
-        try:
-            view, alphas = train_view(self.index.read(i), self.aug, np.random.default_rng([self.seed, epoch, i]))
-        except Exception as e:  # any decoder failure is "unreadable" (see folders._Decoder)
-            return None, f"{type(e).__name__}: {e}", label, i
-        return view, alphas, label, i
+        skipped = []
+        for j in (int(i + k) % len(self.index) for k in range(SUBSTITUTES)):
+            try:
+                rng = np.random.default_rng([self.seed, epoch, j])
+                view, alphas = train_view(self.index.read(j), self.aug, rng)
+                return {"views": view, "alphas": alphas, "label": int(self.index.labels[j]), "id": j,
+                        "skipped": skipped}  # fmt: skip
+            except Exception as e:
+                skipped.append((j, _unreadable(e)))
+        return {"views": None, "label": -1, "id": i, "skipped": skipped}
 
 
 class _EvalImages(Dataset):
+    """An unreadable test image is left out (and reported): errors are over the readable ones."""
+
     def __init__(self, index: ImageIndex, aug: LargeAugment, mode: str, scales: tuple[int, ...]) -> None:
         self.index, self.aug, self.mode, self.scales = index, aug, mode, scales
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         label = int(self.index.labels[i])
         try:
             data = self.index.read(i)
@@ -121,16 +145,16 @@ class _EvalImages(Dataset):
             else:
                 views = multi_scale_views(data, self.scales)
         except Exception as e:
-            return None, f"{type(e).__name__}: {e}", label, i
-        return views, None, label, i
+            return {"views": None, "label": label, "id": i, "skipped": [(i, _unreadable(e))]}
+        return {"views": views, "label": label, "id": i, "skipped": []}
 
 
-def _collate(items: list[tuple]) -> dict[str, Any]:
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable items' views as uint8 NCHW tensors in channels-last memory (the models' layout)."""
-    good = [it for it in items if it[0] is not None]
-    out: dict[str, Any] = {"skipped": [(it[3], it[1]) for it in items if it[0] is None],
-                           "labels": torch.tensor([it[2] for it in good], dtype=torch.long),
-                           "ids": torch.tensor([it[3] for it in good], dtype=torch.long)}  # fmt: skip
+    good = [it for it in items if it["views"] is not None]
+    out: dict[str, Any] = {"skipped": [s for it in items for s in it["skipped"]], "failed": len(items) - len(good),
+                           "labels": torch.tensor([it["label"] for it in good], dtype=torch.long),
+                           "ids": torch.tensor([it["id"] for it in good], dtype=torch.long)}  # fmt: skip
     if not good:
         out["views"] = []
         return out
@@ -138,11 +162,11 @@ def _collate(items: list[tuple]) -> dict[str, Any]:
     def stack(views: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([v.permute(1, 2, 0) for v in views]).permute(0, 3, 1, 2)  # NHWC memory
 
-    if isinstance(good[0][0], list):  # evaluation: one tensor per view
-        out["views"] = [stack([it[0][v] for it in good]) for v in range(len(good[0][0]))]
+    if isinstance(good[0]["views"], list):  # evaluation: one tensor per view
+        out["views"] = [stack([it["views"][v] for it in good]) for v in range(len(good[0]["views"]))]
     else:
-        out["views"] = stack([it[0] for it in good])
-        out["alphas"] = torch.from_numpy(np.stack([it[1] for it in good]))
+        out["views"] = stack([it["views"] for it in good])
+        out["alphas"] = torch.from_numpy(np.stack([it["alphas"] for it in good]))
     return out
 
 
@@ -150,16 +174,17 @@ class _Skips:
     """Unreadable images: one warning per image the first time, a count for the run."""
 
     def __init__(self, index: ImageIndex, strict: bool) -> None:
-        self.index, self.strict, self.count, self.seen = index, strict, 0, set()
+        self.index, self.strict, self.count, self.seen, self.last = index, strict, 0, set(), ""
 
     def add(self, skipped: list[tuple[int, str]]) -> None:
         for i, why in skipped:
+            self.last = f"{self.index.name(i)}, {why}"
             if self.strict:
-                raise DataError(f"unreadable image {self.index.names[i]}: {why}")
+                raise DataError(f"unreadable image {self.index.name(i)}: {why}")
             self.count += 1
             if i not in self.seen:
                 self.seen.add(i)
-                warnings.warn(f"skipped unreadable image {self.index.names[i]} ({why}); {len(self.seen)} so far",
+                warnings.warn(f"skipped unreadable image {self.index.name(i)} ({why}); {len(self.seen)} so far",
                               stacklevel=2)  # fmt: skip
 
 
@@ -255,8 +280,9 @@ class StreamingBatches:
             for raw in self.loader:
                 self.batch += 1  # counted when handed out: a checkpoint after this batch resumes with the next one
                 self.skips.add(raw["skipped"])
-                if not len(raw["labels"]):
-                    continue
+                if raw["failed"]:
+                    raise DataError(f"{SUBSTITUTES} training images in a row are unreadable (the last: "
+                                    f"{self.skips.last}): the data looks broken")  # fmt: skip
                 x = raw["views"].to(self.device, non_blocking=True)
                 alphas = raw["alphas"].to(self.device, non_blocking=True) if self.lighting else None
                 x = self.normalize(x, alphas)
@@ -293,7 +319,7 @@ class EvalStream:
         batch = 1 if mode == "multi-scale" else batch_size
         dataset = _EvalImages(index, aug, mode, scales or aug.scales())
         self.loader = _loader(dataset, workers, self.device, batch_size=batch, shuffle=False)
-        self.normalize = Normalizer(mean, std, self.device)
+        self.normalize = Normalizer(mean, std, self.device, per_pixel=mode != "multi-scale")
         self.skips = _Skips(index, strict)
         self.n = len(index)
 

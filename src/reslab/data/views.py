@@ -6,20 +6,19 @@ color augmentation in [21] is used." ``style="rrc"`` is torchvision's RandomResi
 instead, as its ResNet-50 v1 weights were trained. All sizes scale with the crop size (`LargeAugment.for_crop`), so
 smaller images keep the paper's proportions.
 
-Testing: the centre crop of the image resized to shorter side 256; the 10 crops (4 corners and centre of that image,
-and their mirrors: torchvision's ``TenCrop``); and the paper's fully-convolutional form (Sec. 3.4, from [41, 13]):
-the whole image resized so its shorter side is each of {224, 256, 384, 480, 640}, run through the network as it is
-(global average pooling accepts any size), and the softmax averaged over the scales and their mirrors. This is the
-form where the image is not cropped and the pooled features feed the same fc layer; the paper's "fully-convolutional
-form" may also mean the fc layer applied at every position before averaging, which gives the same scores because
-average pooling and the linear fc layer commute.
+Testing: the centre crop of the image resized to shorter side 256; the 10 crops (AlexNet's, which the paper cites:
+the 4 corners and the centre of the central 256 square, and their mirrors); and the paper's fully-convolutional
+form (Sec. 3.4, from [41, 13]): the whole image resized so its shorter side is each of {224, 256, 384, 480, 640},
+run through the network as it is (global average pooling accepts any size), and the softmax averaged over the
+scales and their mirrors. The paper's form converts the fc layer to a convolution and averages its class-score map
+over positions; that average equals the fc layer applied to the average-pooled features (both are linear), which
+is what the network computes on a whole image, so the scores are the same.
 
 Speed: a JPEG is decoded by libjpeg-turbo (simplejpeg), at 1/2, 1/4 or 1/8 scale by its DCT scaling (as PIL's
-``draft``) whenever the output needs no more pixels than that; a training crop is resized
-straight from the source region it covers instead of resizing the whole image first; images stay uint8 [3, H, W]
-tensors throughout.
-Random numbers come from a generator seeded by (seed, epoch, image), so a view does not depend on which worker made
-it or when.
+``draft``) whenever the output needs no more pixels than that (test views too: their pixels then differ slightly
+from a full decode's); a training crop is resized straight from the source region it covers instead of resizing
+the whole image first; images stay uint8 [3, H, W] tensors throughout. Random numbers come from a generator seeded
+by (seed, epoch, image), so a view does not depend on which worker made it or when.
 """
 
 from __future__ import annotations
@@ -144,8 +143,9 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
     """One training view (uint8 [3, crop, crop]) and its lighting offsets (float32 [3] alphas; zeros if off).
 
-    The crop's source region is rounded out to whole pixels and resized straight to ``crop`` x ``crop``: the same
-    view as resizing the whole image and cropping it, without resizing the pixels the crop leaves out."""
+    The crop's source region is rounded out to whole pixels and resized straight to ``crop`` x ``crop``: nearly the
+    view that resizing the whole image and cropping it would give (the region stretched by under a pixel), without
+    resizing the pixels the crop leaves out."""
     w, h = image_size(data)
     c = aug.crop
     if aug.style == "scale":
@@ -178,8 +178,8 @@ def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, fl
         if 0 < cw <= w and 0 < ch <= h:
             x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
             return x0, y0, x0 + cw, y0 + ch
-    ratio = w / h
-    cw, ch = (w, round(w / (4 / 3))) if ratio > 4 / 3 else (round(h * 3 / 4), h) if ratio < 3 / 4 else (w, h)
+    ratio = w / h  # wider than 4/3: the full height and 4/3 of it as width; taller than 3/4: the full width
+    cw, ch = (round(h * 4 / 3), h) if ratio > 4 / 3 else (w, round(w * 4 / 3)) if ratio < 3 / 4 else (w, h)
     x0, y0 = (w - cw) // 2, (h - ch) // 2
     return x0, y0, x0 + cw, y0 + ch
 
@@ -198,10 +198,14 @@ def center_view(data: bytes, aug: LargeAugment) -> torch.Tensor:
 
 
 def ten_crop_views(data: bytes, aug: LargeAugment) -> list[torch.Tensor]:
-    """torchvision's TenCrop of the image resized to shorter side ``test_short``: top-left, top-right, bottom-left,
-    bottom-right, centre, then the same five of its mirror image."""
+    """The "standard 10-crop testing" the paper cites (AlexNet [21], Sec. 4.1 there): the image resized to shorter
+    side ``test_short``, its central ``test_short`` square, and of that square the four corner crops and the centre
+    crop and their mirror images (torchvision's ``TenCrop`` order: top-left, top-right, bottom-left, bottom-right,
+    centre, then mirrored). ``TenCrop`` applied to the whole resized image instead would reach further out along the
+    long side."""
     x = resize_short(data, aug.test_short)
-    return _crops(x, aug.crop) + _crops(x.flip(2), aug.crop)
+    square = _crops(x, aug.test_short)[4]
+    return _crops(square, aug.crop) + _crops(square.flip(2), aug.crop)
 
 
 def _crops(x: torch.Tensor, c: int) -> list[torch.Tensor]:

@@ -54,7 +54,7 @@ class Recipe:
     gamma: float = _opt(0.1, "step schedule: lr factor at each milestone")
     plateau_patience: int = _opt(5, "plateau schedule: evaluations in a row without an improvement of at least "
                                  "--plateau-threshold on the best validation error so far")  # fmt: skip
-    plateau_threshold: float = _opt(0.1, "plateau schedule: the smallest improvement that counts (error points)")
+    plateau_threshold: float = _opt(0.1, "plateau schedule: an improvement counts when it exceeds this (error points)")
     warmup_fraction: float = _opt(0.0, "linear lr warm-up from 0 over this fraction of the run")
     final_lr_fraction: float = _opt(0.0, "cosine / onecycle: the final lr as a fraction of --lr")
     paper_warmup_min_depth: int | None = _opt(110, "the paper's rule (Sec. 4.2) for nets of this depth and deeper: "
@@ -244,8 +244,9 @@ class PaperWarmup:
 
 class Plateau:
     """Sec. 3.4's "divided by 10 when the error plateaus", made precise: after each periodic evaluation, if the
-    validation error has not improved on its best by at least ``plateau_threshold`` points for ``plateau_patience``
-    evaluations in a row, the lr is multiplied by ``gamma`` and the count starts again."""
+    validation error has not fallen below its best by more than ``plateau_threshold`` points for ``plateau_patience``
+    evaluations in a row, the lr is multiplied by ``gamma`` and the count starts again. The best is the error of the
+    last evaluation that counted as an improvement."""
 
     def __init__(self, recipe: Recipe) -> None:
         self.active = recipe.schedule == "plateau"
@@ -257,12 +258,13 @@ class Plateau:
         return self.gamma**self.drops
 
     def observe(self, error: float) -> None:
+        # As torch's ReduceLROnPlateau(threshold_mode="abs"): only an improvement that counts moves the best, so a
+        # slow steady descent (smaller steps than the threshold) still adds up to improvements.
         if not self.active:
             return
-        if self.best is None or error <= self.best - self.threshold:
-            self.best, self.stalled = error if self.best is None else min(error, self.best), 0
+        if self.best is None or error < self.best - self.threshold:
+            self.best, self.stalled = error, 0
             return
-        self.best = min(error, self.best)
         self.stalled += 1
         if self.stalled >= self.patience:
             self.drops, self.stalled = self.drops + 1, 0

@@ -31,7 +31,7 @@ from reslab.engine.recipes import LRSchedule, build_optimizer
 from reslab.engine.rundir import RunDir
 from reslab.engine.runinfo import run_info
 from reslab.engine.trainer import Trainer
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, DataError
 from reslab.models import create_model, family_and_depth
 from reslab.models.weights import load_weights
 from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory, streaming
@@ -172,6 +172,13 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
 
 def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> ClassificationData:
     large, aug = open_stream(config)
+    # Every rank indexes the data itself; a rank that sees other files (a copy still syncing, another mount) would
+    # read other images for its part of each batch: stop all ranks together instead.
+    counts = [len(large.splits["train"]), len(large.splits["val"])]
+    differs = D.all_reduce_max(torch.tensor([float(D.broadcast_from_main(counts) != counts)], device=device))
+    if differs.item():
+        raise DataError(f"the ranks index different data in {config.data} (this rank: {counts[0]} training and "
+                        f"{counts[1]} validation images): every rank must see the same files")  # fmt: skip
     workers = default_workers() if config.workers is None else config.workers
     if aug.normalization == "pixel":  # rank 0 estimates the mean image, every rank gets the same one
         mean, std = D.on_main(lambda: estimate_pixel_mean(large.splits["train"], aug, workers=workers)), None
