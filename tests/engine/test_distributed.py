@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -49,19 +50,10 @@ class SplitHalves(nn.Module):
         return torch.cat([self.net(half) for half in x.chunk(2)])
 
 
-def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
-    out = tmp_path / "ddp"
-    proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision",
-                    "fp32", "--iterations", str(ITERS), "--batch-size", str(BATCH), "--log-every", "2",
-                    "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, failure(proc)
-    ddp = read_checkpoint(out / "checkpoint.pt")
-    assert ddp["iteration"] == ITERS
-
-    cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=str(tmp_path / "ref"),
-                      recipe=get_recipe("paper", iterations=ITERS, batch_size=BATCH), progress=False)  # fmt: skip
+def assert_matches_one_process(ddp: dict, cfg: TrainConfig, build: Callable[[], nn.Module]) -> None:
+    """A DDP run's weights equal those of one process training `SplitHalves` of the same net on the same config."""
     torch.manual_seed(cfg.seed)  # the initial weights `reslab train` draws
-    reference = SplitHalves(create_model("resnet20"))
+    reference = SplitHalves(build())
     # torchrun gives each worker one thread, and oneDNN's fp32 convolutions round differently with two.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -73,6 +65,20 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
     assert params.keys() <= ddp["model"].keys()
     for name, p in params.items():
         torch.testing.assert_close(ddp["model"][name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
+    out = tmp_path / "ddp"
+    proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision",
+                    "fp32", "--iterations", str(ITERS), "--batch-size", str(BATCH), "--log-every", "2",
+                    "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, failure(proc)
+    ddp = read_checkpoint(out / "checkpoint.pt")
+    assert ddp["iteration"] == ITERS
+
+    cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=str(tmp_path / "ref"),
+                      recipe=get_recipe("paper", iterations=ITERS, batch_size=BATCH), progress=False)  # fmt: skip
+    assert_matches_one_process(ddp, cfg, lambda: create_model("resnet20"))
 
 
 def test_a_dead_rank_ends_the_job_with_its_error(tmp_path):
@@ -169,13 +175,4 @@ def test_streamed_large_images_under_torchrun_match_one_process(tmp_path, large_
                       log_every=2, out=str(tmp_path / "ref"), progress=False,
                       recipe=get_recipe("imagenet-paper", iterations=6, batch_size=8, plateau_patience=1,
                                         plateau_threshold=100.0))  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    reference = SplitHalves(create_model("resnet18", num_classes=3))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(cfg, model=reference)
-    finally:
-        torch.set_num_threads(threads)
-    for name, p in reference.net.named_parameters():
-        torch.testing.assert_close(ddp["model"][name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    assert_matches_one_process(ddp, cfg, lambda: create_model("resnet18", num_classes=3))

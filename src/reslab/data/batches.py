@@ -24,10 +24,19 @@ import torch.nn.functional as F
 from reslab.errors import ConfigError
 
 
-def _generator(*key: int) -> torch.Generator:
+def seeded_generator(*key: int) -> torch.Generator:
     """A generator seeded by a hash of ``key``: no overflow for any seed, no collisions between (epoch, batch)."""
     digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def check_batch_size(batch_size: int, world: int, images: int) -> None:
+    """A global batch must split evenly over the processes and fit in the training set (every stream drops the last
+    partial batch of an epoch)."""
+    if batch_size % world:
+        raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
+    if batch_size > images:
+        raise ConfigError(f"batch size {batch_size} exceeds the {images} training images")
 
 
 def pixel_mean(images: torch.Tensor) -> torch.Tensor:
@@ -109,10 +118,7 @@ class BatchStream:
         device: torch.device | str = "cpu",
         channels_last: bool = False,
     ) -> None:
-        if batch_size % world:
-            raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
-        if batch_size > len(images):
-            raise ConfigError(f"batch size {batch_size} exceeds the {len(images)} training images")
+        check_batch_size(batch_size, world, len(images))
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -120,7 +126,7 @@ class BatchStream:
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
         # Each image's mirroring in even epochs (odd epochs invert it); key (seed, -1) is no (epoch, batch) key.
         self._base_flips = (
-            (torch.rand(len(images), generator=_generator(seed, -1)) < 0.5).long().to(self.device)
+            (torch.rand(len(images), generator=seeded_generator(seed, -1)) < 0.5).long().to(self.device)
             if alternate_flips
             else None
         )
@@ -140,7 +146,7 @@ class BatchStream:
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order is None:
-            gen = _generator(self.seed, self.epoch)
+            gen = seeded_generator(self.seed, self.epoch)
             self._order = torch.randperm(len(self.images), generator=gen).to(self.device)
         return self._order
 
@@ -152,7 +158,7 @@ class BatchStream:
             self.epoch, self.batch, self._order = self.epoch + 1, 0, None
         order = self._epoch_order()
         idx = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
-        gen = _generator(self.seed, self.epoch, self.batch)
+        gen = seeded_generator(self.seed, self.epoch, self.batch)
         self.batch += 1
         # This rank's contiguous shard of the global batch; the random numbers are drawn for the whole batch, so
         # each image is cropped and flipped as it would be in a one-process run.

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reslab.data.batches import _generator
+from reslab.data.batches import check_batch_size, seeded_generator
 from reslab.data.large import ImageIndex
 from reslab.data.views import (
     PCA_EIGVAL,
@@ -215,7 +215,7 @@ class _EpochBatches(Sampler):
         return self.per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = torch.randperm(self.n, generator=_generator(self.seed, self.epoch)).tolist()
+        order = torch.randperm(self.n, generator=seeded_generator(self.seed, self.epoch)).tolist()
         shard = self.batch_size // self.world
         for b in range(self.start, self.per_epoch):
             lo = b * self.batch_size + self.rank * shard
@@ -249,10 +249,7 @@ class StreamingBatches:
         strict: bool = False,
         with_ids: bool = False,
     ) -> None:
-        if batch_size % world:
-            raise ConfigError(f"batch size {batch_size} is not divisible by {world} processes")
-        if batch_size > len(index):
-            raise ConfigError(f"batch size {batch_size} exceeds the {len(index)} training images")
+        check_batch_size(batch_size, world, len(index))
         self.device = torch.device(device)
         self.sampler = _EpochBatches(len(index), batch_size, seed, rank, world)
         self.loader = _loader(_TrainImages(index, aug, seed), workers, self.device, batch_sampler=self.sampler)
