@@ -110,6 +110,8 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
     assert r["views"] == "fully convolutional, shorter sides 32, 37, 55, 69, 91, and mirrored"
     assert main(["eval", str(out), "--multi-scale", "--scales", "32,48", "--workers", "0"]) == 0
     assert "shorter sides 32, 48, and mirrored" in capsys.readouterr().out
+    assert main(["runs", str(out)]) == 0
+    assert f"| {summary['val_error']:.2f} (val) |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
