@@ -72,8 +72,7 @@ def evaluate_checkpoint(
             raise DataError(f"{e}; this is the data {loaded.path} was trained on: pass --data to evaluate on a "
                             "copy of it elsewhere") from e  # fmt: skip
         raise
-    if list(ds.classes) != loaded.classes:
-        raise DataError(f"the data's classes {ds.classes[:4]}... differ from the checkpoint's {loaded.classes[:4]}...")
+    _check_classes(ds.classes, loaded)
     if tuple(ds.test_images.shape[1:]) != tuple(loaded.mean.shape):
         raise DataError(f"the data's images are {list(ds.test_images.shape[1:])}, the checkpoint was trained on "
                         f"{list(loaded.mean.shape)}")  # fmt: skip
@@ -90,15 +89,18 @@ def evaluate_checkpoint(
             "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip
 
 
+def _check_classes(classes: list[str], loaded: LoadedModel) -> None:
+    if list(classes) != loaded.classes:
+        raise DataError(f"the data's classes {classes[:4]}... differ from the checkpoint's {loaded.classes[:4]}...")
+
+
 def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: bool, shift: int, mode: str,
                     scales: tuple[int, ...] | None, dev: torch.device, precision: str, batch_size: int | None,
                     workers: int | None) -> dict[str, Any]:  # fmt: skip
     cfg = loaded.config
     large, _ = open_stream(replace(cfg, data=resolve_spec(data) if data else cfg.data, test_subset=None,
                                    train_subset=None if data else cfg.train_subset))  # fmt: skip
-    if list(large.classes) != loaded.classes:
-        raise DataError(f"the data's classes {large.classes[:4]}... differ from the checkpoint's "
-                        f"{loaded.classes[:4]}...")  # fmt: skip
+    _check_classes(large.classes, loaded)
     aug = LargeAugment(**loaded.preprocess["large"])
     index = large.splits["train" if split == "train" else "val"]
     stream = EvalStream(index, aug, loaded.mean, loaded.preprocess.get("std"), mode=mode, scales=scales,
