@@ -54,8 +54,11 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, trials: int = 3
 
 
 def reslab_rate(model: str, data: ImageDataset, batch: int, steps: int, warmup: int, precision: str, *,
-                channels_last: bool = True, compile: bool = False, strip_bn_relu: bool = False) -> float:  # fmt: skip
+                channels_last: bool = True, compile: bool = False, strip_bn_relu: bool = False, device: str = "cpu",
+                compile_mode: str | None = None) -> float:  # fmt: skip
     """Images/s of `reslab train`'s loop: the trainer `reslab train` builds, run for ``steps`` after ``warmup``.
+    ``compile_mode`` wraps the network in ``torch.compile(mode=compile_mode)`` instead (e.g. "reduce-overhead":
+    CUDA graphs).
 
     Without BN a deep net's activations overflow and the loop stops on the NaN: the bound's runs shrink every conv's
     weights (each unit then stays close to the identity) and take a learning rate too small to move them. The work
@@ -63,9 +66,11 @@ def reslab_rate(model: str, data: ImageDataset, batch: int, steps: int, warmup: 
     lr = 1e-9 if strip_bn_relu else 0.1
     cfg = TrainConfig(model=model, recipe=get_recipe("paper", batch_size=batch, iterations=10**6, lr=lr),
                       precision=precision,
-                      channels_last=channels_last, device="cpu", compile=compile, checkpoint_minutes=0,
+                      channels_last=channels_last, device=device, compile=compile, checkpoint_minutes=0,
                       progress=False)  # fmt: skip
     trainer = build_trainer(cfg, data=data)
+    if compile_mode:
+        trainer.net = torch.compile(trainer.net, mode=compile_mode)
     if strip_bn_relu:
         strip(trainer.model, (nn.BatchNorm2d, nn.ReLU))
         with torch.no_grad():
@@ -87,23 +92,38 @@ def strip(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> None:
             strip(child, kinds)
 
 
-def tutorial_rate(model_name: str, root: Path, batch: int, steps: int, warmup: int) -> float:
+def extract(tar: str) -> Path:
+    """The ImageFolder tar unpacked to a temporary folder (the tutorial reads files): the folder above train/."""
+    tmp = tempfile.mkdtemp()
+    with tarfile.open(tar) as f:
+        f.extractall(tmp, filter="data")
+    return next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
+
+
+def tutorial_rate(model_name: str, root: Path, batch: int, steps: int, warmup: int, *,
+                  device: torch.device | str = "cpu", workers: int = 2) -> float:  # fmt: skip
+    """The usual tutorial's loop; on a GPU with pinned memory, as the tutorials write it."""
+    device = torch.device(device)
     tf = transforms.Compose([
         transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
         transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     ])  # fmt: skip
     folder = torchvision.datasets.ImageFolder(root / "train", tf)
     loader = torch.utils.data.DataLoader(
-        folder, batch_size=batch, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
+        folder, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=True,
+        pin_memory=device.type == "cuda",
     )
-    model = create_model(model_name)
+    model = create_model(model_name).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     crit = nn.CrossEntropyLoss()
     done = 0
     while done < warmup + steps:
         for x, y in loader:
             if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 t = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = crit(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -111,6 +131,8 @@ def tutorial_rate(model_name: str, root: Path, batch: int, steps: int, warmup: i
             done += 1
             if done == warmup + steps:
                 break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return steps * batch / (time.perf_counter() - t)
 
 
@@ -143,12 +165,7 @@ def main() -> None:
     out.print(f"GEMM peak measured now: bf16 {2 * peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 "
               f"{2 * peaks['fp32'] / 1e9:.0f} GFLOP/s")  # fmt: skip
     data = load_dataset(args.data)
-    root = None
-    if not args.skip_tutorial:
-        tmp = tempfile.mkdtemp()
-        with tarfile.open(args.data) as tar:
-            tar.extractall(tmp, filter="data")
-        root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
+    root = None if args.skip_tutorial else extract(args.data)
     variants = [False, True] if args.compile else [False]
     heads = ("model", "batch", "precision", "compiled", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s",
              "of ceiling")

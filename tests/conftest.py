@@ -1,9 +1,16 @@
-"""Large-image datasets on disk, in every layout `reslab.data.large` reads, for the data, engine and CLI tests."""
+"""Shared fixtures: the device the tests run on, and large-image datasets on disk in every layout
+`reslab.data.large` reads, for the data, engine and CLI tests.
+
+``RESLAB_TEST_DEVICE=cuda pytest tests/models tests/engine`` runs the model and engine tests on a GPU (CI has none;
+see ../shared/GPU-CHECKS.md). There, deterministic algorithms are switched on, so that the bit-exact resume tests
+test resuming and not cuDNN's choice of kernels: cuBLAS needs its workspace setting before CUDA starts.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -12,6 +19,22 @@ import pytest
 from PIL import Image
 
 CLASSES = ("n01", "n02", "n03")
+TEST_DEVICE = os.environ.get("RESLAB_TEST_DEVICE", "cpu")
+
+if TEST_DEVICE.startswith("cuda"):
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(f"RESLAB_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA device")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+@pytest.fixture
+def device() -> str:
+    """Where model and engine tests run: ``cpu`` unless ``RESLAB_TEST_DEVICE`` says otherwise."""
+    return TEST_DEVICE
 
 
 def _image(rng: np.random.Generator, label: int) -> Image.Image:

@@ -155,6 +155,8 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic", "--recipe", "slow"], "invalid choice"),
         (["train", "--data", "synthetic", "--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA"),
         (["train", "--data", "synthetic", "--sync-bn"], "sync-bn needs"),
+        (["train", "--data", "synthetic", "--compile-mode", "reduce-overhead"], "is a mode of --compile, which is off"),
+        (["train", "--data", "synthetic", "--compile", "--compile-mode", "fast"], "invalid choice"),
         (["train", "--data", "synthetic:64", "--batch-size", "128"], "batch size"),
         (["train", "--data", "synthetic", "--iterations", "5", "--epochs", "2"], "not both"),
         (["train", "--data", "synthetic", "--recipe", "fast", "--epochs", "none"], "exactly one of them"),

@@ -1,7 +1,10 @@
 """torchrun: 2 CPU processes (gloo) train exactly what one process computes on the same global batches, stop and
-resume together, and a dead rank ends the job with its error. Everything goes through the public API."""
+resume together, and a dead rank ends the job with its error. Everything goes through the public API.
+These are CPU tests on any machine: the ranks see no GPU (two NCCL ranks cannot share one), and the one-process
+references run on the CPU."""
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,10 +24,11 @@ from reslab.engine.run import train
 from reslab.engine.rundir import RunDir, read_checkpoint
 
 ITERS, BATCH = 4, 16
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(_torchrun(*args), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_torchrun(*args), capture_output=True, text=True, timeout=timeout, env=CPU_ONLY)
 
 
 def _torchrun(*args: str) -> list[str]:
@@ -76,8 +80,9 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
     ddp = read_checkpoint(out / "checkpoint.pt")
     assert ddp["iteration"] == ITERS
 
-    cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=str(tmp_path / "ref"),
-                      recipe=get_recipe("paper", iterations=ITERS, batch_size=BATCH), progress=False)  # fmt: skip
+    cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", device="cpu",
+                      out=str(tmp_path / "ref"), recipe=get_recipe("paper", iterations=ITERS, batch_size=BATCH),
+                      progress=False)  # fmt: skip
     assert_matches_one_process(ddp, cfg, lambda: create_model("resnet20"))
 
 
@@ -144,7 +149,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = ["-m", "reslab.cli", "train", "--model", "resnet20", "--data", "synthetic:256", "--precision", "fp32",
             "--iterations", "2000", "--batch-size", "16", "--log-every", "5", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CPU_ONLY)
     end = time.monotonic() + 120
     while len(RunDir(out).metrics()) < 2 and time.monotonic() < end:
         time.sleep(0.1)
@@ -171,8 +176,8 @@ def test_streamed_large_images_under_torchrun_match_one_process(tmp_path, large_
     lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
     assert lrs == pytest.approx([0.1, 0.1, 0.01]) and ddp["schedule"]["plateau"]["drops"] == 2
 
-    cfg = TrainConfig(model="resnet18", data=str(data), image_size=32, workers=0, precision="fp32", eval_every=2,
-                      log_every=2, out=str(tmp_path / "ref"), progress=False,
+    cfg = TrainConfig(model="resnet18", data=str(data), image_size=32, workers=0, precision="fp32", device="cpu",
+                      eval_every=2, log_every=2, out=str(tmp_path / "ref"), progress=False,
                       recipe=get_recipe("imagenet-paper", iterations=6, batch_size=8, plateau_patience=1,
                                         plateau_threshold=100.0))  # fmt: skip
     assert_matches_one_process(ddp, cfg, lambda: create_model("resnet18", num_classes=3))

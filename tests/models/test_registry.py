@@ -25,9 +25,9 @@ def test_registry_lists_the_paper():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_forward_backward(name):
-    model = create_model(name, num_classes=7)
-    x = small_input(name)
+def test_forward_backward(name, device):
+    model = create_model(name, num_classes=7).to(device)
+    x = small_input(name).to(device)
     out = model(x)
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from reslab.cli.options import add_data_args, add_device_args, add_field, add_switch, default_of, field_of
-from reslab.engine.config import TrainConfig
+from reslab.engine.config import COMPILE_MODES, TrainConfig
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
 from reslab.models.blocks import SHORTCUT_OPTIONS
 
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_field(p, name, metavar="N")
     add_switch(p, "--sync-bn", "sync_bn")
     add_switch(p, "--compile", "compile")
+    add_field(p, "compile_mode", choices=COMPILE_MODES)
     add_switch(p, "--quiet", "progress")
     g = p.add_argument_group("recipe overrides", "each replaces the chosen recipe's value; the recipes' own values "
                              "are shown")  # fmt: skip
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-        stop_at=args.stop_at, sync_bn=args.sync_bn, compile=args.compile, eval_batch_size=args.eval_batch_size,
+        stop_at=args.stop_at, sync_bn=args.sync_bn, compile=args.compile, compile_mode=args.compile_mode,
+        eval_batch_size=args.eval_batch_size,
         progress=args.progress,
     )  # fmt: skip
     summary = train(config, resume=args.resume)

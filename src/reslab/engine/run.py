@@ -221,7 +221,7 @@ def _place(
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=config.compile_mode)
     return model, net
 
 
