@@ -121,3 +121,9 @@ def large_data(tmp_path: Path):
         return make_large(tmp_path / f"large-{layout}", layout, **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def large_dataset_maker():
+    """`make_large` itself, for session-scoped fixtures (which cannot use the function-scoped `large_data`)."""
+    return make_large

@@ -44,7 +44,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) ->
         os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary output files
         os.replace(tmp, path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -78,7 +78,7 @@ def _free_space(folder: Path) -> str:
     return f" ({free / 2**20:.0f} MiB free there)"
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable; not every platform lets a folder be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)

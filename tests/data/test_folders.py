@@ -245,7 +245,7 @@ def test_cache_hit_does_not_decode(image_tree, tmp_path, helpers, monkeypatch):
     def no_decode(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(folders, "_decode_image", no_decode)
+    monkeypatch.setattr(folders, "decode_image", no_decode)
     for source in (root, tar):
         assert_matches(load_image_folder(source, cache), expected)
     assert sorted(p.name for p in (cache / "folders").iterdir()) == sorted(
@@ -258,8 +258,8 @@ def test_cache_key_follows_content_and_image_size(image_tree, tmp_path, helpers,
     cache = tmp_path / "cache"
     load_image_folder(root, cache)
     calls = []
-    real = folders._decode_image
-    monkeypatch.setattr(folders, "_decode_image", lambda *a: calls.append(1) or real(*a))
+    real = folders.decode_image
+    monkeypatch.setattr(folders, "decode_image", lambda *a: calls.append(1) or real(*a))
 
     new = np.full((8, 8, 3), 7, np.uint8)
     target = root / "train" / "cat" / "00.png"
@@ -309,9 +309,9 @@ def test_real_cifar10_jpeg_tar(tmp_path, monkeypatch):
     assert torch.bincount(ds.train_labels).tolist() == [5000] * 10
     assert torch.bincount(ds.test_labels).tolist() == [1000] * 10
     assert ds.encoding == "JPEG q75" and ds.label == "CIFAR-10 (JPEG q75 copy)"  # read from the files, not the name
-    real = folders._decode_image
+    real = folders.decode_image
     calls = []
-    monkeypatch.setattr(folders, "_decode_image", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(folders, "decode_image", lambda *a: calls.append(1) or real(*a))
     again = load_dataset(str(REAL_TAR), tmp_path)  # the second load reads the cache: nothing is decoded
     assert calls == [] and torch.equal(again.test_images, ds.test_images)
     assert torch.equal(again.test_images, ds.test_images)

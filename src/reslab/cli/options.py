@@ -61,8 +61,8 @@ def parser_of(cls: type, name: str) -> Callable[[str], Any]:
     hint = typing.get_type_hints(cls)[name]
     members = typing.get_args(hint) or (hint,)
     base = next(m for m in members if m is not type(None))
-    if typing.get_origin(base) is tuple:  # milestones: comma-separated floats
-        convert: Callable[[str], Any] = _floats
+    if typing.get_origin(base) is tuple:  # comma-separated: milestones (floats), frozen parts (names)
+        convert: Callable[[str], Any] = _floats if typing.get_args(base)[0] is float else _names
     else:
         convert = {bool: boolean, int: int, float: float}.get(base, str)
     if type(None) not in members:
@@ -80,6 +80,10 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.75, got {text!r}") from e
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def field_of(cls: type, name: str) -> Any:

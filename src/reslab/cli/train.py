@@ -27,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network (the paper's recipe or the fast one)", description=DESCRIPTION,
                        epilog=EPILOG)  # fmt: skip
     add_field(p, "model")
-    add_field(p, "init", metavar="WEIGHTS")
+    g = p.add_argument_group("fine-tuning")
+    add_field(g, "init", metavar="WEIGHTS")
+    add_field(g, "freeze", metavar="PARTS")
+    add_switch(g, "--freeze-bn", "freeze_bn")
+    add_field(g, "head_lr_scale", metavar="X")
     add_field(p, "recipe", type=str, default=default_of(TrainConfig, "recipe").name, choices=sorted(RECIPES),
               help="hyperparameter set (see the recipe overrides below)")  # fmt: skip
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
     config = TrainConfig(
         model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, init=args.init,
+        freeze=args.freeze, freeze_bn=args.freeze_bn, head_lr_scale=args.head_lr_scale,
         data=args.data,
         data_dir=args.data_dir, image_size=args.image_size, workers=args.workers, strict_data=args.strict_data,
         val_split=args.val_split,

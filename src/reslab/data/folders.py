@@ -255,7 +255,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, str]:
+def decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, str]:
     """Decode one image to an RGB uint8 [H, W, 3] array, resized+center-cropped to `image_size` if given, and say
     how it was encoded."""
     with Image.open(io.BytesIO(data)) as img:
@@ -283,7 +283,7 @@ class _Decoder:
     def _one(self, name: str, source: Source) -> np.ndarray | None:
         try:
             data = source.read_bytes() if isinstance(source, Path) else source
-            array, encoding = _decode_image(data, self.image_size)
+            array, encoding = decode_image(data, self.image_size)
         except Exception as exc:
             # A corrupt file can fail deep inside any of PIL's parsers (OSError, SyntaxError, struct.error, ...), so
             # every failure to read or decode one file counts as "unreadable".

@@ -7,6 +7,7 @@ written to ``RUN/config.json`` and into every checkpoint; ``from_dict(to_dict(c)
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -30,7 +31,13 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
 class TrainConfig:
     model: str = _opt("resnet20", "registered model name (see `reslab models`)")
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keywords of create_model"})
-    init: str | None = _opt(None, "start from these weights: a reslab checkpoint or run folder, or a state-dict file")
+    init: str | None = _opt(None, "start from these weights: a checkpoint, run folder, safetensors or state-dict "
+                            "file, or a model name with shipped weights; a classifier for another number of classes "
+                            "is replaced")  # fmt: skip
+    freeze: tuple[str, ...] = _opt((), "parts whose weights (and BN statistics) do not train: stem, layer1, layer2, "
+                                   "... (comma-separated)")  # fmt: skip
+    freeze_bn: bool = _opt(False, "every BN layer normalises with the initial weights' statistics and keeps them")
+    head_lr_scale: float = _opt(1.0, "the classifier's learning rate as a multiple of the schedule's (fine-tuning)")
     data: str = _opt("cifar10", "'cifar10' (the official archive, downloaded), an ImageFolder folder or .tar "
                      "(train/<class>/..., test/<class>/...), or 'synthetic[:N]'")  # fmt: skip
     data_dir: str | None = _opt(None, "download and cache folder (default: $RESLAB_DATA or ~/.cache/reslab)", free=True)
@@ -73,8 +80,11 @@ class TrainConfig:
         if not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
-        if self.init is not None:
-            object.__setattr__(self, "init", os.path.abspath(os.path.expanduser(self.init)))
+        if self.init is not None and (os.path.exists(os.path.expanduser(self.init)) or not is_model_name(self.init)):
+            object.__setattr__(self, "init", os.path.abspath(os.path.expanduser(self.init)))  # else a shipped name
+        object.__setattr__(self, "freeze", tuple(self.freeze))
+        if not (math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0):
+            raise ConfigError(f"head_lr_scale must be a finite number > 0, got {self.head_lr_scale}")
         check_precision_name(self.precision)
         check_device_name(self.device)
         if not 0 <= self.seed < 2**63:

@@ -308,14 +308,23 @@ class LRSchedule:
             self.plateau.load_state_dict(state["plateau"])
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD with momentum (Sec. 3.4); with ``no_decay_bn`` the BN and bias parameters get no weight decay."""
-    if recipe.no_decay_bn:
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    else:
-        groups = [{"params": list(model.parameters())}]
+def build_optimizer(model: nn.Module, recipe: Recipe, head: set[int] | None = None,
+                    head_lr_scale: float = 1.0) -> torch.optim.SGD:  # fmt: skip
+    """SGD with momentum (Sec. 3.4) over the parameters that train (frozen ones are left out); with
+    ``no_decay_bn`` the BN and bias parameters get no weight decay. The parameters whose ids are in ``head`` (the
+    classifier, when fine-tuning) form their own groups whose ``lr_scale`` is ``head_lr_scale``: the trainer sets
+    each group's learning rate to the schedule's times its ``lr_scale``."""
+    head = head if head_lr_scale != 1.0 else set()
+    groups = []
+    for in_head in (False, True):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]
+        extra = {"lr_scale": head_lr_scale} if in_head else {}
+        if recipe.no_decay_bn:
+            groups += [{"params": [p for p in params if p.ndim > 1], **extra},
+                       {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra}]  # fmt: skip
+        else:
+            groups.append({"params": params, **extra})
+    groups = [g for g in groups if g["params"]]
     # The fused kernel updates every parameter in one call: the same bits as the per-tensor loop (tested), and less
     # per-tensor overhead for ResNet-20's ~65 small tensors on a CPU.
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())

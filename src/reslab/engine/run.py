@@ -25,6 +25,8 @@ from reslab.data.loader import channel_stats, default_workers, estimate_pixel_me
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
+from reslab.engine.finetune import freeze, head_parameters
+from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.progress import Console
 from reslab.engine.recipes import LRSchedule, build_optimizer
@@ -33,7 +35,6 @@ from reslab.engine.runinfo import run_info
 from reslab.engine.trainer import Trainer
 from reslab.errors import ConfigError, DataError
 from reslab.models import create_model, family_and_depth
-from reslab.models.weights import load_weights
 from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory, streaming
 
 Data = ImageDataset | ClassificationData
@@ -132,7 +133,8 @@ def build_trainer(
     if model is None:
         model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
     if config.init and load_init:
-        load_weights(model, config.init)
+        load_init_weights(model, config.init, console.log)
+    freeze(model, config.freeze, config.freeze_bn)  # before DDP wraps the model: it registers the trainable ones
     model, net = _place(model, config, device, dist)
     total = recipe.resolve_iterations(source.train_size)
     # Periodic evaluations: the recipe's number per run, at least an epoch apart; checkpoints at each by default.
@@ -149,7 +151,8 @@ def build_trainer(
                             "preprocess": source.preprocess}  # fmt: skip
     if custom:
         meta["custom_model"] = type(model).__name__
-    return Trainer(model, task, source.train, build_optimizer(model, recipe), schedule, total=total,
+    optimizer = build_optimizer(model, recipe, head_parameters(model), config.head_lr_scale)
+    return Trainer(model, task, source.train, optimizer, schedule, total=total,
                    batch_size=recipe.batch_size, train_size=source.train_size, net=net, precision=precision,
                    device=device, dist=dist, rundir=rundir, meta=meta, log_every=config.log_every,
                    eval_every=eval_every, checkpoint_every=config.checkpoint_every or eval_every,

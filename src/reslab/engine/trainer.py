@@ -208,7 +208,7 @@ class Trainer:
                 while self.iteration < until:
                     lr = self.schedule.lr(self.iteration)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     self._step(self.task.prepare(self._next_batch(), self.iteration))
                     self.iteration += 1
                     self.interval_steps += 1

@@ -11,8 +11,10 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from reslab.errors import ModelError
@@ -75,11 +77,18 @@ def is_model_name(name: str) -> bool:
     return name in _REGISTRY or name in _BUILDERS
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: bool = False, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model (``resnet56``) or a generic family (``cifar_resnet``, ``imagenet_resnet``).
 
     Keyword arguments override the registered defaults, e.g. ``create_model("resnet34", shortcut="A")``.
+    ``pretrained=True`` loads the weights reslab ships for ``name`` (`reslab models` marks them; nothing is
+    downloaded). ``weights=PATH`` loads a reslab checkpoint or run folder, a safetensors file, or a state dict saved
+    with ``torch.save`` (DataParallel's ``module.`` prefix is removed); without ``num_classes`` the classifier takes
+    its size from the file. torchvision's ResNet weights put the bottleneck's stride on the 3x3 conv (v1.5): build
+    those with ``stride_in_1x1=False``, since the shapes cannot tell the two apart.
     """
+    if pretrained or weights is not None:
+        return _with_weights(name, pretrained, weights, kwargs)
     _ensure_loaded()
     if name in _BUILDERS:
         builder, args = _BUILDERS[name][0], kwargs
@@ -92,6 +101,25 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         if "unexpected keyword argument" not in str(e):
             raise
         raise ModelError(f"{name}: {str(e).split('() ', 1)[-1]}") from e
+
+
+def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
+    from reslab.models.weights import fit_weights, read_state_dict
+
+    if pretrained and weights is not None:
+        raise ModelError("give pretrained=True or weights=PATH, not both")
+    if pretrained:
+        from reslab.deploy.shipped import load_shipped
+
+        if not is_model_name(name):
+            raise ModelError(unknown_model(name))
+        if kwargs:
+            raise ModelError(f"{name}'s shipped weights fix its architecture; got keywords {', '.join(kwargs)}")
+        return load_shipped(name).model.train()
+    state = read_state_dict(weights)
+    if "num_classes" not in kwargs and isinstance(state.get("fc.weight"), torch.Tensor):
+        kwargs = {**kwargs, "num_classes": state["fc.weight"].shape[0]}
+    return fit_weights(create_model(name, **kwargs), state, weights)
 
 
 def family_and_depth(name: str, **kwargs: Any) -> tuple[str, int]:

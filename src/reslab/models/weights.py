@@ -16,12 +16,16 @@ from reslab.errors import ModelError
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights in ``path``: a reslab checkpoint (its ``model`` entry), a run folder's, or a state dict."""
+    """The weights in ``path``: a reslab checkpoint (its ``model`` entry), a run folder's, a state dict saved with
+    ``torch.save`` (torchvision's files too), or a safetensors file (reslab's own, whose preprocessing entries are
+    left out, or any other)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise ModelError(f"weights not found: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, foreign or holding code: refuse it in one line
@@ -30,6 +34,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = state["model"]  # a reslab checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"cannot read weights from {path}: not a safetensors file") from e
+    state = {k: v for k, v in state.items() if not k.startswith("reslab.")}  # reslab's mean image etc.
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state

@@ -1,0 +1,48 @@
+"""``reslab predict``: class probabilities for image files and folders, with any trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reslab.cli.options import add_device_args, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files or folders with a trained model",
+                       description="Classify images with a checkpoint, a run folder, a reslab safetensors file or a "
+                       "model name with shipped weights, preprocessed as the model's own evaluation data was "
+                       "(input size and mean come from the model). Folders are walked; files that cannot be "
+                       "decoded are reported on stderr and skipped.")  # fmt: skip
+    p.add_argument("model", metavar="CHECKPOINT_OR_NAME", help="checkpoint.pt, run folder, .safetensors or name")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    add_device_args(p)
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from reslab.deploy.predict import Predictor, image_files
+    from reslab.deploy.trained import load_trained
+    from reslab.errors import DataError
+
+    files = list(image_files(args.images))  # a missing path fails here, before the model is loaded
+    predictor = Predictor(load_trained(args.model), device=args.device, precision=args.precision,
+                          batch_size=args.batch_size)  # fmt: skip
+    done = skipped = 0
+    for pred in predictor.predict(files, args.top_k):
+        if pred.error is not None:
+            skipped += 1
+            print(f"reslab: skipped {pred.path}: {pred.error}", file=sys.stderr)
+            continue
+        done += 1
+        if args.json:
+            print(json.dumps(pred.as_dict()))
+        else:
+            print(f"{pred.path}\t" + "\t".join(f"{c} {100 * p:.1f}%" for c, p in pred.top))
+    if done == 0:
+        raise DataError(f"no image could be classified ({skipped} skipped)" if skipped else "no image files found")
+    return 0

@@ -1,0 +1,102 @@
+"""Starting a run from trained weights: fine-tuning on new classes, frozen parts, frozen BN statistics.
+
+The paper trains every network from scratch; fine-tuning is what practitioners do with it next, so the choices
+here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` field:
+
+* ``init``: the weights to start from (a checkpoint, run folder, safetensors or state-dict file, or the name of a
+  model with shipped weights). Every tensor must fit the model except the classifier (``fc``): when the data has
+  another number of classes, the classifier keeps its fresh initialisation and the run says so.
+* ``freeze``: parts of the network whose weights do not train: ``stem`` (conv1 and its BN) and the stages
+  ``layer1`` ... (``layer3`` for the CIFAR nets, ``layer4`` for the ImageNet ones), the paper's conv1 and
+  conv2_x ... conv5_x. Their BN layers also keep their statistics (they run in inference mode).
+* ``freeze_bn``: every BN layer keeps the statistics of the initial weights and normalises with them (inference
+  mode), as Faster R-CNN's ResNet backbone did (Sec. 4.3 and Appendix A); their scale and shift still train.
+* ``head_lr_scale``: the classifier's learning rate as a multiple of the schedule's (a new head on trained features
+  is often given 10x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reslab.errors import ConfigError, ModelError
+
+HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
+
+
+class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that always normalises with its running statistics and never updates them: ``train()`` leaves
+    it in inference mode. Same parameters and buffers as ``nn.BatchNorm2d``, so checkpoints load into plain models."""
+
+    def train(self, mode: bool = True) -> FrozenStatsBatchNorm2d:
+        return super().train(False)
+
+
+def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The names ``freeze`` accepts and the modules each one covers."""
+    stages = getattr(model, "stage_names", None)
+    if stages is None:
+        raise ConfigError(f"freezing needs a reslab ResNet (stem, stages, fc); {type(model).__name__} has no stages")
+    return {"stem": [model.conv1, model.bn1], **{name: [getattr(model, name)] for name in stages}}
+
+
+def read_init(ref: str) -> dict[str, torch.Tensor]:
+    """The state dict ``ref`` names: a weights file or run folder, or a model name with shipped weights."""
+    from reslab.models.weights import read_state_dict
+
+    if not Path(ref).exists():
+        from reslab.deploy.shipped import load_shipped
+        from reslab.models.registry import is_model_name
+
+        if is_model_name(ref):
+            return load_shipped(ref).model.state_dict()
+    return read_state_dict(ref)
+
+
+def load_init(model: nn.Module, ref: str, log: Callable[[str], None] = print) -> None:
+    """Load ``ref`` into ``model``; a classifier of another size is left as initialised (and logged)."""
+    from reslab.models.weights import fit_weights
+
+    state = read_init(ref)
+    own = model.state_dict()
+    head = [k for k in own if k.startswith(f"{HEAD}.")]
+    if any(k in state and state[k].shape != own[k].shape for k in head):
+        theirs, ours = state[f"{HEAD}.weight"].shape[0], own[f"{HEAD}.weight"].shape[0]
+        log(f"classifier replaced: {theirs} classes in {ref}, {ours} in the data; it starts from a fresh "
+            "initialisation")  # fmt: skip
+        state = {**state, **{k: own[k] for k in head}}
+    try:
+        fit_weights(model, state, ref)
+    except ModelError as e:
+        raise ModelError(f"--init: {e}") from None
+
+
+def freeze(model: nn.Module, names: tuple[str, ...], freeze_bn: bool) -> None:
+    """Stop the named parts from training (weights and BN statistics); with ``freeze_bn``, every BN's statistics."""
+    available = parts(model) if names else {}
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"cannot freeze {unknown[0]!r}: this model's parts are {', '.join(available)}")
+    for name in names:
+        for module in available[name]:
+            module.requires_grad_(False)
+            _freeze_stats(module)
+    if freeze_bn:
+        _freeze_stats(model)
+
+
+def _freeze_stats(module: nn.Module) -> None:
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = FrozenStatsBatchNorm2d  # the same attributes: swapped in place, the state dict unchanged
+            m.eval()
+
+
+def head_parameters(model: nn.Module) -> set[int]:
+    """ids of the classifier's parameters (for their own learning rate)."""
+    head = getattr(model, HEAD, None)
+    return {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()

@@ -1,0 +1,158 @@
+"""`reslab predict` and loading trained models for it: the model's own preprocessing, files that cannot be read,
+the output formats, and every way of naming a model (checkpoint, run folder, safetensors, shipped name)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reslab import create_model
+from reslab.cli import main
+from reslab.data import load_dataset
+from reslab.data.batches import normalize
+from reslab.data.loader import Normalizer
+from reslab.data.views import LargeAugment, center_view
+from reslab.deploy import load_trained, read_safetensors, save_safetensors
+from reslab.deploy.predict import Predictor
+from reslab.errors import ModelError, ReslabError
+
+
+def _write_test_images(folder: Path, n: int = 12) -> tuple[list[Path], torch.Tensor]:
+    """The first ``n`` synthetic test images as PNG files (lossless: the pixels the model was evaluated on)."""
+    ds = load_dataset("synthetic:256")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.png"
+        Image.fromarray(ds.test_images[i].permute(1, 2, 0).numpy()).save(path)
+        paths.append(path)
+    return paths, ds.test_images[:n]
+
+
+def _predicted(stdout: str) -> dict[str, str]:
+    """path -> top-1 class from predict's text lines."""
+    return {line.split("\t")[0]: line.split("\t")[1].rsplit(" ", 1)[0] for line in stdout.strip().splitlines()}
+
+
+def test_predict_applies_the_training_preprocessing(small_run, tmp_path, capsys):
+    paths, images = _write_test_images(tmp_path / "imgs")
+    loaded = load_trained(small_run)
+    with torch.no_grad():
+        expected = loaded.model(normalize(images, loaded.mean)).argmax(1)
+    assert main(["predict", str(small_run), str(tmp_path / "imgs"), "--precision", "fp32", "--device", "cpu"]) == 0
+    got = _predicted(capsys.readouterr().out)
+    assert got == {str(p): loaded.classes[i] for p, i in zip(paths, expected.tolist(), strict=True)}
+
+
+def test_predict_on_large_images_uses_the_centre_view_of_eval(large_run):
+    run, data = large_run
+    files = sorted((data / "val").rglob("*.*"))[:5]
+    loaded = load_trained(run)
+    aug = LargeAugment(**loaded.preprocess["large"])
+    views = torch.stack([center_view(f.read_bytes(), aug) for f in files])
+    with torch.no_grad():
+        x = Normalizer(loaded.mean, loaded.preprocess.get("std"), torch.device("cpu"))(views)
+        expected = loaded.model(x).softmax(1)
+    preds = list(Predictor(loaded, device="cpu", precision="fp32", batch_size=2).predict(files, top_k=3))
+    for pred, p in zip(preds, expected, strict=True):
+        assert pred.top[0][0] == loaded.classes[int(p.argmax())]
+        assert pred.top[0][1] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+def test_unreadable_files_are_reported_and_skipped(small_run, tmp_path, capsys):
+    _write_test_images(tmp_path / "imgs", n=3)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image, not even looked at")
+    assert main(["predict", str(small_run), str(tmp_path / "imgs"), "--json", "--top-k", "2"]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(records) == 3 and all(len(r["top"]) == 2 for r in records)
+    assert all(0 <= t["probability"] <= 1 for r in records for t in r["top"])
+    assert err.count("\n") == 1 and "skipped" in err and "broken.jpg" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "RUN", "/no/such/image.jpg"], "no such file or folder: /no/such/image.jpg"),
+        (["predict", "/no/such/run", "IMGS"], "no such file, run folder or model name: /no/such/run"),
+        (["predict", "resnet20", "IMGS"], "reslab ships no weights for 'resnet20'"),
+        (["predict", "RUN", "EMPTY"], "no image files found"),
+        (["predict", "RUN", "BAD"], "no image could be classified (1 skipped)"),
+        (["predict", "RUN", "IMGS", "--top-k", "0"], "must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line(small_run, tmp_path, capsys, args, message):
+    _write_test_images(tmp_path / "imgs", n=1)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
+    where = {"RUN": str(small_run), "IMGS": str(tmp_path / "imgs"), "EMPTY": str(tmp_path / "empty"),
+             "BAD": str(tmp_path / "bad")}  # fmt: skip
+    assert _exit_code([where.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()  # the error, after one "skipped" line per unreadable file
+    assert message in lines[-1] and all(line.startswith("reslab") for line in lines) and "Traceback" not in err
+
+
+def _exit_code(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as e:  # argparse's own errors
+        return int(e.code)
+
+
+def test_safetensors_carry_everything_predict_needs(small_run, tmp_path):
+    loaded = load_trained(small_run)
+    path = save_safetensors(loaded, tmp_path / "m.safetensors")
+    again = read_safetensors(path)
+    assert again.classes == loaded.classes and torch.equal(again.mean, loaded.mean)
+    assert again.config.model == loaded.config.model and again.config.model_kwargs == loaded.config.model_kwargs
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), loaded.model(x), rtol=0, atol=0)
+    # the same file is also plain weights for create_model
+    model = create_model("cifar_resnet", depth=8, weights=path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), loaded.model(x), rtol=0, atol=0)
+
+
+def test_weights_from_torch_save_with_a_module_prefix(small_run, tmp_path):
+    loaded = load_trained(small_run)
+    state = {f"module.{k}": v for k, v in loaded.model.state_dict().items()}
+    torch.save(state, tmp_path / "ddp.pt")
+    model = create_model("cifar_resnet", depth=8, weights=tmp_path / "ddp.pt").eval()  # num_classes from the file
+    assert model.fc.out_features == len(loaded.classes)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), loaded.model(x), rtol=0, atol=0)
+    with pytest.raises(ModelError, match="do not fit"):
+        create_model("resnet20", weights=tmp_path / "ddp.pt")
+
+
+def test_foreign_files_are_one_line_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ModelError, match=r"without reslab's metadata .*create_model\(NAME, weights=FILE\)"):
+        load_trained(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        load_trained(tmp_path / "junk.safetensors")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "state.pt")
+    with pytest.raises(ReslabError, match="not a reslab checkpoint"):
+        load_trained(tmp_path / "state.pt")
+    with pytest.raises(ModelError, match="pretrained=True or weights=PATH, not both"):
+        create_model("resnet20", pretrained=True, weights=tmp_path / "state.pt")
+
+
+def test_torch_hub_loads_every_entry_from_a_local_checkout():
+    root = Path(__file__).resolve().parents[2]
+    model = torch.hub.load(str(root), "resnet20", source="local", num_classes=3)
+    assert model.fc.out_features == 3
+    with pytest.raises(ModelError, match="ships no weights for 'resnet56'"):
+        torch.hub.load(str(root), "resnet56", source="local", pretrained=True)
+    assert np.isfinite(model(torch.randn(1, 3, 32, 32)).detach().numpy()).all()

@@ -1,0 +1,90 @@
+"""Fine-tuning: start from trained weights on data with other classes, frozen parts, frozen BN statistics and the
+classifier's own learning rate (`reslab.engine.finetune`)."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reslab.cli import main
+from reslab.engine.finetune import FrozenStatsBatchNorm2d
+from reslab.engine.run import build_trainer, train
+from reslab.engine.rundir import read_checkpoint
+from reslab.errors import ConfigError, ModelError
+
+
+def _three_classes(root: Path, per_class: int = 16) -> Path:
+    """An ImageFolder of 32x32 PNGs in 3 classes (a colour each), train/ and test/."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, colour in enumerate(([200, 60, 60], [60, 200, 60], [60, 60, 200])):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def pretrained(tiny_config, tmp_path) -> Path:
+    """A ResNet-8 trained on the 10 synthetic classes."""
+    train(tiny_config(out=str(tmp_path / "pre")))
+    return tmp_path / "pre"
+
+
+def test_new_classes_replace_the_classifier_and_keep_the_rest(tiny_config, pretrained, tmp_path, capsys):
+    data = _three_classes(tmp_path / "three")
+    cfg = tiny_config(data=str(data), init=str(pretrained), out=str(tmp_path / "ft"))
+    start = build_trainer(dataclasses.replace(cfg, out=None)).model.state_dict()
+    source = read_checkpoint(pretrained / "checkpoint.pt")["model"]
+    assert start["fc.weight"].shape == (3, source["fc.weight"].shape[1])
+    assert all(torch.equal(start[k], v) for k, v in source.items() if not k.startswith("fc."))
+    summary = train(dataclasses.replace(cfg, progress=True))
+    assert "classifier replaced: 10 classes" in capsys.readouterr().err
+    assert summary["iterations"] == 12 and len(read_checkpoint(tmp_path / "ft" / "checkpoint.pt")["classes"]) == 3
+
+
+def test_frozen_parts_and_bn_statistics_do_not_move(tiny_config, pretrained, tmp_path):
+    cfg = tiny_config(init=str(pretrained), out=str(tmp_path / "ft"), freeze=("stem", "layer1"), freeze_bn=True)
+    before = read_checkpoint(pretrained / "checkpoint.pt")["model"]
+    train(cfg)
+    after = read_checkpoint(tmp_path / "ft" / "checkpoint.pt")["model"]
+    frozen = [k for k in before if k.startswith(("conv1.", "bn1.", "layer1."))]
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen + stats)
+    trained = [k for k in before if k.startswith(("layer2.", "layer3.", "fc.")) and not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked"))]  # fmt: skip
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("conv1.weight") or k == "fc.weight")
+    # frozen BN layers stay in inference mode through the trainer's net.train(), and resuming freezes them again
+    trainer = build_trainer(dataclasses.replace(cfg, stop_at=None, out=None))
+    trainer.net.train()
+    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(isinstance(m, FrozenStatsBatchNorm2d) and not m.training for m in bns)
+
+
+def test_the_classifier_gets_its_own_learning_rate(tiny_config, pretrained):
+    trainer = build_trainer(tiny_config(init=str(pretrained), head_lr_scale=10.0, out=None))
+    trainer.run(1)
+    head = {id(p) for p in trainer.model.fc.parameters()}
+    for group in trainer.optimizer.param_groups:
+        in_head = {id(p) for p in group["params"]} <= head
+        assert group["lr"] == pytest.approx(trainer.schedule.lr(0) * (10.0 if in_head else 1.0))
+    assert any({id(p) for p in g["params"]} <= head for g in trainer.optimizer.param_groups)
+
+
+def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="cannot freeze 'layer4': this model's parts are stem, layer1, layer2, la"):
+        build_trainer(tiny_config(freeze=("layer4",), out=None))
+    with pytest.raises(ConfigError, match="head_lr_scale must be"):
+        tiny_config(head_lr_scale=0.0)
+    with pytest.raises(ModelError, match=r"--init: the weights in .* do not fit"):
+        build_trainer(tiny_config(model="resnet20", model_kwargs={}, init=str(pretrained), out=None))
+    with pytest.raises(ModelError, match="reslab ships no weights for 'resnet20'"):
+        build_trainer(tiny_config(init="resnet20", out=None))
+    code = main(["train", "--data", "synthetic:256", "--batch-size", "32", "--init", str(tmp_path / "no.pt"),
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "weights not found" in capsys.readouterr().err
