@@ -6,7 +6,8 @@ from reslab.errors import ModelError
 from reslab.models.complexity import model_complexity
 from reslab.models.registry import list_models, model_spec
 
-COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs")
+COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs",
+           "shipped weights")
 
 
 def model_rows(pattern: str | None = None) -> list[dict[str, object]]:
@@ -14,6 +15,9 @@ def model_rows(pattern: str | None = None) -> list[dict[str, object]]:
     names = list_models(pattern)
     if not names:
         raise ModelError(f"no registered model matches {pattern!r}; `reslab models` lists them all")
+    from reslab.deploy.shipped import manifest
+
+    shipped = manifest()
     rows = []
     for name in names:
         spec = model_spec(name)
@@ -28,6 +32,8 @@ def model_rows(pattern: str | None = None) -> list[dict[str, object]]:
                 "paper params (M)": spec.paper.get("params_m", ""),
                 "GMACs": round(c["macs"] / 1e9, 3),
                 "paper GMACs": spec.paper.get("gmacs", ""),
+                # the shipped weights' test error (1 view), as their manifest records it
+                "shipped weights": f"{shipped[name]['test_error']:.2f}% err" if name in shipped else "",
             }
         )
     return rows
