@@ -156,3 +156,35 @@ def test_torch_hub_loads_every_entry_from_a_local_checkout():
     with pytest.raises(ModelError, match="ships no weights for 'resnet56'"):
         torch.hub.load(str(root), "resnet56", source="local", pretrained=True)
     assert np.isfinite(model(torch.randn(1, 3, 32, 32)).detach().numpy()).all()
+
+
+@pytest.fixture
+def shipped(small_run, tmp_path, monkeypatch):
+    """A weights folder holding small_run as the shipped weights of "cifar_resnet" (a generic builder name)."""
+    import hashlib
+
+    from reslab.deploy import shipped as mod
+
+    path = save_safetensors(load_trained(small_run), tmp_path / "cifar_resnet.safetensors")
+    entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "test_error": 12.5}
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": {"cifar_resnet": entry}}))
+    monkeypatch.setattr(mod, "WEIGHTS", tmp_path)
+    mod.manifest.cache_clear()
+    yield path
+    mod.manifest.cache_clear()
+
+
+def test_shipped_weights_load_by_name_and_are_checked(shipped, small_run, tmp_path, capsys):
+    expected = load_trained(small_run).model
+    model = create_model("cifar_resnet", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected(x), rtol=0, atol=0)
+    _write_test_images(tmp_path / "imgs", n=2)
+    assert main(["predict", "cifar_resnet", str(tmp_path / "imgs")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    with pytest.raises(ModelError, match="fix its architecture"):
+        create_model("cifar_resnet", pretrained=True, depth=20)
+    shipped.write_bytes(shipped.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelError, match="are damaged"):
+        create_model("cifar_resnet", pretrained=True)
