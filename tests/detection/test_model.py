@@ -1,0 +1,93 @@
+"""Faster R-CNN on reslab backbones: the C4 split of Sec. 4.3 / Appendix A, frozen BN, train and eval outputs."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from reslab import create_model
+from reslab.detection import create_detector
+from reslab.detection.model import C4Head, C4Trunk
+from reslab.errors import ModelError
+
+
+def _targets(n: int) -> list[dict[str, torch.Tensor]]:
+    return [{"boxes": torch.tensor([[8.0, 10.0, 60.0, 70.0], [30.0, 5.0, 90.0, 40.0]]), "labels": torch.tensor([1, 3])}
+            for _ in range(n)]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet18_c4", "fasterrcnn_resnet18_fpn", "fasterrcnn_resnet20_c4"])
+def test_train_gives_the_four_losses_and_eval_gives_boxes(name):
+    torch.manual_seed(0)
+    model = create_detector(name, num_classes=4, min_size=96, max_size=96)
+    images = [torch.rand(3, 96, 96), torch.rand(3, 80, 96)]
+    model.train()
+    losses = model(images, _targets(2))
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2 and out[1]["boxes"].shape[1] == 4 and len(out[1]["labels"]) == len(out[1]["scores"])
+    assert ((out[0]["labels"] >= 1) & (out[0]["labels"] <= 4)).all()  # 0 is the background
+
+
+def test_c4_shares_conv1_to_conv4_and_runs_conv5_per_region():
+    model = create_detector("fasterrcnn_resnet50_c4", num_classes=2)
+    trunk, head = model.backbone, model.roi_heads.box_head
+    assert isinstance(trunk, C4Trunk) and isinstance(head, C4Head)
+    assert trunk.stride == 16 and trunk.out_channels == 1024  # conv4_x of ResNet-50
+    assert trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 1024, 14, 14)
+    assert head(torch.zeros(3, 1024, 14, 14)).shape == (3, 2048)  # conv5_x strided on the 14x14 RoIs, then pooled
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3  # 2 classes + background
+    assert model.rpn._post_nms_top_n["testing"] == 300  # the paper's 300 proposals
+
+
+def test_bn_is_frozen_everywhere_and_the_lowest_parts_do_not_train():
+    model = create_detector("fasterrcnn_resnet18_c4", num_classes=3, min_size=96, max_size=96)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(frozen) == sum(isinstance(m, nn.BatchNorm2d) for m in create_model("resnet18").modules())
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "bn" in k}
+    model.train()
+    sum(model([torch.rand(3, 96, 96)], _targets(1)).values()).backward()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
+    trunk = model.backbone
+    assert not any(p.requires_grad for p in trunk.stem.parameters())  # stem and layer1: detectron2's FREEZE_AT=2
+    assert not any(p.requires_grad for p in trunk.stages[0].parameters())
+    assert all(p.requires_grad for p in trunk.stages[1].parameters())
+
+
+def test_backbone_weights_come_from_a_classification_run(tmp_path):
+    from reslab.engine.config import TrainConfig
+    from reslab.engine.recipes import get_recipe
+    from reslab.engine.run import train
+    from reslab.engine.rundir import load_model
+
+    run = tmp_path / "run"
+    train(TrainConfig(model="resnet20", data="synthetic:256", recipe=get_recipe("paper", iterations=2, batch_size=32),
+                      precision="fp32", device="cpu", out=str(run), progress=False, log_every=2))  # fmt: skip
+    model = create_detector("fasterrcnn_resnet20_c4", num_classes=2, backbone_weights=run)
+    loaded = load_model(run)
+    assert torch.equal(model.backbone.stem[0].weight, loaded.model.conv1.weight)
+    expected = loaded.mean.mean((1, 2))
+    assert model.transform.image_mean == pytest.approx(expected.tolist()) and model.transform.image_std == [1.0] * 3
+    with pytest.raises(ModelError, match="are a resnet20, not a resnet56"):
+        create_detector("fasterrcnn_resnet56_c4", num_classes=2, backbone_weights=run)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: create_detector("fasterrcnn_resnet50", num_classes=2), "use fasterrcnn_<backbone>_c4"),
+        (lambda: create_detector("fasterrcnn_resnet51_c4", num_classes=2), "unknown backbone 'resnet51'"),
+        (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=0), "num_classes must be a positive"),
+        (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, trainable_stages=9), r"in \[0, 5\]"),
+        (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, backbone_weights="/no/such.pt"),
+         "weights not found"),
+    ],
+)
+def test_bad_input_is_one_line(call, message):
+    with pytest.raises(ModelError, match=message):
+        call()
