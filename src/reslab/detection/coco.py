@@ -1,0 +1,149 @@
+"""COCO-format detection data (an images folder and an instances JSON) and COCO's evaluation.
+
+The usual traps of real COCO-format files, and what happens to each:
+
+* category ids that are not 1..K (COCO's own skip numbers): mapped in sorted order to the contiguous labels 1..K the
+  model predicts (0 is the background), and mapped back when results are written or evaluated;
+* an annotation without ``area`` gets its box's area, one without ``iscrowd`` is not a crowd;
+* crowd annotations (``iscrowd: 1``) are not training targets (as in torchvision's reference scripts); COCOeval
+  uses them to ignore detections on crowds;
+* images without annotations are kept (the detector learns background from them);
+* boxes partly outside the image are clipped to it; boxes with no area left (zero or negative width or height)
+  are dropped, counted, and reported in one warning line;
+* a file that is not COCO JSON, an annotation naming an unknown image or category, or a missing image file: one
+  line naming it (`DataError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reslab.errors import DataError
+
+STATS = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR1", "AR10", "AR100", "AR_small",
+         "AR_medium", "AR_large")  # fmt: skip  # COCOeval.stats, in its order
+
+
+@dataclass
+class CocoDetection(torch.utils.data.Dataset):
+    """Images and targets of one split: ``dataset[i]`` is (uint8 image [3, H, W], target) where target has
+    ``boxes`` (float [N, 4], x1 y1 x2 y2 in pixels), ``labels`` (int64 [N], 1..K) and ``image_id``."""
+
+    root: Path
+    images: list[dict[str, Any]]
+    targets: list[dict[str, torch.Tensor]]
+    classes: list[str]  # label k is classes[k - 1]
+    category_ids: list[int]  # label k is COCO category category_ids[k - 1]
+    gt: dict[str, Any]  # the JSON as read (with the defaults filled in), for COCOeval
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        path = self.root / self.images[i]["file_name"]
+        try:
+            with Image.open(path) as img:
+                pixels = np.array(img.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {path}: {type(e).__name__}") from e
+        return torch.from_numpy(pixels).permute(2, 0, 1), self.targets[i]
+
+
+def load_coco(images: str | Path, annotations: str | Path) -> CocoDetection:
+    """The split whose images are under ``images`` and whose instances JSON is ``annotations``."""
+    root, ann_path = Path(images), Path(annotations)
+    if not root.is_dir():
+        raise DataError(f"images folder not found: {root}")
+    try:
+        gt = json.loads(ann_path.read_text())
+        image_list, anns, cats = gt["images"], gt.get("annotations", []), gt["categories"]
+    except FileNotFoundError:
+        raise DataError(f"annotations file not found: {ann_path}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{ann_path} is not a COCO instances file ({type(e).__name__}: {e})") from None
+    category_ids = sorted(int(c["id"]) for c in cats)
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
+    label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
+    index = {int(im["id"]): k for k, im in enumerate(image_list)}
+    boxes: list[list[list[float]]] = [[] for _ in image_list]
+    labels: list[list[int]] = [[] for _ in image_list]
+    dropped = 0
+    for a in anns:
+        if int(a["image_id"]) not in index:
+            raise DataError(f"{ann_path}: annotation {a.get('id')} names image {a['image_id']}, which is not listed")
+        if int(a["category_id"]) not in label_of:
+            raise DataError(f"{ann_path}: annotation {a.get('id')} names category {a['category_id']}, which is not "
+                            "listed")  # fmt: skip
+        x, y, w, h = (float(v) for v in a["bbox"])
+        a.setdefault("area", max(w, 0.0) * max(h, 0.0))
+        a.setdefault("iscrowd", 0)
+        if a["iscrowd"]:
+            continue
+        im = image_list[index[int(a["image_id"])]]
+        x1, y1 = min(max(x, 0.0), im["width"]), min(max(y, 0.0), im["height"])
+        x2, y2 = min(max(x + w, 0.0), im["width"]), min(max(y + h, 0.0), im["height"])
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            dropped += 1
+            continue
+        boxes[index[int(a["image_id"])]].append([x1, y1, x2, y2])
+        labels[index[int(a["image_id"])]].append(label_of[int(a["category_id"])])
+    for i, a in enumerate(anns):
+        a.setdefault("id", i + 1)
+    if dropped:
+        warnings.warn(f"{ann_path}: {dropped} boxes with no area inside their image were dropped", stacklevel=2)
+    targets = [{"boxes": torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(lab,
+                dtype=torch.int64), "image_id": torch.tensor(int(im["id"]))}
+               for b, lab, im in zip(boxes, labels, image_list, strict=True)]  # fmt: skip
+    return CocoDetection(root, list(image_list), targets, [names[c] for c in category_ids], category_ids, gt)
+
+
+def to_coco_results(data: CocoDetection, outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+    """The detector's outputs for ``data``'s images, in order, as COCO result records (category ids restored)."""
+    records = []
+    for im, out in zip(data.images, outputs, strict=True):
+        for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist(),
+                                     strict=True):  # fmt: skip
+            x1, y1, x2, y2 = box
+            records.append({"image_id": int(im["id"]), "category_id": data.category_ids[int(label) - 1],
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
+    return records
+
+
+def coco_eval(data: CocoDetection, results: list[dict[str, Any]]) -> dict[str, float]:
+    """COCOeval's twelve box statistics (AP at IoU .50:.95, .50, .75, by size; AR), as fractions in [0, 1].
+
+    With no detections at all every statistic is 0 (pycocotools cannot load an empty result list)."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise DataError('COCO evaluation needs pycocotools: pip install "reslab[detection]"') from None
+    if not results:
+        return dict.fromkeys(STATS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        gt = COCO()
+        gt.dataset = data.gt
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # COCOeval reports -1 where a statistic has no ground truth (e.g. no large objects): kept, it is not a score.
+    return {name: float(v) for name, v in zip(STATS, ev.stats, strict=True)}
+
+
+def format_stats(stats: dict[str, float]) -> str:
+    """The statistics as a short markdown table, in percent (-1: no ground truth of that size)."""
+    head = "| " + " | ".join(STATS) + " |"
+    cells = "| " + " | ".join("n/a" if v < 0 else f"{100 * v:.1f}" for v in stats.values()) + " |"
+    return "\n".join([head, "|" + "---:|" * len(STATS), cells])
