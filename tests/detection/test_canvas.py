@@ -1,0 +1,66 @@
+"""The CIFAR-canvas detection set: COCO files the reader accepts, boxes where the objects were pasted, seeded."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reslab.detection.canvas import make_canvases
+from reslab.detection.coco import load_coco
+from reslab.errors import DataError
+
+COLOURS = {"blue": (20, 20, 220), "green": (20, 220, 20), "red": (220, 20, 20)}
+
+
+@pytest.fixture
+def tiny_tar(tmp_path):
+    """An ImageFolder tar of 32x32 images in 3 classes, each class one flat colour (so a pasted object is visible)."""
+    path = tmp_path / "tiny.tar"
+    with tarfile.open(path, "w") as tar:
+        for split in ("train", "test"):
+            for cls, colour in COLOURS.items():
+                for i in range(4):
+                    buf = io.BytesIO()
+                    Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(buf, "PNG")
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i}.png")
+                    info.size = len(buf.getvalue())
+                    tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+def test_canvases_are_a_coco_set_with_the_pasted_boxes(tiny_tar, tmp_path):
+    out = make_canvases(tiny_tar, tmp_path / "set", {"train": 6, "test": 3}, size=96, scale=(24, 40), quality=95)
+    data = load_coco(out / "train" / "images", out / "train" / "instances.json")
+    assert len(data) == 6 and data.classes == ["blue", "green", "red"]
+    checked = 0
+    for i in range(len(data)):
+        image, target = data[i]
+        assert image.shape == (3, 96, 96) and 1 <= len(target["labels"]) <= 6
+        boxes = target["boxes"].int().tolist()
+        for k, (box, label) in enumerate(zip(boxes, target["labels"].tolist(), strict=True)):
+            x1, y1, x2, y2 = box
+            assert 24 <= x2 - x1 <= 40 and x2 - x1 == y2 - y1 and x1 >= 0 and x2 <= 96
+            later = boxes[k + 1 :]  # pasted after this one: may cover it
+            m = 4  # JPEG's chroma subsampling blurs colours across an edge: look 4 pixels inside
+            inside = [(y, x) for y in range(y1 + m, y2 - m, 3) for x in range(x1 + m, x2 - m, 3)
+                      if not any(b[0] - m <= x < b[2] + m and b[1] - m <= y < b[3] + m for b in later)]  # fmt: skip
+            colour = np.array(COLOURS[data.classes[label - 1]])  # (a box wholly covered by later ones has none)
+            assert all(np.abs(image[:, y, x].numpy() - colour).max() < 40 for y, x in inside)
+            checked += bool(inside)
+    assert checked >= 6
+    assert len(load_coco(out / "test" / "images", out / "test" / "instances.json")) == 3
+    again = make_canvases(tiny_tar, tmp_path / "again", {"train": 6, "test": 3}, size=96, scale=(24, 40), quality=95)
+    read = lambda root: json.loads((root / "train" / "instances.json").read_text())["annotations"]  # noqa: E731
+    assert read(again) == read(out)  # the same seed, the same set
+
+
+def test_bad_settings_are_one_line(tiny_tar, tmp_path):
+    with pytest.raises(DataError, match="bad canvas settings"):
+        make_canvases(tiny_tar, tmp_path / "x", {"train": 1}, size=64, scale=(32, 128))
+    with pytest.raises(DataError, match="has no val/ folder"):
+        make_canvases(tiny_tar, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))
+    with pytest.raises(DataError, match="cannot read"):
+        make_canvases(tmp_path / "missing.tar", tmp_path / "x", {"train": 1})
