@@ -11,7 +11,7 @@ Each entry takes ``pretrained`` (the weights reslab ships; a one-line error name
 import os as _os
 import sys as _sys
 
-# The package from this checkout, not whatever reslab the environment has installed.
+# This checkout's package is found even where reslab is not installed (torch.hub imports this file by path).
 _sys.path.insert(0, _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "src"))
 
 from reslab.models import create_model as _create_model

@@ -188,3 +188,24 @@ def test_shipped_weights_load_by_name_and_are_checked(shipped, small_run, tmp_pa
     shipped.write_bytes(shipped.read_bytes()[:-1] + b"\0")
     with pytest.raises(ModelError, match="are damaged"):
         create_model("cifar_resnet", pretrained=True)
+
+
+def test_a_model_trained_on_non_square_images_predicts_any_image(tmp_path, capsys):
+    """Same-size 48x32 training images need no --image-size; predict covers and centre-crops to 32x48."""
+    from reslab.engine.config import TrainConfig
+    from reslab.engine.recipes import get_recipe
+    from reslab.engine.run import train
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(2):
+            (tmp_path / "data" / split / f"c{c}").mkdir(parents=True)
+            for i in range(8):
+                pixels = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / f"c{c}" / f"{i}.png")
+    train(TrainConfig(model="cifar_resnet", model_kwargs={"depth": 8}, data=str(tmp_path / "data"), precision="fp32",
+                      recipe=get_recipe("paper", iterations=2, batch_size=8), device="cpu", out=str(tmp_path / "run"),
+                      log_every=2, progress=False))  # fmt: skip
+    Image.fromarray(rng.integers(0, 256, (100, 70, 3), dtype=np.uint8)).save(tmp_path / "odd.png")
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "odd.png"), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.split("\t")[1].split()[0] in ("c0", "c1")

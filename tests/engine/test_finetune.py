@@ -78,7 +78,11 @@ def test_the_classifier_gets_its_own_learning_rate(tiny_config, pretrained):
 
 def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, capsys):
     with pytest.raises(ConfigError, match="cannot freeze 'layer4': this model's parts are stem, layer1, layer2, la"):
-        build_trainer(tiny_config(freeze=("layer4",), out=None))
+        build_trainer(tiny_config(init=str(pretrained), freeze=("layer4",), out=None))
+    with pytest.raises(ConfigError, match="they need --init"):
+        tiny_config(freeze_bn=True)
+    with pytest.raises(ConfigError, match="frozen BN statistics have nothing to sync"):
+        tiny_config(init=str(pretrained), freeze_bn=True, sync_bn=True)
     with pytest.raises(ConfigError, match="head_lr_scale must be"):
         tiny_config(head_lr_scale=0.0)
     with pytest.raises(ModelError, match=r"--init: the weights in .* do not fit"):
@@ -88,3 +92,27 @@ def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, ca
     code = main(["train", "--data", "synthetic:256", "--batch-size", "32", "--init", str(tmp_path / "no.pt"),
                  "--out", str(tmp_path / "x")])
     assert code == 2 and "weights not found" in capsys.readouterr().err
+
+
+def test_fine_tuning_normalises_with_the_init_weights_mean(tiny_config, pretrained, tmp_path, monkeypatch):
+    """The features were trained on inputs minus the pre-training mean image: the fine-tuned run keeps it (where
+    the shapes agree), and a resumed run keeps whatever mean it started with."""
+    data = _three_classes(tmp_path / "three")
+    source = read_checkpoint(pretrained / "checkpoint.pt")["mean"]
+    cfg = tiny_config(data=str(data), init=str(pretrained), out=str(tmp_path / "ft"), stop_at=6)
+    train(cfg)
+    assert torch.equal(read_checkpoint(tmp_path / "ft" / "checkpoint.pt")["mean"], source)
+    (pretrained / "checkpoint.pt").unlink()  # resuming needs neither the weights nor their mean any more
+    train(dataclasses.replace(cfg, stop_at=None), resume=True)
+    assert torch.equal(read_checkpoint(tmp_path / "ft" / "checkpoint.pt")["mean"], source)
+    scratch = train(tiny_config(data=str(data), out=str(tmp_path / "scratch")))
+    assert scratch and not torch.equal(read_checkpoint(tmp_path / "scratch" / "checkpoint.pt")["mean"], source)
+
+
+def test_a_shipped_name_is_recorded_as_such(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(init="resnet56")
+    assert cfg.init == "shipped:resnet56"
+    (tmp_path / "resnet56").mkdir()  # a folder of that name appearing later (the run's own --out) changes nothing
+    assert type(cfg).from_dict(cfg.to_dict()).init == "shipped:resnet56"
+    assert tiny_config(init="resnet56").init == str(tmp_path / "resnet56")  # an existing path is a path

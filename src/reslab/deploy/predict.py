@@ -2,9 +2,9 @@
 
 The preprocessing is read from the model (`LoadedModel`), never asked of the user:
 
-* a model trained on images held in memory (CIFAR-style): the image resized so its shorter side is the training
-  size, centre-cropped to a square (what ``--image-size`` did to the training folder), scaled to [0, 1], and the
-  stored per-pixel mean image subtracted (Sec. 4.2);
+* a model trained on images held in memory (CIFAR-style): the image resized so that it covers the training size
+  and centre-cropped to it (what ``--image-size`` did to the training folder), scaled to [0, 1], and the stored
+  per-pixel mean image subtracted (Sec. 4.2);
 * a model trained on streamed large images: the single centre view of ``reslab eval`` (shorter side resized to the
   run's test size, centre crop) normalised with the stored mean (and std) (Sec. 3.4).
 
@@ -15,12 +15,14 @@ skipped, never the end of a run over a folder.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from reslab.data.batches import normalize
 from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
@@ -62,7 +64,7 @@ def image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 class Predictor:
     """Batched prediction with a loaded model on ``device`` (auto: CUDA if present) in ``precision`` (auto: bf16
-    where native)."""
+    where native). The model is moved to the device (and to channels_last) in place, not copied."""
 
     def __init__(self, loaded: LoadedModel, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
                  channels_last: bool = True) -> None:  # fmt: skip
@@ -79,14 +81,24 @@ class Predictor:
         if loaded.mean is None:
             raise ConfigError(f"{loaded.path} records no preprocessing (it was trained on a custom batch source)")
         self.mean = loaded.mean.float()
-        self.size = self.large.crop if self.large else int(self.mean.shape[-1])
+        self.shape = (self.large.crop,) * 2 if self.large else (int(self.mean.shape[-2]), int(self.mean.shape[-1]))
+        self.size = self.shape[1]
         self.normalizer = Normalizer(self.mean, loaded.preprocess.get("std"), self.device) if self.large else None
 
     def view(self, data: bytes) -> torch.Tensor:
         """uint8 [3, S, S]: the model's evaluation view of one encoded image."""
         if self.large is not None:
             return center_view(data, self.large)
-        return torch.from_numpy(decode_image(data, self.size)[0].copy()).permute(2, 0, 1)
+        h, w = self.shape
+        if h == w:  # what `--image-size` did to the training images
+            return torch.from_numpy(decode_image(data, h)[0].copy()).permute(2, 0, 1)
+        with Image.open(io.BytesIO(data)) as img:  # same-size non-square training images: cover, then centre-crop
+            img = img.convert("RGB")
+            s = max(h / img.height, w / img.width)
+            nw, nh = max(w, round(img.width * s)), max(h, round(img.height * s))
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - w) // 2, (nh - h) // 2
+            return torch.from_numpy(np.asarray(img.crop((left, top, left + w, top + h))).copy()).permute(2, 0, 1)
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:

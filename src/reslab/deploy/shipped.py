@@ -38,6 +38,8 @@ def load_shipped(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         have = ", ".join(sorted(manifest())) or "none yet"
         raise ModelError(f"reslab ships no weights for {name!r}; models with shipped weights: {have}")
     path = WEIGHTS / entry["file"]
+    if not path.is_file():
+        raise ModelError(f"shipped weights {path} are missing from this installation: reinstall reslab")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != entry["sha256"]:
         raise ModelError(f"shipped weights {path} are damaged (sha256 {digest[:12]}..., manifest says "

@@ -21,7 +21,7 @@ import torch
 
 from reslab.engine.config import TrainConfig
 from reslab.engine.rundir import CHECKPOINT, LoadedModel, load_model
-from reslab.errors import ModelError
+from reslab.errors import ModelError, ReslabError
 from reslab.files import atomic_write
 
 FORMAT = "reslab"  # the safetensors metadata's "format" entry for files written here
@@ -93,7 +93,13 @@ def load_trained(ref: str | Path, device: str | torch.device = "cpu") -> LoadedM
 
     path = Path(ref)
     if (path.is_dir() and (path / CHECKPOINT).is_file()) or (path.is_file() and path.suffix != ".safetensors"):
-        loaded = load_model(path, device)
+        try:
+            loaded = load_model(path, device)
+        except ReslabError as e:
+            if "is not a reslab checkpoint" not in str(e):
+                raise
+            raise ModelError(f"{e}: plain weights carry no classes or preprocessing; load them with "
+                             "reslab.create_model(NAME, weights=FILE)") from None  # fmt: skip
         loaded.model.eval()
         return loaded
     if path.is_file():

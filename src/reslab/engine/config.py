@@ -80,9 +80,13 @@ class TrainConfig:
         if not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
-        if self.init is not None and (os.path.exists(os.path.expanduser(self.init)) or not is_model_name(self.init)):
-            object.__setattr__(self, "init", os.path.abspath(os.path.expanduser(self.init)))  # else a shipped name
+        if self.init is not None:
+            object.__setattr__(self, "init", resolve_init(self.init))
         object.__setattr__(self, "freeze", tuple(self.freeze))
+        if (self.freeze or self.freeze_bn) and self.init is None:
+            raise ConfigError("--freeze and --freeze-bn keep trained weights fixed: they need --init")
+        if (self.freeze or self.freeze_bn) and self.sync_bn:
+            raise ConfigError("--sync-bn with --freeze or --freeze-bn: frozen BN statistics have nothing to sync")
         if not (math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0):
             raise ConfigError(f"head_lr_scale must be a finite number > 0, got {self.head_lr_scale}")
         check_precision_name(self.precision)
@@ -158,6 +162,21 @@ class TrainConfig:
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
         return replace(cls(**{**d, "recipe": PAPER}), recipe=Recipe(**recipe))
+
+
+SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init
+
+
+def resolve_init(text: str) -> str:
+    """``--init``'s value as recorded: an existing path made absolute, the name of a registered model (whose
+    shipped weights it means) as ``shipped:NAME``, anything else as an absolute path (reported missing when read).
+    Decided once, so a folder created later under that name (say, the run's own --out) changes nothing."""
+    if text.startswith(SHIPPED):
+        return text
+    path = os.path.expanduser(text)
+    if not os.path.exists(path) and is_model_name(text):
+        return SHIPPED + text
+    return os.path.abspath(path)
 
 
 def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -8,7 +8,8 @@ here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` f
   another number of classes, the classifier keeps its fresh initialisation and the run says so.
 * ``freeze``: parts of the network whose weights do not train: ``stem`` (conv1 and its BN) and the stages
   ``layer1`` ... (``layer3`` for the CIFAR nets, ``layer4`` for the ImageNet ones), the paper's conv1 and
-  conv2_x ... conv5_x. Their BN layers also keep their statistics (they run in inference mode).
+  conv2_x ... conv5_x. Their BN layers also keep their statistics (they run in inference mode). The pre-activation
+  nets' final BN (after the last stage) belongs to no part: it trains unless ``freeze_bn``.
 * ``freeze_bn``: every BN layer keeps the statistics of the initial weights and normalises with them (inference
   mode), as Faster R-CNN's ResNet backbone did (Sec. 4.3 and Appendix A); their scale and shift still train.
 * ``head_lr_scale``: the classifier's learning rate as a multiple of the schedule's (a new head on trained features
@@ -45,16 +46,37 @@ def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
 
 
 def read_init(ref: str) -> dict[str, torch.Tensor]:
-    """The state dict ``ref`` names: a weights file or run folder, or a model name with shipped weights."""
+    """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, or ``shipped:NAME``."""
+    from reslab.engine.config import SHIPPED
     from reslab.models.weights import read_state_dict
 
-    if not Path(ref).exists():
+    if ref.startswith(SHIPPED):
         from reslab.deploy.shipped import load_shipped
-        from reslab.models.registry import is_model_name
 
-        if is_model_name(ref):
-            return load_shipped(ref).model.state_dict()
+        return load_shipped(ref[len(SHIPPED) :]).model.state_dict()
     return read_state_dict(ref)
+
+
+def init_mean(ref: str) -> torch.Tensor | None:
+    """The mean image the ``init`` weights were trained with, if they record one (reslab checkpoints, reslab
+    safetensors files, shipped weights); None for plain weights."""
+    from reslab.engine.config import SHIPPED
+    from reslab.engine.rundir import CHECKPOINT, read_checkpoint
+    from reslab.errors import ReslabError
+
+    if ref.startswith(SHIPPED):
+        from reslab.deploy.shipped import load_shipped
+
+        return load_shipped(ref[len(SHIPPED) :]).mean
+    path = Path(ref) / CHECKPOINT if Path(ref).is_dir() else Path(ref)
+    try:
+        if path.suffix == ".safetensors":
+            from reslab.deploy.trained import read_safetensors
+
+            return read_safetensors(path).mean
+        return read_checkpoint(path, mmap=True)["mean"]
+    except (ReslabError, OSError):
+        return None  # plain weights, or unreadable: load_init reports the latter
 
 
 def load_init(model: nn.Module, ref: str, log: Callable[[str], None] = print) -> None:

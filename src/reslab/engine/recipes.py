@@ -314,7 +314,9 @@ def build_optimizer(model: nn.Module, recipe: Recipe, head: set[int] | None = No
     ``no_decay_bn`` the BN and bias parameters get no weight decay. The parameters whose ids are in ``head`` (the
     classifier, when fine-tuning) form their own groups whose ``lr_scale`` is ``head_lr_scale``: the trainer sets
     each group's learning rate to the schedule's times its ``lr_scale``."""
-    head = head if head_lr_scale != 1.0 else set()
+    if head_lr_scale != 1.0 and not head:
+        raise ConfigError("head_lr_scale needs a classifier (a model with an `fc` layer)")
+    head = head if head and head_lr_scale != 1.0 else set()
     groups = []
     for in_head in (False, True):
         params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]

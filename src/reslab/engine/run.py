@@ -25,7 +25,7 @@ from reslab.data.loader import channel_stats, default_workers, estimate_pixel_me
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
-from reslab.engine.finetune import freeze, head_parameters
+from reslab.engine.finetune import freeze, head_parameters, init_mean
 from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.progress import Console
@@ -71,7 +71,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                     console.log(f"warning: resuming a {state['device_type']} run on {device.type}: not bit-exact")
             trainer = build_trainer(config, data=data, model=model, device=device, dist=dist,
                                     rundir=rundir if dist.is_main else None, console=console,
-                                    load_init=state is None)  # a resumed run's weights come from its checkpoint
+                                    load_init=state is None,  # a resumed run's weights come from its checkpoint
+                                    mean=None if state is None else state["mean"])  # and its mean image  # fmt: skip
             if state is not None:
                 trainer.load_state_dict(state)
                 console.log(f"resumed {rundir} from iteration {trainer.iteration}")
@@ -114,20 +115,27 @@ def build_trainer(
     rundir: RunDir | None = None,
     console: Console | None = None,
     load_init: bool = True,
+    mean: torch.Tensor | None = None,
 ) -> Trainer:
     """The `Trainer` of the run ``config`` describes; it writes only into ``rundir`` (none by default).
 
     ``config.init`` weights are loaded into the model unless ``load_init`` is off (a resumed run's come from its
-    checkpoint, so the file need not exist any more)."""
+    checkpoint, so the file need not exist any more). Images held in memory are normalised with ``mean`` (a resumed
+    run's), else with the ``init`` weights' own mean image where it has the data's shape (the features were
+    trained on inputs minus that mean), else with the training images' mean (Sec. 4.2)."""
     device = device or resolve_device(config.device)
     dist = dist or D.DistInfo()
     console = console or Console(enabled=False)
     recipe = config.recipe
     precision = resolve_precision(config.precision, device)
-    if model is None:  # the model's keywords checked on the meta device (no memory), before any data is loaded
+    if model is None:  # the model's keywords and frozen parts checked on the meta device, before any data is loaded
         with torch.device("meta"):
-            create_model(config.model, num_classes=2, **config.model_kwargs)
-    source = _data(config, data, dist, device)
+            freeze(create_model(config.model, num_classes=2, **config.model_kwargs), config.freeze, False)
+    if mean is None and config.init and load_init:
+        mean = init_mean(config.init)
+    source = _data(config, data, dist, device, mean)
+    if mean is not None and source.mean is mean and load_init:
+        console.log(f"images normalised with the mean image of the --init weights ({config.init})")
     custom = model is not None
     torch.manual_seed(config.seed)  # the initial weights
     if model is None:
@@ -192,7 +200,8 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> Clas
                      eval_batch_size=config.eval_batch, strict=config.strict_data)  # fmt: skip
 
 
-def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device) -> ClassificationData:
+def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device,
+          mean: torch.Tensor | None = None) -> ClassificationData:  # fmt: skip
     if data is None and config.streams:
         return _stream(config, dist, device)
     if isinstance(data, ClassificationData):
@@ -206,7 +215,7 @@ def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torc
     return in_memory(data, batch_size=recipe.batch_size, seed=config.seed, val_split=config.val_split,
                      augment=config.augment, alternate_flips=recipe.flip == "alternate", rank=dist.rank,
                      world=dist.world, device=device, channels_last=config.channels_last,
-                     eval_batch_size=config.eval_batch)  # fmt: skip
+                     eval_batch_size=config.eval_batch, mean=mean)  # fmt: skip
 
 
 def _place(

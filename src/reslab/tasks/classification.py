@@ -194,16 +194,19 @@ class ClassificationData:
 
 
 def in_memory(
-    ds: ImageDataset, *, batch_size: int, eval_batch_size: int, val_split: int = 0, **stream: Any
+    ds: ImageDataset, *, batch_size: int, eval_batch_size: int, val_split: int = 0, mean: torch.Tensor | None = None,
+    **stream: Any,
 ) -> ClassificationData:
     """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`, which
     takes the ``stream`` keywords: seed, augment, alternate_flips, rank, world, device, channels_last).
 
     With ``val_split`` the training set loses that many images to a "val" split (the paper's 45k/5k), evaluated
-    during training; the test set is then only evaluated at the end.
+    during training; the test set is then only evaluated at the end. ``mean``: the mean image to normalise with,
+    where it has the images' shape (a resumed run's, or a fine-tuned model's); by default the training images'.
     """
     train = holdout_split(ds, val_split) if val_split else ds
-    mean = pixel_mean(train.train_images)
+    if mean is None or tuple(mean.shape) != tuple(train.train_images.shape[1:]):
+        mean = pixel_mean(train.train_images)
     batches = BatchStream(train.train_images, train.train_labels, batch_size, mean, **stream)
     dev = str(batches.device)
     test = EvalBatches(ds.test_images, ds.test_labels, mean, eval_batch_size, dev)
