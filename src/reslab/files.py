@@ -22,32 +22,45 @@ from reslab.errors import ReslabError
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) -> Iterator[IO[Any]]:
-    """Yield a file object; on a clean exit its contents replace ``path`` in one rename.
+    """Yield a file object; on a clean exit its contents replace ``path`` in one rename (see `atomic_path`)."""
+    with atomic_path(path, durable=durable) as tmp, open(tmp, mode) as f:
+        yield f
 
-    An exception inside the block (a full disk, a failed checksum, Ctrl-C) removes the temporary file and leaves any
-    existing ``path`` untouched. Write failures, including those that surface inside a library as another exception
-    type (``torch.save`` reports a full disk as a ``RuntimeError``), become one-line `ReslabError`s that name the file
-    and the free space. ``durable`` also fsyncs the file and its folder, so the rename survives a power cut.
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the block to write (for writers that want a file name, such as an
+    exporter); on a clean exit the file replaces ``path`` in one rename.
+
+    The temporary file is made first, so an unwritable folder fails before any work. An exception inside the block
+    (a full disk, a failed check, Ctrl-C) removes the temporary file and leaves any existing ``path`` untouched.
+    Write failures, including those that surface inside a library as another exception type (``torch.save`` reports
+    a full disk as a ``RuntimeError``), become one-line `ReslabError`s that name the file and the free space.
+    ``durable`` also fsyncs the file and its folder, so the rename survives a power cut.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as e:
         raise ReslabError(f"cannot write {path}: {e.strerror or e}") from e
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the bytes are on disk before the name points at them
+            finally:
+                os.close(fd)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary output files
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         if isinstance(e, ReslabError | KeyboardInterrupt | SystemExit):
             raise
         if isinstance(e, OSError) or _looks_like_io_failure(e):

@@ -27,7 +27,6 @@ import copy
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from torch import nn
 
 from reslab.engine.rundir import LoadedModel
 from reslab.errors import ReslabError
-from reslab.files import fsync_dir
+from reslab.files import atomic_path
 
 FORMATS = ("onnx", "safetensors", "pt2")
 INPUT, OUTPUT = "images", "logits"  # the ONNX graph's input and output names
@@ -165,7 +164,7 @@ def export_model(loaded: LoadedModel, fmt: str, out: str | Path, *, check: bool 
     probe = torch.randn(CHECK_BATCH, 3, h, w, generator=gen)
     writers: dict[str, Callable[..., tuple[float | None, str]]] = {
         "onnx": _write_onnx, "safetensors": _write_safetensors, "pt2": _write_pt2}  # fmt: skip
-    with _eval_mode(model), _staged(out) as tmp:
+    with _eval_mode(model), atomic_path(out) as tmp:
         diff, detail = writers[fmt](loaded, model, example, probe if check else None, tmp)
         size = tmp.stat().st_size
     return Exported(out, fmt, size, diff, detail)
@@ -315,37 +314,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         model.train(was)
 
-
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out``, renamed to ``out`` when the block ends cleanly and removed when it fails.
-
-    Made before the export starts, so that an unwritable folder fails at once; beside ``out`` (same file system),
-    so that the rename is atomic: ``out`` is either its old self or the whole checked export.
-    """
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-    except OSError as e:
-        raise ReslabError(f"cannot write {out}: {e.strerror or e}") from e
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; this is an ordinary output file
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            raise ReslabError(f"cannot write {out}: {e.strerror or e}") from e
-        raise
 
 
 def _rounded(t: torch.Tensor | None) -> Any:

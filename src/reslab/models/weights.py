@@ -34,8 +34,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = state["model"]  # a reslab checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
+    return _unwrapped(state)
+
+
+def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Without the ``module.`` prefix DataParallel and DistributedDataParallel put on every key."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -47,10 +52,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"cannot read weights from {path}: not a safetensors file") from e
-    state = {k: v for k, v in state.items() if not k.startswith("reslab.")}  # reslab's mean image etc.
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return _unwrapped({k: v for k, v in state.items() if not k.startswith("reslab.")})  # not reslab's mean image
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
