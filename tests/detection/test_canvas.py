@@ -64,3 +64,15 @@ def test_bad_settings_are_one_line(tiny_tar, tmp_path):
         make_canvases(tiny_tar, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))
     with pytest.raises(DataError, match="cannot read"):
         make_canvases(tmp_path / "missing.tar", tmp_path / "x", {"train": 1})
+
+
+def test_make_dataset_from_the_command_line(tiny_tar, tmp_path, capsys):
+    from reslab.cli import main
+
+    out = tmp_path / "set"
+    assert main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--train", "2", "--test", "1",
+                 "--size", "96", "--scale", "24,40"]) == 0  # fmt: skip
+    assert "wrote 2 training and 1 test canvases" in capsys.readouterr().out
+    assert len(load_coco(out / "test" / "images", out / "test" / "instances.json")) == 1
+    assert main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--scale", "big"]) == 2
+    assert "--scale expects two sizes" in capsys.readouterr().err

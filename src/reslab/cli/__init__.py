@@ -16,11 +16,11 @@ from reslab.errors import ReslabError, TrainingInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reslab.cli import evaluate, export, models, predict, reproduce, train
+    from reslab.cli import detect, evaluate, export, models, predict, reproduce, train
 
     parser = Parser(prog="reslab", description="Deep Residual Learning for Image Recognition (He et al., 2015).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (models, train, evaluate, predict, reproduce, export):
+    for command in (models, train, evaluate, predict, reproduce, export, detect):
         command.register(sub)
     return parser
 
