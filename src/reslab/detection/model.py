@@ -149,14 +149,14 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
         return FasterRCNN(trunk, num_classes=None, rpn_anchor_generator=anchors,
                           box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0), box_head=head,
                           box_predictor=FastRCNNPredictor(head.out_channels, num_classes + 1),
-                          **common, **kwargs)  # fmt: skip
+                          **{**common, **kwargs})  # fmt: skip
     channels = _stage_channels(net)
     fpn = BackboneWithFPN(net, {n: str(i) for i, n in enumerate(net.stage_names)}, channels, 256,
                           extra_blocks=LastLevelMaxPool())  # fmt: skip
     levels = len(channels) + 1
     sizes = anchor_sizes or tuple(32 * 2**i for i in range(levels))
     anchors = AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ASPECT_RATIOS,) * levels)
-    return FasterRCNN(fpn, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **common, **kwargs)
+    return FasterRCNN(fpn, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **{**common, **kwargs})
 
 
 def _classifier(backbone: str, weights: str | Path | None) -> tuple[nn.Module, tuple, tuple]:
