@@ -127,10 +127,10 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    recipes = "(paper: 0.1; fast: 0.2; imagenet-paper: 0.1; imagenet-torchvision: 0.1)"
+    recipes = "(paper: 0.1; fast: 0.2; imagenet-paper: 0.1; imagenet-torchvision: 0.1; detection: 0.01)"
     assert "--lr LR " in text and recipes in text and "R_LR" not in text
-    assert "(paper: 64000; fast: none; imagenet-paper: 600000; imagenet-torchvision: none)" in text
-    assert "(paper: none; fast: 28; imagenet-paper: none; imagenet-torchvision: 90)" in text
+    assert "(paper: 64000; fast: none; imagenet-paper: 600000; imagenet-torchvision: none; detection: none)" in text
+    assert "(paper: none; fast: 28; imagenet-paper: none; imagenet-torchvision: 90; detection: 12)" in text
     assert "seed of the initial weights and of the data order and augmentation (default: 0)" in text
     assert "(default: 5.0)" in text and "SIGTERM" in text
     helps = {}

@@ -108,3 +108,13 @@ def test_fused_sgd_gives_the_same_bits_as_the_loop():
             opt.step()
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("total", [1, 4, 7, 1001, 4922])
+def test_the_warm_up_never_exceeds_the_peak_lr(total):
+    from reslab.engine.recipes import scheduled_lr
+
+    for name in ("fast", "detection"):
+        recipe = get_recipe(name)
+        lrs = [scheduled_lr(recipe, it, total) for it in range(total)]
+        assert max(lrs) <= recipe.lr and lrs[0] > 0

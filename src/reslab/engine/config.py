@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from reslab.data.dataset import resolve_spec
@@ -103,7 +103,16 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.streams:
+        if self.detects:
+            from reslab.detection.model import parse_name
+
+            parse_name(self.model)  # a detector's name, or one line saying what one looks like
+            if self.val_split or not self.augment or self.freeze or self.freeze_bn:
+                raise ConfigError("detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
+                                  "detector freezes BN and its lowest stages itself: model keyword trainable_stages)")
+        elif self.model.startswith("fasterrcnn_"):
+            raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
+        elif self.streams:
             if self.val_split:
                 raise ConfigError("--val-split holds out in-memory images; streamed data (--recipe imagenet-*) is "
                                   "validated on its own val/ split")  # fmt: skip
@@ -116,7 +125,7 @@ class TrainConfig:
         for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not is_model_name(self.model):
+        if not self.detects and not is_model_name(self.model):
             raise ModelError(unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
@@ -126,12 +135,17 @@ class TrainConfig:
         """Images per evaluation batch: ``eval_batch_size``, or its default for the kind of data."""
         if self.eval_batch_size is not None:
             return self.eval_batch_size
-        return 50 if self.streams else 1000
+        return 8 if self.detects else 50 if self.streams else 1000
 
     @property
     def streams(self) -> bool:
         """Whether this run streams large images from disk (the imagenet augmentations) or holds its data in memory."""
-        return self.recipe.augmentation != "cifar"
+        return self.recipe.augmentation not in ("cifar", "detection")
+
+    @property
+    def detects(self) -> bool:
+        """Whether this run trains a detector (Faster R-CNN on a COCO-format set) rather than a classifier."""
+        return self.recipe.augmentation == "detection"
 
     @property
     def run_dir(self) -> str:
@@ -161,7 +175,7 @@ class TrainConfig:
                 raise ConfigError(f"unknown configuration field {unknown[0]!r} (written by another reslab version?)")
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
-        return replace(cls(**{**d, "recipe": PAPER}), recipe=Recipe(**recipe))
+        return cls(**{**d, "recipe": Recipe(**recipe)})
 
 
 SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init

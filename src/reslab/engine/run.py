@@ -14,6 +14,8 @@ import gc
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -72,7 +74,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
             trainer = build_trainer(config, data=data, model=model, device=device, dist=dist,
                                     rundir=rundir if dist.is_main else None, console=console,
                                     load_init=state is None,  # a resumed run's weights come from its checkpoint
-                                    mean=None if state is None else state["mean"])  # and its mean image  # fmt: skip
+                                    mean=None if state is None else state["mean"],  # and its preprocessing
+                                    preprocess=None if state is None else state.get("preprocess"))  # fmt: skip
             if state is not None:
                 trainer.load_state_dict(state)
                 console.log(f"resumed {rundir} from iteration {trainer.iteration}")
@@ -116,6 +119,7 @@ def build_trainer(
     console: Console | None = None,
     load_init: bool = True,
     mean: torch.Tensor | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> Trainer:
     """The `Trainer` of the run ``config`` describes; it writes only into ``rundir`` (none by default).
 
@@ -128,6 +132,52 @@ def build_trainer(
     console = console or Console(enabled=False)
     recipe = config.recipe
     precision = resolve_precision(config.precision, device)
+    if config.detects:
+        from reslab.detection.run import detection_parts
+
+        if data is not None or model is not None:
+            raise ConfigError("a detection run builds its model and data from the config")
+        parts = detection_parts(config, device=device, dist=dist, log=console.log, load_init=load_init, mean=mean,
+                                preprocess=preprocess)  # fmt: skip
+    else:
+        parts = _classification_parts(config, data, model, device, dist, console, load_init, mean)
+    source = parts.source
+    model, net = _place(parts.model, config, device, dist)
+    total = recipe.resolve_iterations(source.train_size)
+    # Periodic evaluations: the recipe's number per run, at least an epoch apart; checkpoints at each by default.
+    eval_every = config.eval_every or max(source.train_size // recipe.batch_size, math.ceil(total / recipe.evaluations))
+    schedule = LRSchedule(recipe, total, parts.warmup_depth)
+    meta: dict[str, Any] = {"config": config.to_dict(), "classes": list(source.classes), "mean": source.mean,
+                            "precision": precision, "device_type": device.type, "dataset": source.name,
+                            "data_label": source.label or source.name,
+                            "preprocess": source.preprocess}  # fmt: skip
+    if parts.custom:
+        meta["custom_model"] = type(model).__name__
+    optimizer = build_optimizer(model, recipe, head_parameters(model), config.head_lr_scale)
+    return Trainer(model, parts.make_task(total), source.train, optimizer, schedule, total=total,
+                   batch_size=recipe.batch_size, train_size=source.train_size, net=net, precision=precision,
+                   device=device, dist=dist, rundir=rundir, meta=meta, log_every=config.log_every,
+                   eval_every=eval_every, checkpoint_every=config.checkpoint_every or eval_every,
+                   checkpoint_minutes=config.checkpoint_minutes, console=console)  # fmt: skip
+
+
+@dataclass
+class TaskParts:
+    """What differs between tasks when a trainer is built: the model (before placement), the data (with ``train``,
+    ``classes``, ``train_size``, ``mean``, ``name``, ``label``, ``preprocess``), the task given the run's length, and
+    the depth the paper's CIFAR warm-up rule reads (0: off)."""
+
+    model: nn.Module
+    source: Any
+    make_task: Callable[[int], Any]
+    warmup_depth: int = 0
+    custom: bool = False
+
+
+def _classification_parts(config: TrainConfig, data: Data | None, model: nn.Module | None, device: torch.device,
+                          dist: D.DistInfo, console: Console, load_init: bool,
+                          mean: torch.Tensor | None) -> TaskParts:  # fmt: skip
+    recipe = config.recipe
     if model is None:  # the model's keywords and frozen parts checked on the meta device, before any data is loaded
         with torch.device("meta"):
             freeze(create_model(config.model, num_classes=2, **config.model_kwargs), config.freeze, False)
@@ -143,28 +193,15 @@ def build_trainer(
     if config.init and load_init:
         load_init_weights(model, config.init, console.log)
     freeze(model, config.freeze, config.freeze_bn)  # before DDP wraps the model: it registers the trainable ones
-    model, net = _place(model, config, device, dist)
-    total = recipe.resolve_iterations(source.train_size)
-    # Periodic evaluations: the recipe's number per run, at least an epoch apart; checkpoints at each by default.
-    eval_every = config.eval_every or max(source.train_size // recipe.batch_size, math.ceil(total / recipe.evaluations))
-    task = ClassificationTask(source, label_smoothing=recipe.label_smoothing, low_res_size=recipe.low_res_size,
-                              low_res_until=int(recipe.low_res_fraction * total),
-                              views=(recipe.tta_flip, recipe.tta_shift), device=device,
-                              channels_last=config.channels_last, log=console.log)  # fmt: skip
+
+    def make_task(total: int) -> ClassificationTask:
+        return ClassificationTask(source, label_smoothing=recipe.label_smoothing, low_res_size=recipe.low_res_size,
+                                  low_res_until=int(recipe.low_res_fraction * total),
+                                  views=(recipe.tta_flip, recipe.tta_shift), device=device,
+                                  channels_last=config.channels_last, log=console.log)  # fmt: skip
+
     family, depth = family_and_depth(config.model, **config.model_kwargs)
-    schedule = LRSchedule(recipe, total, depth if family == "cifar" else 0)  # the warm-up rule is a CIFAR rule
-    meta: dict[str, Any] = {"config": config.to_dict(), "classes": list(source.classes), "mean": source.mean,
-                            "precision": precision, "device_type": device.type, "dataset": source.name,
-                            "data_label": source.label or source.name,
-                            "preprocess": source.preprocess}  # fmt: skip
-    if custom:
-        meta["custom_model"] = type(model).__name__
-    optimizer = build_optimizer(model, recipe, head_parameters(model), config.head_lr_scale)
-    return Trainer(model, task, source.train, optimizer, schedule, total=total,
-                   batch_size=recipe.batch_size, train_size=source.train_size, net=net, precision=precision,
-                   device=device, dist=dist, rundir=rundir, meta=meta, log_every=config.log_every,
-                   eval_every=eval_every, checkpoint_every=config.checkpoint_every or eval_every,
-                   checkpoint_minutes=config.checkpoint_minutes, console=console)  # fmt: skip
+    return TaskParts(model, source, make_task, depth if family == "cifar" else 0, custom)  # the warm-up: a CIFAR rule
 
 
 def load_data(config: TrainConfig) -> ImageDataset:

@@ -1,0 +1,80 @@
+"""A detection run's parts for the shared training engine (`reslab.engine.run.build_trainer`): the detector, the
+COCO-format data and the task. Run folders, checkpoints, resume, torchrun, logging and the schedule are the
+engine's, exactly as for classification.
+
+The detector normalises its input inside (torchvision's transform) with the statistics of the data its backbone was
+trained on (`reslab.detection.model`). Those are recorded in the checkpoint (``mean`` and ``preprocess``), so a
+resumed run normalises as it started even when the backbone's weights file is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.detection.coco import CocoDetection, load_coco
+from reslab.detection.model import create_detector
+from reslab.detection.task import DetectionBatches, DetectionData, DetectionTask
+from reslab.engine import distributed as D
+from reslab.engine.config import TrainConfig
+from reslab.errors import DataError
+
+
+def open_coco(root: str | Path) -> tuple[CocoDetection, CocoDetection]:
+    """The training and test splits of a COCO-format folder: ``train/`` and ``test/`` (or ``val/``), each with
+    ``images/`` and ``instances.json`` (`reslab detect make-dataset`'s layout), or COCO's own ``train2017/``,
+    ``val2017/`` and ``annotations/instances_{train,val}2017.json``."""
+    root = Path(root)
+    for train, test in (("train", "test"), ("train", "val")):
+        if (root / train / "instances.json").is_file() and (root / test / "instances.json").is_file():
+            return tuple(load_coco(root / s / "images", root / s / "instances.json") for s in (train, test))  # type: ignore[return-value]
+    ann = root / "annotations"
+    if (ann / "instances_train2017.json").is_file() and (ann / "instances_val2017.json").is_file():
+        return (load_coco(root / "train2017", ann / "instances_train2017.json"),
+                load_coco(root / "val2017", ann / "instances_val2017.json"))  # fmt: skip
+    raise DataError(f"{root} is not a COCO-format folder: expected train/ and test/ (or val/) with images/ and "
+                    "instances.json each, or COCO's train2017/, val2017/ and annotations/instances_*2017.json")
+
+
+def subset(data: CocoDetection, n: int | None) -> CocoDetection:
+    """The first ``n`` images (all if None), with the ground truth COCOeval reads cut to match."""
+    if n is None or n >= len(data):
+        return data
+    keep = {int(im["id"]) for im in data.images[:n]}
+    gt = {**data.gt, "images": data.images[:n], "annotations": [a for a in data.gt.get("annotations", [])
+                                                                if int(a["image_id"]) in keep]}  # fmt: skip
+    return CocoDetection(data.root, data.images[:n], data.targets[:n], data.classes, data.category_ids, gt)
+
+
+def detection_parts(config: TrainConfig, *, device: torch.device, dist: D.DistInfo, log: Callable[[str], None],
+                    load_init: bool, mean: torch.Tensor | None = None,
+                    preprocess: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """`reslab.engine.run.TaskParts` of a detection run; ``mean`` and ``preprocess`` are a resumed run's."""
+    from reslab.engine.run import TaskParts
+
+    train_set, test_set = open_coco(config.data)
+    if train_set.classes != test_set.classes:
+        raise DataError(f"{config.data}: the training and test splits list different categories")
+    train_set, test_set = subset(train_set, config.train_subset), subset(test_set, config.test_subset)
+    torch.manual_seed(config.seed)  # the detector's new layers
+    kwargs = dict(config.model_kwargs)
+    if mean is not None:  # resumed: the statistics it started with; its weights come from the checkpoint
+        kwargs.update(image_mean=tuple(mean.tolist()), image_std=tuple((preprocess or {})["image_std"]))
+    weights = config.init if load_init and mean is None else None
+    model = create_detector(config.model, num_classes=len(train_set.classes), backbone_weights=weights, **kwargs)
+    if weights:
+        log(f"backbone weights from {config.init}")
+    batches = DetectionBatches(train_set, config.recipe.batch_size, seed=config.seed, rank=dist.rank,
+                               world=dist.world)  # fmt: skip
+    source = DetectionData(batches, train_set.classes, len(train_set), test_set, name=Path(config.data).name,
+                           label=train_set.gt.get("info", {}).get("description"),
+                           mean=torch.tensor(model.transform.image_mean),
+                           preprocess={"image_std": list(model.transform.image_std)})  # fmt: skip
+
+    def make_task(total: int) -> DetectionTask:
+        return DetectionTask(source, device=device, eval_batch_size=config.eval_batch, log=log)
+
+    return TaskParts(model, source, make_task)
