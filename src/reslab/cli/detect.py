@@ -1,17 +1,32 @@
-"""``reslab detect``: object detection with reslab backbones (Sec. 4.3). So far: ``make-dataset``."""
+"""``reslab detect``: object detection with reslab backbones (Sec. 4.3): ``train`` and ``make-dataset``."""
 
 from __future__ import annotations
 
 import argparse
 
 from reslab.cli.options import positive_int
+from reslab.cli.train import add_run_arguments
+from reslab.detection.model import DESIGNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="object detection: make the CIFAR-canvas COCO set (training comes next)",
+    p = sub.add_parser("detect", help="object detection: train Faster R-CNN, make the CIFAR-canvas COCO set",
                        description="Object detection with reslab networks as Faster R-CNN backbones "
                        "(Sec. 4.3).")  # fmt: skip
     cmds = p.add_subparsers(dest="detect_command", required=True, parser_class=type(p))
+    t = cmds.add_parser("train", help="train Faster R-CNN on a COCO-format folder",
+                        description="Train Faster R-CNN with a reslab network as its backbone on a COCO-format folder "
+                        "(train/ and test/ with images/ and instances.json each, or COCO's train2017/, val2017/ and "
+                        "annotations/): the paper's C4 design (Sec. 4.3, Appendix A) or FPN. --init takes the "
+                        "backbone's weights (any reslab classification run or weights file). Every flag of `reslab "
+                        "train` applies; the run folder, resume and torchrun work as there.")  # fmt: skip
+    t.add_argument("--backbone", default="resnet50", help="a reslab network (`reslab models`), e.g. resnet101")
+    t.add_argument("--design", choices=DESIGNS, default="c4", help="c4 (the paper's) or fpn (default: c4)")
+    t.add_argument("--min-size", type=positive_int, default=600, help="shorter image side the detector resizes to "
+                   "(the paper: 600)")  # fmt: skip
+    t.add_argument("--max-size", type=positive_int, default=1000, help="longest side at most (default: 1000)")
+    add_run_arguments(t, default_recipe="detection")
+    t.set_defaults(func=run_train)
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
                         description="Write a real-image detection set in COCO format from an ImageFolder tar "
                         "(train/<class>/, test/<class>/, e.g. the CIFAR-10 copy): each canvas has a blurred "
@@ -25,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--scale", default="32,128", help="smallest,largest pasted object side (default: 32,128)")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=run_make_dataset)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from reslab.cli.train import run
+
+    from reslab.errors import ConfigError
+
+    if args.shortcut:
+        raise ConfigError("--shortcut is for classification; a detector's backbone keeps its family's option")
+    args.model = f"fasterrcnn_{args.backbone}_{args.design}"
+    args.model_kwargs = {"min_size": args.min_size, "max_size": args.max_size}
+    return run(args)
 
 
 def run_make_dataset(args: argparse.Namespace) -> int:

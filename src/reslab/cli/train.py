@@ -27,12 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network (the paper's recipe or the fast one)", description=DESCRIPTION,
                        epilog=EPILOG)  # fmt: skip
     add_field(p, "model")
+    add_run_arguments(p, default_recipe=default_of(TrainConfig, "recipe").name)
+    p.set_defaults(func=run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, default_recipe: str) -> None:
+    """Every flag of a training run but the model's (``reslab detect train`` names its model otherwise)."""
     g = p.add_argument_group("fine-tuning")
     add_field(g, "init", metavar="WEIGHTS")
     add_field(g, "freeze", metavar="PARTS")
     add_switch(g, "--freeze-bn", "freeze_bn")
     add_field(g, "head_lr_scale", metavar="X")
-    add_field(p, "recipe", type=str, default=default_of(TrainConfig, "recipe").name, choices=sorted(RECIPES),
+    add_field(p, "recipe", type=str, default=default_recipe, choices=sorted(RECIPES),
               help="hyperparameter set (see the recipe overrides below)")  # fmt: skip
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
                    help="shortcut option (Sec. 3.3) instead of the one the model's family uses")  # fmt: skip
@@ -58,7 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help = field_of(Recipe, name).metadata["help"].replace("%", "%%")
         add_field(g, name, Recipe, dest=f"r_{name}", default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(),
                   help=f"{help} ({values})")  # fmt: skip
-    p.set_defaults(func=run)
 
 
 def _show(value: object) -> str:
@@ -71,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
     from reslab.engine.run import train
 
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
+    model_kwargs = dict(getattr(args, "model_kwargs", None) or {})  # set by `reslab detect train`
+    if args.shortcut:
+        model_kwargs["shortcut"] = args.shortcut
     config = TrainConfig(
-        model=args.model, model_kwargs={"shortcut": args.shortcut} if args.shortcut else {}, init=args.init,
+        model=args.model, model_kwargs=model_kwargs, init=args.init,
         freeze=args.freeze, freeze_bn=args.freeze_bn, head_lr_scale=args.head_lr_scale,
         data=args.data,
         data_dir=args.data_dir, image_size=args.image_size, workers=args.workers, strict_data=args.strict_data,
