@@ -44,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from reslab.cli.train import run
-
     from reslab.errors import ConfigError
 
     if args.shortcut:
