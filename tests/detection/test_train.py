@@ -67,3 +67,27 @@ def test_a_detection_run_trains_evaluates_and_resumes_exactly(canvases, tmp_path
 def test_detection_configuration_errors_are_one_line(canvases, tmp_path, kw, message):
     with pytest.raises((ConfigError, Exception), match=message):
         _config(canvases, tmp_path / "x", **kw)
+
+
+def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
+    import json
+
+    from reslab.cli import main
+
+    train(_config(canvases, tmp_path / "run", recipe=get_recipe("detection", batch_size=2, iterations=2, epochs=None)))
+    assert main(["detect", "eval", str(tmp_path / "run"), "--json", "--precision", "fp32"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert stats["images"] == 4 and stats["mAP"] * 100 == pytest.approx(summary["test_mAP"], abs=1e-6)
+    images = canvases / "test" / "images"
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    assert main(["detect", "predict", str(tmp_path / "run"), str(images), str(tmp_path / "bad.jpg"), "--out",
+                 str(tmp_path / "drawn"), "--threshold", "0", "--precision", "fp32"]) == 0  # fmt: skip
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(records) == 4 and all((tmp_path / "drawn" / f"{i:06d}.png").is_file() for i in range(4))
+    found = [d for r in records for d in r["detections"]]
+    assert all(d["class"] in ("blue", "green", "red") and 0 <= d["score"] <= 1 for d in found)
+    assert "skipped" in err and "bad.jpg" in err
+    assert main(["detect", "eval", str(tmp_path / "none")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

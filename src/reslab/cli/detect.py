@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli.options import positive_int
+from reslab.cli.options import add_device_args, positive_int
 from reslab.cli.train import add_run_arguments
 from reslab.detection.model import DESIGNS
 
@@ -27,6 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-size", type=positive_int, default=1000, help="longest side at most (default: 1000)")
     add_run_arguments(t, default_recipe="detection")
     t.set_defaults(func=run_train)
+    e = cmds.add_parser("eval", help="COCO mAP of a detection run on a COCO-format split",
+                        description="COCO's box statistics (mAP@[.5,.95], mAP@.5, mAP@.75, by size; recall) of a "
+                        "detection run on the test split of its data (or --data), as a table, or JSON.")  # fmt: skip
+    e.add_argument("run", help="a detection run folder or its checkpoint.pt")
+    e.add_argument("--data", default=None, help="a COCO-format folder (default: the run's)")
+    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--json", action="store_true")
+    add_device_args(e)
+    e.set_defaults(func=run_eval)
+    pr = cmds.add_parser("predict", help="boxes on image files: PNGs with the boxes drawn, and JSON lines",
+                         description="Detect objects in image files or folders with a detection run; writes each "
+                         "image with its boxes, labels and scores drawn (PNG) into --out and prints one JSON object "
+                         "per image.")  # fmt: skip
+    pr.add_argument("run", help="a detection run folder or its checkpoint.pt")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    pr.add_argument("--out", required=True, help="folder for the drawn images")
+    pr.add_argument("--threshold", type=float, default=0.5, help="smallest score shown (default: 0.5)")
+    add_device_args(pr)
+    pr.set_defaults(func=run_predict)
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
                         description="Write a real-image detection set in COCO format from an ImageFolder tar "
                         "(train/<class>/, test/<class>/, e.g. the CIFAR-10 copy): each canvas has a blurred "
@@ -65,4 +84,59 @@ def run_make_dataset(args: argparse.Namespace) -> int:
                         scale=(lo, hi), seed=args.seed)  # fmt: skip
     print(f"wrote {args.train} training and {args.test} test canvases to {out} (COCO format: "
           "images/ and instances.json in train/ and test/)")  # fmt: skip
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from reslab.detection.coco import coco_eval, format_stats, to_coco_results
+    from reslab.detection.run import load_detector, open_coco
+    from reslab.detection.task import detect
+    from reslab.engine.precision import autocast, resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    loaded = load_detector(args.run, device)
+    test = open_coco(args.data or loaded.config.data)[1]
+    with autocast(resolve_precision(args.precision, device), device):
+        outputs = detect(loaded.model, test, batch_size=args.batch_size, device=device)
+    stats = coco_eval(test, to_coco_results(test, outputs))
+    if args.json:
+        print(json.dumps({"run": str(loaded.path), "images": len(test), **stats}, indent=2))
+    else:
+        print(f"{loaded.path}: {len(test)} test images, COCO box statistics (%):")
+        print(format_stats(stats))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from reslab.deploy.predict import image_files
+    from reslab.detection.predict import detect_files
+    from reslab.detection.run import load_detector
+    from reslab.engine.precision import resolve_device, resolve_precision
+    from reslab.errors import DataError
+
+    files = list(image_files(args.images))
+    device = resolve_device(args.device)
+    loaded = load_detector(args.run, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for det in detect_files(loaded, files, threshold=args.threshold, device=device,
+                            precision=resolve_precision(args.precision, device)):  # fmt: skip
+        if det.error is not None:
+            print(f"reslab: skipped {det.path}: {det.error}", file=sys.stderr)
+            continue
+        target = out / f"{det.path.stem}.png"
+        Image.fromarray(det.drawn()).save(target)
+        print(json.dumps({**det.as_dict(), "drawn": str(target)}))
+        done += 1
+    if done == 0:
+        raise DataError("no image could be read" if files else "no image files found")
     return 0

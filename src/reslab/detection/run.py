@@ -10,6 +10,7 @@ resumed run normalises as it started even when the backbone's weights file is go
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,35 @@ def detection_parts(config: TrainConfig, *, device: torch.device, dist: D.DistIn
         return DetectionTask(source, device=device, eval_batch_size=config.eval_batch, log=log)
 
     return TaskParts(model, source, make_task)
+
+
+@dataclass
+class LoadedDetector:
+    """A detector rebuilt from a detection run's checkpoint, with what using it needs."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    classes: list[str]
+    path: Path
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
+    """Rebuild the detector a detection run (its folder or checkpoint.pt) trained, in eval mode, normalising its
+    input as the run did."""
+    from reslab.engine.rundir import CHECKPOINT, read_checkpoint
+    from reslab.errors import ReslabError
+    from reslab.models.weights import fit_weights
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    state = read_checkpoint(path)
+    config = TrainConfig.from_dict(state["config"])
+    if not config.detects:
+        raise ReslabError(f"{path} is a classification run: use reslab eval / reslab predict")
+    classes = list(state["classes"])
+    kwargs = {**config.model_kwargs, "image_mean": tuple(state["mean"].tolist()),
+              "image_std": tuple(state["preprocess"]["image_std"])}  # fmt: skip
+    model = create_detector(config.model, num_classes=len(classes), **kwargs)
+    fit_weights(model, state["model"], path)
+    return LoadedDetector(model.to(device).eval(), config, classes, path)
