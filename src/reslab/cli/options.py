@@ -14,10 +14,10 @@ from reslab.engine.precision import PRECISIONS
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default where it says something: not for on/off switches or an unset (None) default."""
+    """Shows a flag's default where it says something: not for on/off switches or an unset (None, empty) default."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.nargs == 0 or action.default is None:
+        if action.nargs == 0 or action.default is None or action.default == ():
             return action.help
         return super()._get_help_string(action)
 
