@@ -1,34 +1,15 @@
 """The CIFAR-canvas detection set: COCO files the reader accepts, boxes where the objects were pasted, seeded."""
 
-import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from reslab.detection.canvas import make_canvases
 from reslab.detection.coco import load_coco
 from reslab.errors import DataError
 
-COLOURS = {"blue": (20, 20, 220), "green": (20, 220, 20), "red": (220, 20, 20)}
-
-
-@pytest.fixture
-def tiny_tar(tmp_path):
-    """An ImageFolder tar of 32x32 images in 3 classes, each class one flat colour (so a pasted object is visible)."""
-    path = tmp_path / "tiny.tar"
-    with tarfile.open(path, "w") as tar:
-        for split in ("train", "test"):
-            for cls, colour in COLOURS.items():
-                for i in range(4):
-                    buf = io.BytesIO()
-                    Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(buf, "PNG")
-                    info = tarfile.TarInfo(f"{split}/{cls}/{i}.png")
-                    info.size = len(buf.getvalue())
-                    tar.addfile(info, io.BytesIO(buf.getvalue()))
-    return path
+COLOURS = {"blue": (20, 20, 220), "green": (20, 220, 20), "red": (220, 20, 20)}  # as conftest.py writes them
 
 
 def test_canvases_are_a_coco_set_with_the_pasted_boxes(tiny_tar, tmp_path):

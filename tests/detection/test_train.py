@@ -14,25 +14,11 @@ from reslab.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def canvases(tmp_path_factory):
+def canvases(tmp_path_factory, colour_tar_maker):
     """8 training and 4 test canvases of 96 pixels from a tar of 3 flat-colour classes."""
-    import io
-    import tarfile
-
-    import numpy as np
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("canvas")
-    with tarfile.open(root / "tiny.tar", "w") as tar:
-        for split in ("train", "test"):
-            for cls, colour in {"blue": (20, 20, 220), "green": (20, 220, 20), "red": (220, 20, 20)}.items():
-                for i in range(3):
-                    buf = io.BytesIO()
-                    Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(buf, "PNG")
-                    info = tarfile.TarInfo(f"{split}/{cls}/{i}.png")
-                    info.size = len(buf.getvalue())
-                    tar.addfile(info, io.BytesIO(buf.getvalue()))
-    return make_canvases(root / "tiny.tar", root / "set", {"train": 8, "test": 4}, size=96, scale=(24, 40))
+    tar = colour_tar_maker(root / "tiny.tar", per_class=3)
+    return make_canvases(tar, root / "set", {"train": 8, "test": 4}, size=96, scale=(24, 40))
 
 
 def _config(data, out, **kw) -> TrainConfig:
@@ -91,3 +77,15 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     assert "skipped" in err and "bad.jpg" in err
     assert main(["detect", "eval", str(tmp_path / "none")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_detect_train_from_the_command_line(canvases, tmp_path, capsys):
+    from reslab.cli import main
+
+    args = ["detect", "train", "--backbone", "resnet20", "--data", str(canvases), "--iterations", "2", "--epochs",
+            "none", "--batch-size", "2", "--min-size", "96", "--max-size", "96", "--precision", "fp32", "--device",
+            "cpu", "--quiet", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 0
+    assert '"test_mAP"' in capsys.readouterr().out
+    assert main([*args[:4], "--shortcut", "B", *args[4:]]) == 2
+    assert "--shortcut is for classification" in capsys.readouterr().err
