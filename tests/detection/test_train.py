@@ -77,6 +77,10 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     assert "skipped" in err and "bad.jpg" in err
     assert main(["detect", "eval", str(tmp_path / "none")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path / "run")]) == 0
+    assert "| fasterrcnn_resnet20_c4 | detection |" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "run")]) == 2  # the classification commands point the way
+    assert "is a detection run: use reslab detect eval" in capsys.readouterr().err
 
 
 def test_detect_train_from_the_command_line(canvases, tmp_path, capsys):

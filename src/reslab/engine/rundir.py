@@ -324,6 +324,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         path = path / CHECKPOINT
     state = read_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
+    if config.detects:
+        raise ReslabError(f"{path} is a detection run: use reslab detect eval / reslab detect predict")
     if state.get("custom_model"):
         raise ReslabError(f"{path} holds a model passed in from Python ({state['custom_model']}): build it again and "
                           "load the checkpoint's 'model' entry into it")  # fmt: skip

@@ -22,16 +22,20 @@ def run_row(folder: str | Path) -> dict[str, Any]:
     run = RunDir(folder)
     summary, info, config = run.summary(), run.record(), run.config()
     recipe = config.recipe
+    if "test_mAP" in summary:  # a detection run: COCO's mAP@[.5,.95] and mAP@.5 in the error columns' place
+        error, reported = f"mAP {summary['test_mAP']:.2f}", f"mAP@.5 {summary['test_mAP50']:.2f}"
+    else:
+        # Streamed ImageNet-style data has no test split: its val split is what is reported (as in the paper)
+        error = round(summary["test_error"], 2) if "test_error" in summary else f"{summary['val_error']:.2f} (val)"
+        reported = (f"{summary.get('reported_test_error', summary.get('reported_error')):.2f} "
+                    f"({views_label(recipe.tta_flip, recipe.tta_shift)})")  # fmt: skip
     return {
         "run": run.path.name,
         "model": config.model,
         "recipe": recipe.name,
         "data": summary.get("data_label") or info.get("data_label") or summary.get("dataset", "?"),
-        # Streamed ImageNet-style data has no test split: its val split is what is reported (as in the paper)
-        "test error (%)": round(summary["test_error"], 2) if "test_error" in summary else
-        f"{summary['val_error']:.2f} (val)",
-        "reported (%)": f"{summary.get('reported_test_error', summary.get('reported_error')):.2f} "
-        f"({views_label(recipe.tta_flip, recipe.tta_shift)})",
+        "test error (%)": error,
+        "reported (%)": reported,
         "iterations": summary["iterations"],
         "epochs": round(summary["iterations"] * recipe.batch_size / max(info.get("train_images", 0), 1), 1),
         "training loop (min)": round(summary["wall_seconds"] / 60, 1),
