@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -155,3 +156,24 @@ def test_a_signal_to_the_whole_process_group_stops_a_streamed_run_with_a_checkpo
     assert proc.returncode == 128 + sig, err[-3000:]
     state = read_checkpoint(out / "checkpoint.pt")
     assert f"stopped at iteration {state['iteration']} of 3000" in err and "Traceback" not in err, err[-3000:]
+
+
+def test_a_script_whose_streamed_run_is_interrupted_exits(large_data, tmp_path):
+    """From Python, an interrupted run raises TrainingInterrupted; left uncaught, the script must still exit. The
+    workers ignore SIGINT and SIGTERM (so they cannot kill a run before its checkpoint), which makes the SIGTERM
+    multiprocessing sends them at interpreter exit a no-op: train() stops them itself."""
+    out = tmp_path / "run"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        from reslab import TrainConfig, get_recipe, train
+        recipe = get_recipe("imagenet-paper", iterations=3000, batch_size=8)
+        train(TrainConfig(model="resnet18", data={str(large_data("folder"))!r}, image_size=32, recipe=recipe,
+                          workers=2, precision="fp32", log_every=2, eval_every=100000, out={str(out)!r},
+                          progress=False))
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: len(RunDir(out).metrics()) >= 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)  # before the fix: waited for the workers forever
+    assert proc.returncode == 1 and "TrainingInterrupted" in err, err[-3000:]
+    assert read_checkpoint(out / "checkpoint.pt")["iteration"] > 0

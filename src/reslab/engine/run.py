@@ -93,6 +93,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
             D.barrier()  # rank 0 ran the final evaluation alone: the ranks leave together, none exits under the others
             return summary
     finally:
+        if trainer is not None:
+            trainer.close()  # workers stopped now: an exception's traceback may keep the trainer alive until exit
         # DDP's reducer holds the process group past destroy_process_group. Left to interpreter exit, gloo's threads
         # can free tensors after Python is gone and abort the process (a rare SIGABRT seen in CI); free it here.
         del trainer

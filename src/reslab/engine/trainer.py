@@ -154,6 +154,14 @@ class Trainer:
         self._agree_at, self._agreed = 1, (0, time.monotonic())  # next iteration to compare flags; the last one
 
     # -- state -----------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the data sources' worker processes (training batches and the task's evaluation sets, where they have
+        any); the trainer cannot train afterwards."""
+        for source in (self.batches, *getattr(getattr(self.task, "data", None), "eval_sets", {}).values()):
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+
     def state_dict(self) -> dict[str, Any]:
         """The loop's whole state (every rank joins the statistics' all-reduce inside)."""
         return {
