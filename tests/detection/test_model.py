@@ -75,6 +75,11 @@ def test_backbone_weights_come_from_a_classification_run(tmp_path):
     assert model.transform.image_mean == pytest.approx(expected.tolist()) and model.transform.image_std == [1.0] * 3
     with pytest.raises(ModelError, match="are a resnet20, not a resnet56"):
         create_detector("fasterrcnn_resnet56_c4", num_classes=2, backbone_weights=run)
+    # plain-20 has exactly ResNet-20's tensors: only the architecture tells them apart
+    with pytest.raises(ModelError, match="are a resnet20, not a plain20"):
+        create_detector("fasterrcnn_plain20_c4", num_classes=2, backbone_weights=run)
+    generic = create_detector("fasterrcnn_cifar_resnet_c4", num_classes=2, backbone_weights=run)  # depth 20 too
+    assert torch.equal(generic.backbone.stem[0].weight, loaded.model.conv1.weight)
 
 
 @pytest.mark.parametrize(

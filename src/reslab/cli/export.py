@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.options import add_trained_model
 from reslab.deploy.export import FORMATS
 
 
@@ -14,9 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "\"reslab[export]\"; classes and preprocessing in its metadata_props), safetensors (weights "
                        "with reslab's metadata) or pt2 (torch.export). The file is read back and its outputs "
                        "compared with PyTorch's before it is kept.")  # fmt: skip
-    p.add_argument("model", metavar="CHECKPOINT_OR_NAME",
-                   help="a checkpoint.pt, a run folder, a reslab safetensors file, or the name of a model with "
-                   "shipped weights")  # fmt: skip
+    add_trained_model(p)
     p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write it (default: <model name>.<format> in the current folder; a folder: that "

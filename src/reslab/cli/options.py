@@ -124,3 +124,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_device_args(p: argparse.ArgumentParser) -> None:
     add_field(p, "device")
     add_field(p, "precision", choices=PRECISIONS)
+
+
+def add_trained_model(p: argparse.ArgumentParser) -> None:
+    """The positional argument naming a trained classification model, in every command that takes one."""
+    p.add_argument("model", metavar="CHECKPOINT_OR_NAME",
+                   help="a checkpoint.pt, a run folder, a reslab safetensors file, or the name of a model with "
+                   "shipped weights")  # fmt: skip

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from reslab.cli.options import add_device_args, positive_int
+from reslab.cli.options import add_device_args, add_trained_model, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "model name with shipped weights, preprocessed as the model's own evaluation data was "
                        "(input size and mean come from the model). Folders are walked; files that cannot be "
                        "decoded are reported on stderr and skipped.")  # fmt: skip
-    p.add_argument("model", metavar="CHECKPOINT_OR_NAME", help="checkpoint.pt, run folder, .safetensors or name")
+    add_trained_model(p)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")

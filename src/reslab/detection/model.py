@@ -49,8 +49,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from reslab.errors import ModelError
-from reslab.models import ResNet, create_model, family_and_depth
-from reslab.models.registry import is_model_name
+from reslab.models import ResNet, create_model
+from reslab.models.registry import is_model_name, resolve
 
 DESIGNS = ("c4", "fpn")
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # at stride 16 (the ImageNet nets' conv4_x)
@@ -170,14 +170,19 @@ def _classifier(backbone: str, weights: str | Path | None) -> tuple[nn.Module, t
         loaded = load_trained(weights)
     except ReslabError:  # not a model reslab trained (a bare state dict): its weights, ImageNet's statistics
         return create_model(backbone, weights=weights), IMAGENET_MEAN, IMAGENET_STD
-    if family_and_depth(loaded.config.model, **loaded.config.model_kwargs) != family_and_depth(backbone) or (
-        loaded.config.model != backbone and not is_model_name(loaded.config.model)
-    ):
+    if _architecture(loaded.config.model, loaded.config.model_kwargs) != _architecture(backbone, {}):
         raise ModelError(f"backbone weights {weights} are a {loaded.config.model}, not a {backbone}")
     mean = loaded.mean.float().mean((1, 2)) if loaded.mean is not None else torch.tensor(IMAGENET_MEAN)
     std = loaded.preprocess.get("std")
     std = std.flatten() if isinstance(std, torch.Tensor) else torch.ones(3)
     return loaded.model, tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _architecture(name: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """What a (name, keywords) pair builds, the classifier's size aside: the same for ``resnet20`` and
+    ``cifar_resnet(depth=20)``, different for ``plain20`` (whose weights even have ResNet-20's shapes)."""
+    builder, args = resolve(name, **kwargs)
+    return builder, {k: v for k, v in args.items() if k != "num_classes"}
 
 
 def _stage_channels(net: ResNet) -> list[int]:

@@ -89,18 +89,31 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
     """
     if pretrained or weights is not None:
         return _with_weights(name, pretrained, weights, kwargs)
-    _ensure_loaded()
-    if name in _BUILDERS:
-        builder, args = _BUILDERS[name][0], kwargs
-    else:
-        spec = model_spec(name)
-        builder, args = spec.builder, {**spec.defaults, **kwargs}
+    builder, args = resolve(name, **kwargs)
     try:
         return builder(**args)
     except TypeError as e:  # an unknown keyword: the user's mistake, in one line
         if "unexpected keyword argument" not in str(e):
             raise
         raise ModelError(f"{name}: {str(e).split('() ', 1)[-1]}") from e
+
+
+def resolve(name: str, **kwargs: Any) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """The builder and the full keyword arguments ``create_model(name, **kwargs)`` calls: two names build the same
+    architecture exactly when these agree (``resnet20`` and ``cifar_resnet(depth=20)`` do; ``plain20`` does not)."""
+    _ensure_loaded()
+    if name in _BUILDERS:
+        builder, args = _BUILDERS[name][0], dict(kwargs)
+    else:
+        spec = model_spec(name)
+        builder, args = spec.builder, {**spec.defaults, **kwargs}
+    return builder, {**_signature_defaults(builder), **args}
+
+
+def _signature_defaults(builder: Callable[..., nn.Module]) -> dict[str, Any]:
+    """The builder's own keyword defaults, so that a name given a default explicitly resolves like one without."""
+    return {k: p.default for k, p in inspect.signature(builder).parameters.items()
+            if p.default is not inspect.Parameter.empty}  # fmt: skip
 
 
 def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
