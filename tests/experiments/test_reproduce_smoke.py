@@ -279,3 +279,24 @@ def test_single_layer_units_beside_plain_and_two_layer(out: Path) -> None:
         assert res[f"one_vs_plain_{d}"] == compare(result(f"resnet{d}_1layer"), result(f"plain{d}"))[2]
         assert res[f"one_vs_two_{d}"] == compare(result(f"resnet{d}_1layer"), result(f"resnet{d}"))[2]
     assert res["verdict"] == {0: "consistent", 2: "not reproduced"}.get(len(gains), "mixed")
+
+
+def test_detection_compares_resnet_and_plain_backbones(out: Path) -> None:
+    """Sec. 4.3's comparison: the degradation runs as backbones, Faster R-CNN C4 on canvases of the same data."""
+    folder = reproduce(out, "detection")
+    rows = results(folder)["rows"]
+    assert [r["detector"] for r in rows] == ["Faster R-CNN C4, ResNet-20", "Faster R-CNN C4, plain-20",
+                                             "untrained (ResNet-20 backbone, heads random)"]  # fmt: skip
+    assert all(0 <= r["mAP@[.5,.95]"] <= 100 for r in rows)
+    for kind in ("resnet", "plain"):
+        config = json.loads((out / "runs" / f"fasterrcnn_{kind}20_c4-s0" / "config.json").read_text())["config"]
+        assert config["init"] == str(out / "runs" / f"{kind}20-s0") and config["recipe"]["name"] == "detection"
+    gt = json.loads((folder / "canvases" / "test" / "instances.json").read_text())
+    assert len(gt["images"]) == 8 and gt["annotations"] and len(gt["categories"]) == 10
+    assert_png(folder / "detection_curves.png")
+    assert_png(folder / "detection_boxes.png")
+    report = (folder / "report.md").read_text()
+    assert "## Does the residual backbone transfer better?" in report and "**20 layers:**" in report
+    before = run_state(out)
+    reproduce(out, "detection")  # cached: nothing trains again
+    assert run_state(out) == before

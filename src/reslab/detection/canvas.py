@@ -17,11 +17,14 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFilter
 
+from reslab.data.dataset import ImageDataset
 from reslab.errors import DataError
 from reslab.files import write_text
 
@@ -46,58 +49,97 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / area
 
 
-def make_canvases(data: str | Path, out: str | Path, counts: dict[str, int], *, size: int = 256,
+class _Split:
+    """One split's images, by index: ``(image, class name)``."""
+
+    def __init__(self, get: Callable[[int], tuple[Image.Image, str]], n: int) -> None:
+        self.get, self.n = get, n
+
+
+def _tar_splits(tar: tarfile.TarFile) -> tuple[dict[str, _Split], list[str]]:
+    """The tar's splits and its classes (every split's, sorted)."""
+    members = _members(tar)
+
+    def split(items: list[tuple[tarfile.TarInfo, str]]) -> _Split:
+        def get(k: int) -> tuple[Image.Image, str]:
+            member, cls = items[k]
+            return Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"), cls
+
+        return _Split(get, len(items))
+
+    classes = sorted({c for items in members.values() for _, c in items})
+    return {name: split(items) for name, items in members.items()}, classes
+
+
+def _dataset_splits(ds: ImageDataset) -> dict[str, _Split]:
+    def split(images: torch.Tensor, labels: torch.Tensor) -> _Split:
+        def get(k: int) -> tuple[Image.Image, str]:
+            return Image.fromarray(images[k].permute(1, 2, 0).numpy()), ds.classes[int(labels[k])]
+
+        return _Split(get, len(images))
+
+    return {"train": split(ds.train_images, ds.train_labels), "test": split(ds.test_images, ds.test_labels)}
+
+
+def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict[str, int], *, size: int = 256,
                   objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = (32, 128), max_iou: float = 0.3,
                   quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
-    """Write ``counts[split]`` canvases per split (``train`` from the tar's train/, ``test`` from its test/)."""
+    """Write ``counts[split]`` canvases per split (``train`` from the data's training images, ``test`` from its test
+    images). ``data``: an ImageFolder tar (``split/class/file``) or a loaded `ImageDataset` (what ``reslab
+    reproduce`` holds: any data reslab reads)."""
     if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1]):
         raise DataError(f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1")
-    out = Path(out)
-    rng = np.random.default_rng(seed)
+    if isinstance(data, ImageDataset):
+        _write(_dataset_splits(data), sorted(data.classes), Path(out), counts, f"{data.label} ({data.name})",
+               size=size, objects=objects, scale=scale, max_iou=max_iou, quality=quality, seed=seed)  # fmt: skip
+        return Path(out)
     try:
         tar = tarfile.open(data)  # noqa: SIM115 (closed by the with below; opening it is what may fail)
     except (OSError, tarfile.TarError) as e:
         raise DataError(f"cannot read {data}: {e}") from None
     with tar:
-        members = _members(tar)
-        classes = sorted({c for items in members.values() for _, c in items})
-        for split, count in counts.items():
-            if split not in members:
+        splits, classes = _tar_splits(tar)
+        for split in counts:
+            if split not in splits:
                 raise DataError(f"{data} has no {split}/ folder (an ImageFolder tar: train/<class>/, test/<class>/)")
-            items = members[split]
+        _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
+               max_iou=max_iou, quality=quality, seed=seed)  # fmt: skip
+    return Path(out)
 
-            def image(k: int, items: list[tuple[tarfile.TarInfo, str]] = items) -> tuple[Image.Image, str]:
-                member, cls = items[k]
-                return Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"), cls
 
-            folder = out / split / "images"
-            folder.mkdir(parents=True, exist_ok=True)
-            gt_images, annotations = [], []
-            for n in range(count):
-                background, _ = image(int(rng.integers(len(items))))
-                canvas = background.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(8))
-                boxes: list[tuple[int, int, int, int]] = []
-                for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
-                    s = int(rng.integers(scale[0], scale[1] + 1))
-                    for _attempt in range(20):
-                        x, y = (int(v) for v in rng.integers(0, size - s + 1, 2))
-                        box = (x, y, x + s, y + s)
-                        if all(_iou(box, b) <= max_iou for b in boxes):
-                            break
-                    else:
-                        continue  # no room left for this one
-                    obj, cls = image(int(rng.integers(len(items))))
-                    canvas.paste(obj.resize((s, s), Image.Resampling.BICUBIC), (x, y))
-                    boxes.append(box)
-                    annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id":
-                                        classes.index(cls) + 1, "bbox": [x, y, s, s], "area": s * s,
-                                        "iscrowd": 0})  # fmt: skip
-                name = f"{n:06d}.jpg"
-                canvas.save(folder / name, "JPEG", quality=quality)
-                gt_images.append({"id": n, "file_name": name, "width": size, "height": size})
-            gt = {"images": gt_images, "annotations": annotations,
-                  "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
-                  "info": {"description": f"CIFAR objects on {size}x{size} canvases, reslab.detection.canvas, "
-                           f"seed {seed}, from {Path(data).name}"}}  # fmt: skip
-            write_text(out / split / "instances.json", json.dumps(gt) + "\n")
-    return out
+def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dict[str, int], source: str, *,
+           size: int, objects: tuple[int, int], scale: tuple[int, int], max_iou: float, quality: int,
+           seed: int) -> None:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        items = splits[split]
+        folder = out / split / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        gt_images, annotations = [], []
+        for n in range(count):
+            background, _ = items.get(int(rng.integers(items.n)))
+            canvas = background.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(8))
+            boxes: list[tuple[int, int, int, int]] = []
+            for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+                s = int(rng.integers(scale[0], scale[1] + 1))
+                for _attempt in range(20):
+                    x, y = (int(v) for v in rng.integers(0, size - s + 1, 2))
+                    box = (x, y, x + s, y + s)
+                    if all(_iou(box, b) <= max_iou for b in boxes):
+                        break
+                else:
+                    continue  # no room left for this one
+                obj, cls = items.get(int(rng.integers(items.n)))
+                canvas.paste(obj.resize((s, s), Image.Resampling.BICUBIC), (x, y))
+                boxes.append(box)
+                annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id":
+                                    classes.index(cls) + 1, "bbox": [x, y, s, s], "area": s * s,
+                                    "iscrowd": 0})  # fmt: skip
+            name = f"{n:06d}.jpg"
+            canvas.save(folder / name, "JPEG", quality=quality)
+            gt_images.append({"id": n, "file_name": name, "width": size, "height": size})
+        gt = {"images": gt_images, "annotations": annotations,
+              "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
+              "info": {"description": f"CIFAR objects on {size}x{size} canvases, reslab.detection.canvas, "
+                       f"seed {seed}, from {source}"}}  # fmt: skip
+        write_text(out / split / "instances.json", json.dumps(gt) + "\n")

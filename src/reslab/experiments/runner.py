@@ -199,21 +199,27 @@ class Runner:
             head = f"run {i}/{len(specs)}: {spec.name}"
             if spec not in pending:
                 self._check_same_config(spec)
-                self._say(f"{head} already done (summary.json), skipped")
+                self.say(f"{head} already done (summary.json), skipped")
                 continue
-            resuming = RunDir(self.run_dir(spec)).status().iteration is not None
-            self._say(f"{head} {'resumed' if resuming else 'started'}, ETA {self._eta(pending, seconds_per_layer)}")
-            t0 = time.perf_counter()
-            try:
-                train(self.config(spec), data=self.dataset, resume=resuming)
-            except TrainingInterrupted as e:
-                e.hint = "run the same `reslab reproduce` command again to continue"
-                raise
-            seconds = time.perf_counter() - t0
+            seconds = self.train_one(self.config(spec), self.dataset, f"{head} {{}}, ETA "
+                                     f"{self._eta(pending, seconds_per_layer)}")  # fmt: skip
             seconds_per_layer.append(seconds / spec.depth)
             pending.remove(spec)
-            self._say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
+            self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
         return {s.name: self.result(s) for s in specs}
+
+    def train_one(self, config: TrainConfig, data: ImageDataset | None, say: str) -> float:
+        """Train ``config`` (resuming its folder's checkpoint if there is one); its wall-clock seconds. ``say`` is the
+        progress line, with ``{}`` for "started" or "resumed"."""
+        resuming = RunDir(config.out).status().iteration is not None
+        self.say(say.format("resumed" if resuming else "started"))
+        t0 = time.perf_counter()
+        try:
+            train(config, data=data, resume=resuming)
+        except TrainingInterrupted as e:
+            e.hint = "run the same `reslab reproduce` command again to continue"
+            raise
+        return time.perf_counter() - t0
 
     def result(self, spec: RunSpec) -> RunResult:
         run = RunDir(self.run_dir(spec))
@@ -229,13 +235,16 @@ class Runner:
         return _fmt_hhmm(rate * sum(s.depth for s in pending))
 
     def _check_same_config(self, spec: RunSpec) -> None:
+        self.check_same_config(self.config(spec))
+
+    def check_same_config(self, config: TrainConfig) -> None:
         """A finished run is reused only if it computed what this experiment would compute now."""
-        diff = self.config(spec).differences(RunDir(self.run_dir(spec)).config())
+        diff = config.differences(RunDir(config.out).config())
         if diff:
-            raise ConfigError(f"{self.run_dir(spec)} was trained with a different {diff[0]!r} (another --budget or "
+            raise ConfigError(f"{config.out} was trained with a different {diff[0]!r} (another --budget or "
                               "--data?); use another --out")  # fmt: skip
 
-    def _say(self, message: str) -> None:
+    def say(self, message: str) -> None:
         print(f"[reproduce] {message}", file=sys.stderr, flush=True)
 
 
