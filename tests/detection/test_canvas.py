@@ -41,7 +41,7 @@ def test_canvases_are_a_coco_set_with_the_pasted_boxes(tiny_tar, tmp_path):
 def test_bad_settings_are_one_line(tiny_tar, tmp_path):
     with pytest.raises(DataError, match="bad canvas settings"):
         make_canvases(tiny_tar, tmp_path / "x", {"train": 1}, size=64, scale=(32, 128))
-    with pytest.raises(DataError, match="has no val/ folder"):
+    with pytest.raises(DataError, match="has no val images"):
         make_canvases(tiny_tar, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))
     with pytest.raises(DataError, match="cannot read"):
         make_canvases(tmp_path / "missing.tar", tmp_path / "x", {"train": 1})
@@ -57,3 +57,24 @@ def test_make_dataset_from_the_command_line(tiny_tar, tmp_path, capsys):
     assert len(load_coco(out / "test" / "images", out / "test" / "instances.json")) == 1
     assert main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--scale", "big"]) == 2
     assert "--scale expects two sizes" in capsys.readouterr().err
+
+
+def test_canvases_from_a_loaded_dataset(tmp_path):
+    """``reslab reproduce detection`` makes its set from the data it holds in memory, whatever it was read from."""
+    import torch
+
+    from reslab.data.dataset import ImageDataset
+
+    colours = torch.tensor(list(COLOURS.values()), dtype=torch.uint8)
+    labels = torch.arange(6) % 3
+    images = colours[labels][:, :, None, None].expand(6, 3, 32, 32).contiguous()
+    ds = ImageDataset(images, labels, images[:3].clone(), labels[:3].clone(), list(COLOURS), "in memory")
+    out = make_canvases(ds, tmp_path / "set", {"train": 3, "test": 2}, size=96, scale=(24, 40), quality=95)
+    data = load_coco(out / "train" / "images", out / "train" / "instances.json")
+    assert len(data) == 3 and data.classes == list(COLOURS)
+    image, target = data[0]
+    x1, y1, x2, y2 = target["boxes"][-1].int().tolist()  # the last pasted: nothing covers it
+    colour = np.array(COLOURS[data.classes[int(target["labels"][-1]) - 1]])
+    assert np.abs(image[:, (y1 + y2) // 2, (x1 + x2) // 2].numpy() - colour).max() < 40
+    with pytest.raises(DataError, match="has no val images"):
+        make_canvases(ds, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))

@@ -281,7 +281,7 @@ def test_single_layer_units_beside_plain_and_two_layer(out: Path) -> None:
     assert res["verdict"] == {0: "consistent", 2: "not reproduced"}.get(len(gains), "mixed")
 
 
-def test_detection_compares_resnet_and_plain_backbones(out: Path) -> None:
+def test_detection_compares_resnet_and_plain_backbones(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Sec. 4.3's comparison: the degradation runs as backbones, Faster R-CNN C4 on canvases of the same data."""
     folder = reproduce(out, "detection")
     rows = results(folder)["rows"]
@@ -300,3 +300,23 @@ def test_detection_compares_resnet_and_plain_backbones(out: Path) -> None:
     before = run_state(out)
     reproduce(out, "detection")  # cached: nothing trains again
     assert run_state(out) == before
+    made = folder / "canvases" / "made.json"
+    record = made.read_text()
+    made.write_text(record.replace('"size": 64', '"size": 65'))  # as if made at another budget
+    argv = ["reproduce", "detection", "--data", DATA, "--out", str(out), "--budget", "smoke", "--quiet"]
+    assert main(argv) == 2 and "canvases made with other settings" in capsys.readouterr().err
+    made.write_text(record)
+
+
+def test_detection_verdict_reads_seeds_and_the_floor() -> None:
+    from reslab.experiments.detection import verdict
+
+    def net(name: str, m: float, std: float) -> dict:
+        return {"net": name, "depth": 20, "mAP@[.5,.95]": m, "mAP std": std, "mAP@.5": 2 * m}
+
+    one = verdict([net("ResNet-20", 30.0, 0.0), net("plain-20", 30.0, 0.0)], floor=0.1, seeds=1)
+    assert "0.00 points apart: equal" in one[0] and "ResNet-20 +29.90" in one[1] and "One seed" in one[2]
+    two = verdict([net("ResNet-20", 31.0, 0.3), net("plain-20", 30.0, 0.3)], floor=0.1, seeds=2)
+    assert "1.00 points higher (beyond noise)" in two[0] and len(two) == 2
+    noisy = verdict([net("ResNet-20", 31.0, 2.0), net("plain-20", 30.0, 2.0)], floor=40.0, seeds=2)
+    assert "within noise" in noisy[0] and "not above the untrained one" in noisy[1]

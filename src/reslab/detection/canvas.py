@@ -86,7 +86,8 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
                   quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
     """Write ``counts[split]`` canvases per split (``train`` from the data's training images, ``test`` from its test
     images). ``data``: an ImageFolder tar (``split/class/file``) or a loaded `ImageDataset` (what ``reslab
-    reproduce`` holds: any data reslab reads)."""
+    reproduce`` holds: any data reslab reads). The same seed gives the same canvases from the same input; a tar and
+    the `ImageDataset` loaded from it may list their images in different orders, and so give different canvases."""
     if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1]):
         raise DataError(f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1")
     if isinstance(data, ImageDataset):
@@ -99,9 +100,6 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
         raise DataError(f"cannot read {data}: {e}") from None
     with tar:
         splits, classes = _tar_splits(tar)
-        for split in counts:
-            if split not in splits:
-                raise DataError(f"{data} has no {split}/ folder (an ImageFolder tar: train/<class>/, test/<class>/)")
         _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
                max_iou=max_iou, quality=quality, seed=seed)  # fmt: skip
     return Path(out)
@@ -110,6 +108,9 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
 def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dict[str, int], source: str, *,
            size: int, objects: tuple[int, int], scale: tuple[int, int], max_iou: float, quality: int,
            seed: int) -> None:  # fmt: skip
+    for split in counts:
+        if split not in splits or splits[split].n == 0:
+            raise DataError(f"{source} has no {split} images (an ImageFolder tar: train/<class>/, test/<class>/)")
     rng = np.random.default_rng(seed)
     for split, count in counts.items():
         items = splits[split]
@@ -140,6 +141,6 @@ def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dic
             gt_images.append({"id": n, "file_name": name, "width": size, "height": size})
         gt = {"images": gt_images, "annotations": annotations,
               "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
-              "info": {"description": f"CIFAR objects on {size}x{size} canvases, reslab.detection.canvas, "
+              "info": {"description": f"objects of {source} on {size}x{size} canvases, reslab.detection.canvas, "
                        f"seed {seed}, from {source}"}}  # fmt: skip
         write_text(out / split / "instances.json", json.dumps(gt) + "\n")

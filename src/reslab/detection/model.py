@@ -19,7 +19,7 @@ the issue asks. The numbers chosen here, and where they differ from the paper:
   ``min_size``/``max_size``.
 * Anchors: sizes 32, 64, 128, 256, 512 and aspect ratios 0.5, 1, 2 at every position of the stride-16 map
   (detectron2's C4 setting; Faster R-CNN used 128-512 on PASCAL VOC and added smaller ones for COCO's small objects).
-  Networks whose shared map has another stride (the CIFAR nets: stride 4) take sizes scaled with it.
+  Networks whose shared map has another stride (the CIFAR nets: stride 2) take sizes scaled with it.
 * Proposals: 2000 after NMS in training, 300 at test (the paper's Sec. 4.3: "300 proposals"); RPN NMS at IoU 0.7.
 * RoIs sampled per image in training: 128 (``box_batch_size_per_image``; Fast R-CNN sampled 64 per image in
   mini-batches of 2, detectron2 512): a bound that keeps a CPU step short.

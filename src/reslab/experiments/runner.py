@@ -198,21 +198,21 @@ class Runner:
         for i, spec in enumerate(specs, 1):
             head = f"run {i}/{len(specs)}: {spec.name}"
             if spec not in pending:
-                self._check_same_config(spec)
+                self.check_same_config(self.config(spec))
                 self.say(f"{head} already done (summary.json), skipped")
                 continue
-            seconds = self.train_one(self.config(spec), self.dataset, f"{head} {{}}, ETA "
-                                     f"{self._eta(pending, seconds_per_layer)}")  # fmt: skip
+            seconds = self.train_one(self.config(spec), self.dataset, head,
+                                     f", ETA {self._eta(pending, seconds_per_layer)}")  # fmt: skip
             seconds_per_layer.append(seconds / spec.depth)
             pending.remove(spec)
             self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
         return {s.name: self.result(s) for s in specs}
 
-    def train_one(self, config: TrainConfig, data: ImageDataset | None, say: str) -> float:
-        """Train ``config`` (resuming its folder's checkpoint if there is one); its wall-clock seconds. ``say`` is the
-        progress line, with ``{}`` for "started" or "resumed"."""
-        resuming = RunDir(config.out).status().iteration is not None
-        self.say(say.format("resumed" if resuming else "started"))
+    def train_one(self, config: TrainConfig, data: ImageDataset | None, head: str, suffix: str = "") -> float:
+        """Train ``config`` (resuming its folder's checkpoint if there is one); its wall-clock seconds. The progress
+        line is ``head``, "started" or "resumed", then ``suffix``."""
+        resuming = RunDir(config.run_dir).status().iteration is not None
+        self.say(f"{head} {'resumed' if resuming else 'started'}{suffix}")
         t0 = time.perf_counter()
         try:
             train(config, data=data, resume=resuming)
@@ -234,14 +234,11 @@ class Runner:
         rate = sum(seconds_per_layer) / len(seconds_per_layer)
         return _fmt_hhmm(rate * sum(s.depth for s in pending))
 
-    def _check_same_config(self, spec: RunSpec) -> None:
-        self.check_same_config(self.config(spec))
-
     def check_same_config(self, config: TrainConfig) -> None:
         """A finished run is reused only if it computed what this experiment would compute now."""
-        diff = config.differences(RunDir(config.out).config())
+        diff = config.differences(RunDir(config.run_dir).config())
         if diff:
-            raise ConfigError(f"{config.out} was trained with a different {diff[0]!r} (another --budget or "
+            raise ConfigError(f"{config.run_dir} was trained with a different {diff[0]!r} (another --budget or "
                               "--data?); use another --out")  # fmt: skip
 
     def say(self, message: str) -> None:
