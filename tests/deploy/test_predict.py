@@ -17,6 +17,7 @@ from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
 from reslab.deploy import load_trained, read_safetensors, save_safetensors
 from reslab.deploy.predict import Predictor
+from reslab.deploy.shipped import load_shipped, manifest
 from reslab.errors import ModelError, ReslabError
 
 
@@ -153,8 +154,8 @@ def test_torch_hub_loads_every_entry_from_a_local_checkout():
     root = Path(__file__).resolve().parents[2]
     model = torch.hub.load(str(root), "resnet20", source="local", num_classes=3)
     assert model.fc.out_features == 3
-    with pytest.raises(ModelError, match="ships no weights for 'resnet56'"):
-        torch.hub.load(str(root), "resnet56", source="local", pretrained=True)
+    with pytest.raises(ModelError, match="ships no weights for 'resnet1202'"):
+        torch.hub.load(str(root), "resnet1202", source="local", pretrained=True)
     assert np.isfinite(model(torch.randn(1, 3, 32, 32)).detach().numpy()).all()
 
 
@@ -209,3 +210,19 @@ def test_a_model_trained_on_non_square_images_predicts_any_image(tmp_path, capsy
     Image.fromarray(rng.integers(0, 256, (100, 70, 3), dtype=np.uint8)).save(tmp_path / "odd.png")
     assert main(["predict", str(tmp_path / "run"), str(tmp_path / "odd.png"), "--top-k", "1"]) == 0
     assert capsys.readouterr().out.split("\t")[1].split()[0] in ("c0", "c1")
+
+
+REAL_TAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar"
+
+
+@pytest.mark.skipif(not REAL_TAR.exists(), reason="shared/data/cifar10-jpeg.tar not present")
+@pytest.mark.parametrize("name", sorted(manifest()))
+def test_shipped_weights_reproduce_their_manifest_error(name):
+    """Golden test: each shipped model, loaded by name (sha256 checked), makes on the copy's 10k test images the
+    error its manifest states (measured by its training run), to within bf16-against-fp32 differences."""
+    loaded = load_shipped(name)
+    ds = load_dataset(str(REAL_TAR))
+    predictor = Predictor(loaded, device="cpu", batch_size=1000, precision="fp32")
+    wrong = sum(int((predictor.probabilities(ds.test_images[i : i + 1000]).argmax(1) != ds.test_labels[i : i + 1000])
+                    .sum()) for i in range(0, len(ds.test_labels), 1000))  # fmt: skip
+    assert abs(100 * wrong / len(ds.test_labels) - manifest()[name]["test_error"]) < 0.3
