@@ -157,7 +157,7 @@ def test_missing_export_extra_names_it(run, tmp_path, monkeypatch, capsys):
     ("args", "message"),
     [
         (["{tmp}/no-such-run"], "no such file, run folder or model name"),
-        (["resnet20"], "ships no weights for 'resnet20'"),
+        (["resnet1202"], "ships no weights for 'resnet1202'"),
         (["{run}", "--out", "{tmp}/a-file/model.pt2"], "cannot write"),  # the out folder is a file
         (["{run}", "--out", "{run}/checkpoint.pt"], "is the model being exported"),
     ],

@@ -80,7 +80,7 @@ def test_unreadable_files_are_reported_and_skipped(small_run, tmp_path, capsys):
     [
         (["predict", "RUN", "/no/such/image.jpg"], "no such file or folder: /no/such/image.jpg"),
         (["predict", "/no/such/run", "IMGS"], "no such file, run folder or model name: /no/such/run"),
-        (["predict", "resnet20", "IMGS"], "reslab ships no weights for 'resnet20'"),
+        (["predict", "resnet1202", "IMGS"], "reslab ships no weights for 'resnet1202'"),
         (["predict", "RUN", "EMPTY"], "no image files found"),
         (["predict", "RUN", "BAD"], "no image could be classified (1 skipped)"),
         (["predict", "RUN", "IMGS", "--top-k", "0"], "must be a positive integer"),
@@ -215,13 +215,19 @@ def test_a_model_trained_on_non_square_images_predicts_any_image(tmp_path, capsy
 REAL_TAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar"
 
 
-@pytest.mark.skipif(not REAL_TAR.exists(), reason="shared/data/cifar10-jpeg.tar not present")
+@pytest.fixture(scope="module")
+def real_cifar():
+    if not REAL_TAR.exists():
+        pytest.skip("shared/data/cifar10-jpeg.tar not present")
+    return load_dataset(str(REAL_TAR))
+
+
 @pytest.mark.parametrize("name", sorted(manifest()))
-def test_shipped_weights_reproduce_their_manifest_error(name):
+def test_shipped_weights_reproduce_their_manifest_error(name, real_cifar):
     """Golden test: each shipped model, loaded by name (sha256 checked), makes on the copy's 10k test images the
     error its manifest states (measured by its training run), to within bf16-against-fp32 differences."""
     loaded = load_shipped(name)
-    ds = load_dataset(str(REAL_TAR))
+    ds = real_cifar
     predictor = Predictor(loaded, device="cpu", batch_size=1000, precision="fp32")
     wrong = sum(int((predictor.probabilities(ds.test_images[i : i + 1000]).argmax(1) != ds.test_labels[i : i + 1000])
                     .sum()) for i in range(0, len(ds.test_labels), 1000))  # fmt: skip
