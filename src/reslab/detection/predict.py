@@ -39,6 +39,15 @@ class Detections:
         return draw_bounding_boxes(self.image, boxes, labels, width=2).permute(1, 2, 0).numpy()
 
 
+def found_boxes(classes: list[str], labels: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor | None = None,
+                threshold: float = 0.5) -> list[tuple[str, float, list[float]]]:  # fmt: skip
+    """A detector's output (or ground truth: no ``scores``, drawn as 1.00) as `Detections.found` triples, the boxes
+    scoring below ``threshold`` left out; ``labels`` count from 1 (0 is the background)."""
+    scores = torch.ones(len(labels)) if scores is None else scores.float().cpu()
+    return [(classes[int(k) - 1], float(v), box) for k, v, box in
+            zip(labels.tolist(), scores, boxes.float().cpu().tolist(), strict=True) if v >= threshold]  # fmt: skip
+
+
 def detect_files(loaded: LoadedDetector, files: Iterable[Path], *, threshold: float = 0.5,
                  device: torch.device | str = "cpu", precision: str = "fp32") -> Iterator[Detections]:  # fmt: skip
     """`Detections` per file, in order; files that cannot be decoded come back with ``error`` set."""
@@ -52,8 +61,5 @@ def detect_files(loaded: LoadedDetector, files: Iterable[Path], *, threshold: fl
             continue
         with torch.inference_mode(), autocast(precision, device):
             out = loaded.model([image.to(device).float().div_(255)])[0]
-        scores = out["scores"].float().cpu()
-        keep = scores >= threshold
-        labels, boxes = out["labels"].cpu()[keep], out["boxes"].float().cpu()[keep].tolist()
-        found = [(loaded.classes[int(k) - 1], float(s), b) for k, s, b in zip(labels, scores[keep], boxes, strict=True)]
-        yield Detections(Path(f), found, image)
+        yield Detections(Path(f), found_boxes(loaded.classes, out["labels"], out["boxes"], out["scores"], threshold),
+                         image)

@@ -34,13 +34,12 @@ from reslab import paper
 from reslab.detection.canvas import make_canvases
 from reslab.detection.coco import CocoDetection, coco_eval, to_coco_results
 from reslab.detection.model import create_detector
-from reslab.detection.predict import Detections
+from reslab.detection.predict import Detections, found_boxes
 from reslab.detection.run import load_detector, open_coco, subset
 from reslab.detection.task import detect
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.recipes import get_recipe
-from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError
 from reslab.experiments import degradation
 from reslab.experiments.report import markdown_table, mean_std, write_report, write_results
@@ -111,10 +110,7 @@ def train_detectors(ctx: Context, runs: list[tuple[RunSpec, TrainConfig]]) -> li
     """Each detector trained (resumed, or found finished with the same config), in order."""
     for i, (spec, cfg) in enumerate(runs, 1):
         head = f"detector {i}/{len(runs)}: {spec.name}"
-        if RunDir(cfg.run_dir).status().finished:
-            ctx.runner.check_same_config(cfg)
-            ctx.runner.say(f"{head} already done (summary.json), skipped")
-        else:
+        if not ctx.runner.reuse(cfg, head):
             seconds = ctx.runner.train_one(cfg, None, head)
             ctx.runner.say(f"{head} finished in {seconds:.0f} s")
     return [ctx.runner.result(spec) for spec, _ in runs]
@@ -173,27 +169,19 @@ def curves(path: Path, groups: dict[str, list[RunResult]], data: str) -> Path:
     return path
 
 
-def _found(classes: list[str], labels: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor | None = None,
-           threshold: float = 0.5) -> list[tuple[str, float, list[float]]]:  # fmt: skip
-    """(class, score, box) triples as `Detections` holds them; ground truth has no scores (drawn with 1.00)."""
-    scores = torch.ones(len(labels)) if scores is None else scores.float()
-    return [(classes[int(k) - 1], float(v), box.tolist()) for k, v, box in zip(labels, scores, boxes, strict=True)
-            if v >= threshold]  # fmt: skip
-
-
 def boxes_figure(path: Path, runs: dict[str, Path], test: CocoDetection, device: str) -> Path:
     """The first test canvases: ground truth in the top row, then each detector's boxes scoring at least 0.5."""
     n = min(SHOWN, len(test))
     first = subset(test, n)
     pairs = [first[i] for i in range(n)]
     images = [image for image, _ in pairs]
-    rows = [("ground truth", [_found(test.classes, t["labels"], t["boxes"]) for _, t in pairs])]
+    rows = [("ground truth", [found_boxes(test.classes, t["labels"], t["boxes"]) for _, t in pairs])]
     dev = resolve_device(device)
     for net, run in runs.items():
         loaded = load_detector(run, dev)
         with autocast(resolve_precision(loaded.config.precision, dev), dev):
             outputs = detect(loaded.model, first, device=dev)
-        rows.append((net, [_found(loaded.classes, o["labels"], o["boxes"], o["scores"]) for o in outputs]))
+        rows.append((net, [found_boxes(loaded.classes, o["labels"], o["boxes"], o["scores"]) for o in outputs]))
     fig = Figure(figsize=(2.6 * n, 2.7 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (name, found) in enumerate(rows):

@@ -198,8 +198,7 @@ class Runner:
         for i, spec in enumerate(specs, 1):
             head = f"run {i}/{len(specs)}: {spec.name}"
             if spec not in pending:
-                self.check_same_config(self.config(spec))
-                self.say(f"{head} already done (summary.json), skipped")
+                self.reuse(self.config(spec), head)
                 continue
             seconds = self.train_one(self.config(spec), self.dataset, head,
                                      f", ETA {self._eta(pending, seconds_per_layer)}")  # fmt: skip
@@ -207,6 +206,14 @@ class Runner:
             pending.remove(spec)
             self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
         return {s.name: self.result(s) for s in specs}
+
+    def reuse(self, config: TrainConfig, head: str) -> bool:
+        """Whether ``config``'s run is finished (then checked to be the same run and reported as skipped)."""
+        if not RunDir(config.run_dir).status().finished:
+            return False
+        self.check_same_config(config)
+        self.say(f"{head} already done (summary.json), skipped")
+        return True
 
     def train_one(self, config: TrainConfig, data: ImageDataset | None, head: str, suffix: str = "") -> float:
         """Train ``config`` (resuming its folder's checkpoint if there is one); its wall-clock seconds. The progress
