@@ -16,7 +16,7 @@ from reslab.data.batches import normalize
 from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
 from reslab.deploy import load_trained, read_safetensors, save_safetensors
-from reslab.deploy.predict import Predictor
+from reslab.deploy.predict import Predictor, inference_model
 from reslab.deploy.shipped import load_shipped, manifest
 from reslab.errors import ModelError, ReslabError
 
@@ -61,6 +61,28 @@ def test_predict_on_large_images_uses_the_centre_view_of_eval(large_run):
     for pred, p in zip(preds, expected, strict=True):
         assert pred.top[0][0] == loaded.classes[int(p.argmax())]
         assert pred.top[0][1] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "plain20", "resnet18"])
+def test_the_inference_copy_folds_bn_and_computes_the_same_function(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics that are not 0/1
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        fast = inference_model(model, torch.device("cpu"), "fp32")
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+        half = inference_model(model, torch.device("cpu"), "bf16")
+        bf16 = half(x.to(torch.bfloat16)).float()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) < 1e-4 * scale
+    assert float((bf16 - expected).abs().max()) < 0.1 * scale  # bf16 keeps 8 bits of mantissa
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original is left alone
 
 
 def test_unreadable_files_are_reported_and_skipped(small_run, tmp_path, capsys):

@@ -8,14 +8,18 @@ The preprocessing is read from the model (`LoadedModel`), never asked of the use
 * a model trained on streamed large images: the single centre view of ``reslab eval`` (shorter side resized to the
   run's test size, centre crop) normalised with the stored mean (and std) (Sec. 3.4).
 
-Fast by default on a CPU: batched, ``torch.inference_mode``, channels_last, and bf16 autocast where the processor
-has native bf16 (``--precision auto``), as in training. Files that cannot be read or decoded are reported and
+Fast by default on a CPU: batched, ``torch.inference_mode``, channels_last, every BN folded into the convolution
+before it, and in bf16 where the processor has native bf16 (``--precision auto``), as in training: the folded weights
+are cast once rather than by autocast on every call (benchmarks/inference.py measures both against fp32, and the
+agreement of their top-1 predictions). Files that cannot be read or decoded are reported and
 skipped, never the end of a run over a folder.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.fx.experimental.optimization import fuse
 
 from reslab.data.batches import normalize
 from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
 from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
-from reslab.engine.precision import autocast, resolve_device, resolve_precision
+from reslab.engine.precision import DTYPES, autocast, resolve_device, resolve_precision
 from reslab.engine.rundir import LoadedModel
 from reslab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,9 +69,27 @@ def image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
+def inference_model(model: torch.nn.Module, device: torch.device, precision: str, channels_last: bool = True
+                    ) -> torch.nn.Module:  # fmt: skip
+    """A copy of ``model`` for inference only, on ``device``: each BN folded into the convolution that feeds it
+    (torch.fx's ``fuse``: the same function in exact arithmetic, one pass over memory less per layer), cast to bf16
+    when that is the precision (autocast would re-cast every weight on every call; fp16 stays with autocast, whose
+    fp32 reductions it needs), and channels_last. A network fx cannot trace is used unfused."""
+    model = model.eval()
+    try:
+        model = fuse(model)  # returns a copy
+    except Exception as e:  # fx raises several kinds (TraceError, TypeError...) on code it cannot trace
+        log.warning("BN not folded (%s: %s); predicting with the unfused network", type(e).__name__, e)
+        model = copy.deepcopy(model)
+    model = model.to(device)
+    if precision == "bf16":
+        model = model.to(DTYPES[precision])
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 class Predictor:
     """Batched prediction with a loaded model on ``device`` (auto: CUDA if present) in ``precision`` (auto: bf16
-    where native). The model is moved to the device (and to channels_last) in place, not copied."""
+    where native), through `inference_model`'s copy of it (``loaded.model`` itself is left as it was)."""
 
     def __init__(self, loaded: LoadedModel, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
                  channels_last: bool = True) -> None:  # fmt: skip
@@ -73,9 +98,9 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.classes, self.batch_size, self.channels_last = list(loaded.classes), batch_size, channels_last
-        self.model = loaded.model.to(self.device).eval()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = inference_model(loaded.model, self.device, self.precision, channels_last)
+        self.dtype = DTYPES[self.precision] if self.precision == "bf16" else torch.float32
+        self.autocast = "fp16" if self.precision == "fp16" else "fp32"  # bf16: the weights are bf16 already
         large = loaded.preprocess.get("large")
         self.large = LargeAugment(**large) if large else None
         if loaded.mean is None:
@@ -105,9 +130,8 @@ class Predictor:
         """Softmax probabilities [N, classes] for uint8 views [N, 3, S, S]."""
         x = views.to(self.device)
         x = self.normalizer(x) if self.normalizer is not None else normalize(x, self.mean.to(self.device))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.precision, self.device):
+        x = x.to(self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        with autocast(self.autocast, self.device):
             logits = self.model(x)
         return logits.float().softmax(1).cpu()
 
