@@ -62,8 +62,8 @@ def imagenet_loaded() -> LoadedModel:
 def rates(loaded: LoadedModel, batch: int, seconds: float, onnx_file: Path) -> dict[str, float]:
     import onnxruntime as ort
 
-    size = Predictor(loaded, device="cpu").size
-    views = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    predictor = Predictor(loaded, device="cpu", batch_size=batch)
+    views = torch.randint(0, 256, (batch, 3, predictor.size, predictor.size), dtype=torch.uint8)
     x = views.float().div(255)
     reference = load_trained_copy(loaded)
 
@@ -71,7 +71,6 @@ def rates(loaded: LoadedModel, batch: int, seconds: float, onnx_file: Path) -> d
         with torch.no_grad():
             reference(x)
 
-    predictor = Predictor(loaded, device="cpu", batch_size=batch)
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return {"reference": timed(ref, batch, seconds), "reslab": timed(lambda: predictor.probabilities(views), batch,
