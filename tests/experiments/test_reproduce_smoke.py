@@ -312,11 +312,13 @@ def test_detection_verdict_reads_seeds_and_the_floor() -> None:
     from reslab.experiments.detection import verdict
 
     def net(name: str, m: float, std: float) -> dict:
-        return {"net": name, "depth": 20, "mAP@[.5,.95]": m, "mAP std": std, "mAP@.5": 2 * m}
+        return {"net": name, "depth": 20, "mAP@[.5,.95]": m, "mAP std": std, "mAP@.5": 2 * m,
+                "backbone test error (%)": 100 - m}
 
     one = verdict([net("ResNet-20", 30.0, 0.0), net("plain-20", 30.0, 0.0)], floor=0.1, seeds=1)
-    assert "0.00 points apart: equal" in one[0] and "ResNet-20 +29.90" in one[1] and "One seed" in one[2]
+    assert "0.00 points apart: equal" in one[0] and "70.00% against 70.00%" in one[1]
+    assert "ResNet-20 +29.90" in one[2] and "One seed" in one[3]
     two = verdict([net("ResNet-20", 31.0, 0.3), net("plain-20", 30.0, 0.3)], floor=0.1, seeds=2)
-    assert "1.00 points higher (beyond noise)" in two[0] and len(two) == 2
+    assert "1.00 points higher (beyond noise)" in two[0] and "69.00% against 70.00%" in two[1] and len(two) == 3
     noisy = verdict([net("ResNet-20", 31.0, 2.0), net("plain-20", 30.0, 2.0)], floor=40.0, seeds=2)
-    assert "within noise" in noisy[0] and "not above the untrained one" in noisy[1]
+    assert "within noise" in noisy[0] and "not above the untrained one" in noisy[2]
