@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 _ENGINE = {"train": "reslab.engine.run", "build_trainer": "reslab.engine.run", "Trainer": "reslab.engine.trainer",
            "TrainConfig": "reslab.engine.config", "get_recipe": "reslab.engine.recipes",
            "evaluate_checkpoint": "reslab.engine.evaluate", "load_model": "reslab.engine.rundir",
-           "ClassificationData": "reslab.tasks.classification"}  # fmt: skip
+           "ClassificationData": "reslab.tasks.classification",
+           "create_detector": "reslab.detection.model"}  # fmt: skip
 
 
 def __getattr__(name: str) -> object:
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "build_trainer",
     "complexity",
+    "create_detector",
     "create_model",
     "evaluate_checkpoint",
     "get_recipe",

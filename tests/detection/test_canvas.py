@@ -24,7 +24,11 @@ def test_canvases_are_a_coco_set_with_the_pasted_boxes(tiny_tar, tmp_path):
         for k, (box, label) in enumerate(zip(boxes, target["labels"].tolist(), strict=True)):
             x1, y1, x2, y2 = box
             assert 24 <= x2 - x1 <= 40 and x2 - x1 == y2 - y1 and x1 >= 0 and x2 <= 96
-            later = boxes[k + 1 :]  # pasted after this one: may cover it
+            later = boxes[k + 1 :]  # pasted after this one: may cover it, but leave half of it in sight
+            seen = np.ones((y2 - y1, x2 - x1), bool)
+            for b in later:
+                seen[max(b[1] - y1, 0) : max(b[3] - y1, 0), max(b[0] - x1, 0) : max(b[2] - x1, 0)] = False
+            assert seen.mean() >= 0.5
             m = 4  # JPEG's chroma subsampling blurs colours across an edge: look 4 pixels inside
             inside = [(y, x) for y in range(y1 + m, y2 - m, 3) for x in range(x1 + m, x2 - m, 3)
                       if not any(b[0] - m <= x < b[2] + m and b[1] - m <= y < b[3] + m for b in later)]  # fmt: skip

@@ -30,6 +30,7 @@ ANNS = [
     {"id": 3, "image_id": 2, "category_id": 3, "bbox": [10, 10, 0, 15]},  # zero width: dropped
     {"id": 4, "image_id": 2, "category_id": 17, "bbox": [0, 0, 64, 48], "iscrowd": 1},  # crowd: not a target
     {"id": 5, "image_id": 2, "category_id": 3, "bbox": [30, 5, 25, 30]},
+    {"image_id": 3, "category_id": 17, "bbox": [2, 2, 10, 10]},  # no id
 ]
 
 
@@ -42,10 +43,19 @@ def test_the_usual_traps(tmp_path):
     assert t1["labels"].tolist() == [2, 1]
     assert t1["boxes"].tolist() == [[4, 4, 24, 24], [50, 30, 64, 48]]  # the second clipped to the image
     assert t2["labels"].tolist() == [1] and t2["boxes"].tolist() == [[30, 5, 55, 35]]  # zero-size and crowd gone
-    assert t3["boxes"].shape == (0, 4) and len(data) == 3  # kept without annotations
+    assert t3["boxes"].tolist() == [[2, 2, 12, 12]] and len(data) == 3
     image, target = data[0]
     assert image.shape == (3, 48, 64) and image.dtype == torch.uint8 and target is t1
-    assert data.gt["annotations"][0]["area"] == 400 and data.gt["annotations"][0]["iscrowd"] == 0
+    gt = data.gt["annotations"]  # what COCOeval reads: the same boxes as training
+    assert gt[0]["area"] == 400 and gt[0]["iscrowd"] == 0
+    assert gt[1]["bbox"] == [50, 30, 14, 18] and gt[1]["area"] == 900  # clipped; a given area is kept
+    assert gt[2]["iscrowd"] == 1  # dropped from training: ignored by COCOeval, not an object to find
+    assert [a["id"] for a in gt] == [1, 2, 3, 4, 5, 6]  # the missing id after the largest given
+
+
+def test_images_without_annotations_are_kept(tmp_path):
+    data = load_coco(*_write(tmp_path, [dict(a) for a in ANNS[:1]]))
+    assert [len(t["boxes"]) for t in data.targets] == [1, 0, 0]
 
 
 def _perfect(data):
@@ -54,15 +64,16 @@ def _perfect(data):
 
 
 def test_a_perfect_prediction_scores_1_and_an_empty_one_0(tmp_path):
-    anns = [a for a in ANNS if a["id"] in (1, 5)]  # boxes inside their images, no crowd
-    data = load_coco(*_write(tmp_path, [dict(a) for a in anns]))
+    with pytest.warns(UserWarning, match="1 boxes with no area"):  # every trap: clipped, dropped, crowd, no id
+        data = load_coco(*_write(tmp_path, [dict(a) for a in ANNS]))
     results = to_coco_results(data, _perfect(data))
     assert {r["category_id"] for r in results} == {3, 17}  # contiguous labels mapped back to COCO's ids
     stats = coco_eval(data, results)
     assert stats["mAP"] == pytest.approx(1.0) and stats["mAP50"] == pytest.approx(1.0)
     assert stats["mAP_large"] == -1  # no large objects in the ground truth: no score, not 0
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}] * 3
-    assert coco_eval(data, to_coco_results(data, empty)) == dict.fromkeys(STATS, 0.0)
+    nothing = coco_eval(data, to_coco_results(data, empty))
+    assert nothing == {k: -1.0 if k.endswith(("medium", "large")) else 0.0 for k in STATS}  # as COCOeval has it
     wrong = _perfect(data)
     wrong[0] = {**wrong[0], "labels": 3 - wrong[0]["labels"]}  # swap cat and dog on image 1
     assert 0 < coco_eval(data, to_coco_results(data, wrong))["mAP"] < 1
@@ -77,11 +88,17 @@ def test_a_perfect_prediction_scores_1_and_an_empty_one_0(tmp_path):
          "names image 99, which is not listed"),
         (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1]}),
          "names category 5"),
+        (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 3}), "malformed record .*bbox"),
+        (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 2]}),
+         "malformed record .*ValueError"),
+        (lambda gt: gt["images"][0].pop("file_name"), "malformed record .*file_name"),
+        (lambda gt: gt["categories"].append({"name": "no id"}), "malformed record"),
     ],
 )
 def test_broken_files_are_one_line(tmp_path, mutate, message):
     images, ann = _write(tmp_path, [dict(a) for a in ANNS[:1]])
     gt = json.loads(ann.read_text())
+    listed = [dict(im) for im in gt["images"]]
     mutate(gt)
     ann.write_text(json.dumps(gt))
     with pytest.raises(DataError, match=message):
@@ -89,6 +106,6 @@ def test_broken_files_are_one_line(tmp_path, mutate, message):
     with pytest.raises(DataError, match="annotations file not found"):
         load_coco(images, tmp_path / "none.json")
     (images / "1.png").write_bytes(b"junk")
-    ann.write_text(json.dumps({"images": gt["images"], "annotations": [], "categories": [{"id": 1}]}))
+    ann.write_text(json.dumps({"images": listed, "annotations": [], "categories": [{"id": 1}]}))
     with pytest.raises(DataError, match="cannot read image"):
         load_coco(images, ann)[0]

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from reslab import create_model
-from reslab.detection import create_detector
+from reslab import create_detector, create_model
 from reslab.detection.model import C4Head, C4Trunk
 from reslab.errors import ModelError
 
@@ -16,7 +15,9 @@ def _targets(n: int) -> list[dict[str, torch.Tensor]]:
             for _ in range(n)]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["fasterrcnn_resnet18_c4", "fasterrcnn_resnet18_fpn", "fasterrcnn_resnet20_c4"])
+@pytest.mark.parametrize(
+    "name", ["fasterrcnn_resnet18_c4", "fasterrcnn_resnet18_fpn", "fasterrcnn_resnet20_c4", "fasterrcnn_plain20_fpn"]
+)
 def test_train_gives_the_four_losses_and_eval_gives_boxes(name):
     torch.manual_seed(0)
     model = create_detector(name, num_classes=4, min_size=96, max_size=96)
@@ -42,6 +43,16 @@ def test_c4_shares_conv1_to_conv4_and_runs_conv5_per_region():
     assert head(torch.zeros(3, 1024, 14, 14)).shape == (3, 2048)  # conv5_x strided on the 14x14 RoIs, then pooled
     assert model.roi_heads.box_predictor.cls_score.out_features == 3  # 2 classes + background
     assert model.rpn._post_nms_top_n["testing"] == 300  # the paper's 300 proposals
+
+
+def test_fpn_anchors_are_8x_each_levels_stride_and_keep_torchvisions_rpn_settings():
+    imagenet = create_detector("fasterrcnn_resnet18_fpn", num_classes=2)
+    assert imagenet.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))  # torchvision's P2-P6
+    assert imagenet.rpn._pre_nms_top_n["testing"] == 1000 and imagenet.rpn._post_nms_top_n["testing"] == 300
+    cifar = create_detector("fasterrcnn_resnet20_fpn", num_classes=2)
+    assert cifar.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,))  # strides 1, 2, 4 and the pooled 8
+    c4 = create_detector("fasterrcnn_resnet18_c4", num_classes=2)
+    assert c4.rpn._pre_nms_top_n["testing"] == 6000  # Faster R-CNN's
 
 
 def test_bn_is_frozen_everywhere_and_the_lowest_parts_do_not_train():
@@ -80,6 +91,31 @@ def test_backbone_weights_come_from_a_classification_run(tmp_path):
         create_detector("fasterrcnn_plain20_c4", num_classes=2, backbone_weights=run)
     generic = create_detector("fasterrcnn_cifar_resnet_c4", num_classes=2, backbone_weights=run)  # depth 20 too
     assert torch.equal(generic.backbone.stem[0].weight, loaded.model.conv1.weight)
+
+
+def test_both_designs_compute_the_classification_networks_own_features(tmp_path):
+    # BN scales of both signs and non-trivial statistics: a stem run out of order (max pool before BN and ReLU)
+    # would agree with the network only while every scale is positive.
+    torch.manual_seed(0)
+    net = create_model("resnet18").eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = [net.maxpool(net.relu(net.bn1(net.conv1(x))))]
+        for name in net.stage_names:
+            feats.append(getattr(net, name)(feats[-1]))
+        c4 = create_detector("fasterrcnn_resnet18_c4", num_classes=2, backbone_weights=tmp_path / "weights.pt")
+        torch.testing.assert_close(c4.backbone(x), feats[3], rtol=1e-4, atol=1e-4)  # conv4_x
+        fpn = create_detector("fasterrcnn_resnet18_fpn", num_classes=2, backbone_weights=tmp_path / "weights.pt")
+        body = fpn.backbone.body(x)
+        for i in range(4):
+            torch.testing.assert_close(body[str(i)], feats[i + 1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

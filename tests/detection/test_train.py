@@ -10,7 +10,7 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import train
 from reslab.engine.rundir import read_checkpoint
-from reslab.errors import ConfigError
+from reslab.errors import ReslabError
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_a_detection_run_trains_evaluates_and_resumes_exactly(canvases, tmp_path
     ],
 )
 def test_detection_configuration_errors_are_one_line(canvases, tmp_path, kw, message):
-    with pytest.raises((ConfigError, Exception), match=message):
+    with pytest.raises(ReslabError, match=message):
         _config(canvases, tmp_path / "x", **kw)
 
 
@@ -67,16 +67,30 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     assert stats["images"] == 4 and stats["mAP"] * 100 == pytest.approx(summary["test_mAP"], abs=1e-6)
     images = canvases / "test" / "images"
     (tmp_path / "bad.jpg").write_bytes(b"junk")
-    assert main(["detect", "predict", str(tmp_path / "run"), str(images), str(tmp_path / "bad.jpg"), "--out",
-                 str(tmp_path / "drawn"), "--threshold", "0", "--precision", "fp32"]) == 0  # fmt: skip
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "000000.jpg").write_bytes((images / "000000.jpg").read_bytes())  # the same file name
+    assert main(["detect", "predict", str(tmp_path / "run"), str(images), str(tmp_path / "bad.jpg"),
+                 str(tmp_path / "other"), "--out", str(tmp_path / "drawn"), "--threshold", "0", "--precision",
+                 "fp32"]) == 0  # fmt: skip
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.strip().splitlines()]
-    assert len(records) == 4 and all((tmp_path / "drawn" / f"{i:06d}.png").is_file() for i in range(4))
+    assert len(records) == 5 and all((tmp_path / "drawn" / f"{i:06d}.png").is_file() for i in range(4))
+    assert records[-1]["drawn"].endswith("000000-1.png") and (tmp_path / "drawn" / "000000-1.png").is_file()
+    assert (tmp_path / "drawn" / "detections.jsonl").read_text().splitlines() == out.strip().splitlines()
     found = [d for r in records for d in r["detections"]]
     assert all(d["class"] in ("blue", "green", "red") and 0 <= d["score"] <= 1 for d in found)
     assert "skipped" in err and "bad.jpg" in err
     assert main(["detect", "eval", str(tmp_path / "none")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    relabelled = tmp_path / "relabelled" / "test"  # the test images under other class names, and no train split
+    relabelled.mkdir(parents=True)
+    (relabelled / "images").symlink_to(canvases / "test" / "images")
+    gt = json.loads((canvases / "test" / "instances.json").read_text())
+    gt["categories"] = [{**c, "name": c["name"].upper()} for c in gt["categories"]]
+    (relabelled / "instances.json").write_text(json.dumps(gt))
+    relabelled = relabelled.parent
+    assert main(["detect", "eval", str(tmp_path / "run"), "--data", str(relabelled)]) == 2  # test split alone
+    assert "are not the ones" in capsys.readouterr().err
     assert main(["runs", str(tmp_path / "run")]) == 0
     assert "| fasterrcnn_resnet20_c4 | detection |" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "run")]) == 2  # the classification commands point the way
@@ -93,3 +107,20 @@ def test_detect_train_from_the_command_line(canvases, tmp_path, capsys):
     assert '"test_mAP"' in capsys.readouterr().out
     assert main([*args[:4], "--shortcut", "B", *args[4:]]) == 2
     assert "--shortcut is for classification" in capsys.readouterr().err
+
+
+def test_a_split_without_objects_is_one_line(canvases, tmp_path):
+    import json
+
+    from reslab.errors import DataError
+
+    data = tmp_path / "no-objects"
+    for split in ("train", "test"):
+        (data / split).mkdir(parents=True)
+        (data / split / "images").symlink_to(canvases / split / "images")
+        gt = json.loads((canvases / split / "instances.json").read_text())
+        if split == "test":
+            gt["annotations"] = []
+        (data / split / "instances.json").write_text(json.dumps(gt))
+    with pytest.raises(DataError, match="the test split has no objects"):
+        train(_config(data, tmp_path / "run"))

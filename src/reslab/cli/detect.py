@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
     pr = cmds.add_parser("predict", help="boxes on image files: PNGs with the boxes drawn, and JSON lines",
                          description="Detect objects in image files or folders with a detection run; writes each "
-                         "image with its boxes, labels and scores drawn (PNG) into --out and prints one JSON object "
-                         "per image.")  # fmt: skip
+                         "image with its boxes, labels and scores drawn (PNG) into --out and one JSON object per image "
+                         "to stdout and to --out/detections.jsonl.")  # fmt: skip
     pr.add_argument("run", help="a detection run folder or its checkpoint.pt")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True, help="folder for the drawn images")
@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
                         description="Write a real-image detection set in COCO format from an ImageFolder tar "
                         "(train/<class>/, test/<class>/, e.g. the CIFAR-10 copy): each canvas has a blurred "
-                        "background from another image and 1-6 images pasted at random sizes and places; train "
-                        "canvases from the training images, test canvases from the test images.")  # fmt: skip
+                        "background from another image and 1-6 images pasted at random sizes and places, each left at "
+                        "least half in sight by those pasted after it; train canvases from the training images, test "
+                        "canvases from the test images.")  # fmt: skip
     m.add_argument("--data", required=True, help="ImageFolder tar with train/ and test/")
     m.add_argument("--out", required=True, help="folder for train/ and test/ (images/ + instances.json each)")
     m.add_argument("--train", type=positive_int, default=2000, help="training canvases (default: 2000)")
@@ -94,10 +95,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from reslab.detection.run import load_detector, open_coco
     from reslab.detection.task import detect
     from reslab.engine.precision import autocast, resolve_device, resolve_precision
+    from reslab.errors import DataError
 
     device = resolve_device(args.device)
     loaded = load_detector(args.run, device)
-    test = open_coco(args.data or loaded.config.data)[1]
+    (test,) = open_coco(args.data or loaded.config.data, ("test",))
+    if test.classes != loaded.classes:
+        raise DataError(f"the test set's classes {test.classes[:5]}... are not the ones {loaded.path} was trained on "
+                        f"({loaded.classes[:5]}...)")  # fmt: skip
     with autocast(resolve_precision(args.precision, device), device):
         outputs = detect(loaded.model, test, batch_size=args.batch_size, device=device)
     stats = coco_eval(test, to_coco_results(test, outputs))
@@ -121,22 +126,27 @@ def run_predict(args: argparse.Namespace) -> int:
     from reslab.detection.run import load_detector
     from reslab.engine.precision import resolve_device, resolve_precision
     from reslab.errors import DataError
+    from reslab.files import write_text
 
     files = list(image_files(args.images))
     device = resolve_device(args.device)
     loaded = load_detector(args.run, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    done = 0
+    lines: list[str] = []
+    taken: set[str] = set()
     for det in detect_files(loaded, files, threshold=args.threshold, device=device,
                             precision=resolve_precision(args.precision, device)):  # fmt: skip
         if det.error is not None:
             print(f"reslab: skipped {det.path}: {det.error}", file=sys.stderr)
             continue
-        target = out / f"{det.path.stem}.png"
+        name = next(n for k in range(len(taken) + 1) if (n := det.path.stem + (f"-{k}" if k else "")) not in taken)
+        taken.add(name)  # a/x.jpg and b/x.jpg: x.png and x-1.png, never one over the other
+        target = out / f"{name}.png"
         Image.fromarray(det.drawn()).save(target)
-        print(json.dumps({**det.as_dict(), "drawn": str(target)}))
-        done += 1
-    if done == 0:
+        lines.append(json.dumps({**det.as_dict(), "drawn": str(target)}))
+        print(lines[-1])
+    if not lines:
         raise DataError("no image could be read" if files else "no image files found")
+    write_text(out / "detections.jsonl", "\n".join(lines) + "\n")
     return 0

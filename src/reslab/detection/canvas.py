@@ -4,9 +4,11 @@ onto canvases, written in COCO format.
 No COCO or VOC copy exists on our machines, so the paper's detection comparison is run on this instead. Each canvas
 (``size`` x ``size``) has a background made from another image of the same split, enlarged and blurred so that it
 holds colour and texture but no object; then 1 to 6 images of the split are pasted at random sizes (``scale``) and
-positions, each one's box being the pasted square and its label the image's class. Pasted squares overlap another by
-at most ``max_iou`` in IoU. Train canvases use the training images only, test canvases the test images only, so
-the detector is tested on objects it never saw. The same ``seed`` gives the same files.
+positions, each one's box being the pasted square and its label the image's class. A square is placed only where it
+leaves every object pasted before it at least ``min_visible`` of its area in sight (so no box in the ground truth
+holds an object hidden under later ones; a square that finds no such place in 20 tries is left out). Train canvases
+use the training images only, test canvases the test images only, so the detector is tested on objects it never
+saw. The same ``seed`` gives the same files.
 
     out/train/images/000000.jpg ... out/train/instances.json
     out/test/images/000000.jpg  ... out/test/instances.json
@@ -28,6 +30,8 @@ from reslab.data.dataset import ImageDataset
 from reslab.errors import DataError
 from reslab.files import write_text
 
+MIN_VISIBLE = 0.5  # of each pasted object's area, after every later paste
+
 
 def _members(tar: tarfile.TarFile) -> dict[str, list[tuple[tarfile.TarInfo, str]]]:
     """split -> [(member, class name)] of an ImageFolder tar (split/class/file), in name order."""
@@ -39,14 +43,6 @@ def _members(tar: tarfile.TarFile) -> dict[str, list[tuple[tarfile.TarInfo, str]
     for items in out.values():
         items.sort(key=lambda t: t[0].name)
     return out
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area
 
 
 class _Split:
@@ -82,17 +78,19 @@ def _dataset_splits(ds: ImageDataset) -> dict[str, _Split]:
 
 
 def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict[str, int], *, size: int = 256,
-                  objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = (32, 128), max_iou: float = 0.3,
-                  quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
+                  objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = (32, 128),
+                  min_visible: float = MIN_VISIBLE, quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
     """Write ``counts[split]`` canvases per split (``train`` from the data's training images, ``test`` from its test
     images). ``data``: an ImageFolder tar (``split/class/file``) or a loaded `ImageDataset` (what ``reslab
     reproduce`` holds: any data reslab reads). The same seed gives the same canvases from the same input; a tar and
     the `ImageDataset` loaded from it may list their images in different orders, and so give different canvases."""
-    if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1]):
-        raise DataError(f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1")
+    if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1] and 0 <= min_visible <= 1):
+        raise DataError(f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1, "
+                        f"min_visible {min_visible} in [0, 1]")
     if isinstance(data, ImageDataset):
         _write(_dataset_splits(data), sorted(data.classes), Path(out), counts, f"{data.label} ({data.name})",
-               size=size, objects=objects, scale=scale, max_iou=max_iou, quality=quality, seed=seed)  # fmt: skip
+               size=size, objects=objects, scale=scale, min_visible=min_visible, quality=quality,
+               seed=seed)  # fmt: skip
         return Path(out)
     try:
         tar = tarfile.open(data)  # noqa: SIM115 (closed by the with below; opening it is what may fail)
@@ -101,12 +99,12 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
     with tar:
         splits, classes = _tar_splits(tar)
         _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
-               max_iou=max_iou, quality=quality, seed=seed)  # fmt: skip
+               min_visible=min_visible, quality=quality, seed=seed)  # fmt: skip
     return Path(out)
 
 
 def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dict[str, int], source: str, *,
-           size: int, objects: tuple[int, int], scale: tuple[int, int], max_iou: float, quality: int,
+           size: int, objects: tuple[int, int], scale: tuple[int, int], min_visible: float, quality: int,
            seed: int) -> None:  # fmt: skip
     for split in counts:
         if split not in splits or splits[split].n == 0:
@@ -120,19 +118,22 @@ def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dic
         for n in range(count):
             background, _ = items.get(int(rng.integers(items.n)))
             canvas = background.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(8))
-            boxes: list[tuple[int, int, int, int]] = []
+            owner = np.full((size, size), -1)  # which pasted object each pixel shows (-1: background)
+            areas: list[int] = []
             for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
                 s = int(rng.integers(scale[0], scale[1] + 1))
                 for _attempt in range(20):
                     x, y = (int(v) for v in rng.integers(0, size - s + 1, 2))
-                    box = (x, y, x + s, y + s)
-                    if all(_iou(box, b) <= max_iou for b in boxes):
+                    left = np.bincount(owner.ravel() + 1, minlength=len(areas) + 1)
+                    left -= np.bincount(owner[y : y + s, x : x + s].ravel() + 1, minlength=len(areas) + 1)
+                    if all(left[k + 1] >= min_visible * a for k, a in enumerate(areas)):
                         break
                 else:
                     continue  # no room left for this one
+                owner[y : y + s, x : x + s] = len(areas)
+                areas.append(s * s)
                 obj, cls = items.get(int(rng.integers(items.n)))
                 canvas.paste(obj.resize((s, s), Image.Resampling.BICUBIC), (x, y))
-                boxes.append(box)
                 annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id":
                                     classes.index(cls) + 1, "bbox": [x, y, s, s], "area": s * s,
                                     "iscrowd": 0})  # fmt: skip

@@ -4,14 +4,17 @@ The usual traps of real COCO-format files, and what happens to each:
 
 * category ids that are not 1..K (COCO's own skip numbers): mapped in sorted order to the contiguous labels 1..K the
   model predicts (0 is the background), and mapped back when results are written or evaluated;
-* an annotation without ``area`` gets its box's area, one without ``iscrowd`` is not a crowd;
+* an annotation without ``area`` gets its (clipped) box's area, one without ``iscrowd`` is not a crowd, one
+  without ``id`` gets one after the largest given;
 * crowd annotations (``iscrowd: 1``) are not training targets (as in torchvision's reference scripts); COCOeval
   uses them to ignore detections on crowds;
 * images without annotations are kept (the detector learns background from them);
 * boxes partly outside the image are clipped to it; boxes with no area left (zero or negative width or height)
-  are dropped, counted, and reported in one warning line;
-* a file that is not COCO JSON, an annotation naming an unknown image or category, or a missing image file: one
-  line naming it (`DataError`).
+  are dropped, counted, and reported in one warning line. Evaluation reads the same boxes as training (as
+  torchvision's reference scripts do): the clipped ones, and a dropped one marked ``iscrowd`` so that COCOeval
+  ignores it rather than count an object no detector inside the image could find;
+* a file that is not COCO JSON, a record with a missing or malformed field, an annotation naming an unknown image
+  or category, or a missing image file: one line naming it (`DataError`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from reslab.errors import DataError
 
 STATS = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large", "AR1", "AR10", "AR100", "AR_small",
          "AR_medium", "AR_large")  # fmt: skip  # COCOeval.stats, in its order
+AREAS = {"all": (0, 1e5**2), "small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, 1e5**2)}  # its areaRng
 
 
 @dataclass
@@ -71,40 +75,62 @@ def load_coco(images: str | Path, annotations: str | Path) -> CocoDetection:
         raise DataError(f"annotations file not found: {ann_path}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{ann_path} is not a COCO instances file ({type(e).__name__}: {e})") from None
-    category_ids = sorted(int(c["id"]) for c in cats)
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
-    label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
-    index = {int(im["id"]): k for k, im in enumerate(image_list)}
-    boxes: list[list[list[float]]] = [[] for _ in image_list]
-    labels: list[list[int]] = [[] for _ in image_list]
-    dropped = 0
-    for a in anns:
-        if int(a["image_id"]) not in index:
-            raise DataError(f"{ann_path}: annotation {a.get('id')} names image {a['image_id']}, which is not listed")
-        if int(a["category_id"]) not in label_of:
-            raise DataError(f"{ann_path}: annotation {a.get('id')} names category {a['category_id']}, which is not "
-                            "listed")  # fmt: skip
-        x, y, w, h = (float(v) for v in a["bbox"])
-        a.setdefault("area", max(w, 0.0) * max(h, 0.0))
-        a.setdefault("iscrowd", 0)
-        if a["iscrowd"]:
-            continue
-        im = image_list[index[int(a["image_id"])]]
-        x1, y1 = min(max(x, 0.0), im["width"]), min(max(y, 0.0), im["height"])
-        x2, y2 = min(max(x + w, 0.0), im["width"]), min(max(y + h, 0.0), im["height"])
-        if x2 - x1 <= 0 or y2 - y1 <= 0:
-            dropped += 1
-            continue
-        boxes[index[int(a["image_id"])]].append([x1, y1, x2, y2])
-        labels[index[int(a["image_id"])]].append(label_of[int(a["category_id"])])
-    for i, a in enumerate(anns):
-        a.setdefault("id", i + 1)
+    record: Any = None
+    try:  # every record's fields, read once: a missing key or a malformed value is one line naming the record
+        names: dict[int, str] = {}
+        for record in cats:
+            names[int(record["id"])] = str(record.get("name", record["id"]))
+        index: dict[int, int] = {}
+        for k, record in enumerate(image_list):
+            index[int(record["id"])] = k
+            record["width"], record["height"] = float(record["width"]), float(record["height"])
+            if not isinstance(record["file_name"], str):
+                raise TypeError("file_name is not a string")
+        category_ids = sorted(names)
+        label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
+        boxes: list[list[list[float]]] = [[] for _ in image_list]
+        labels: list[list[int]] = [[] for _ in image_list]
+        dropped = 0
+        for record in anns:
+            dropped += _add(record, image_list, index, label_of, boxes, labels, ann_path)
+        next_id = max((int(record["id"]) for record in anns if "id" in record), default=0) + 1
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{ann_path}: malformed record ({type(e).__name__}: {e}): {json.dumps(record)[:200]}") from None
+    for a in anns:  # COCOeval needs an id on every annotation: new ones after the largest given
+        if "id" not in a:
+            a["id"], next_id = next_id, next_id + 1
     if dropped:
         warnings.warn(f"{ann_path}: {dropped} boxes with no area inside their image were dropped", stacklevel=2)
     targets = [{"boxes": torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(lab,
                 dtype=torch.int64), "image_id": torch.tensor(int(im["id"]))}
                for b, lab, im in zip(boxes, labels, image_list, strict=True)]  # fmt: skip
     return CocoDetection(root, list(image_list), targets, [names[c] for c in category_ids], category_ids, gt)
+
+
+def _add(a: dict[str, Any], image_list: list[dict[str, Any]], index: dict[int, int], label_of: dict[int, int],
+         boxes: list[list[list[float]]], labels: list[list[int]], ann_path: Path) -> int:
+    """One annotation into its image's training targets, its defaults filled in and its box clipped to the image in
+    ``a`` itself (what COCOeval then reads); 1 if it was dropped (no area inside the image), else 0."""
+    if int(a["image_id"]) not in index:
+        raise DataError(f"{ann_path}: annotation {a.get('id')} names image {a['image_id']}, which is not listed")
+    if int(a["category_id"]) not in label_of:
+        raise DataError(f"{ann_path}: annotation {a.get('id')} names category {a['category_id']}, which is not "
+                        "listed")  # fmt: skip
+    x, y, w, h = (float(v) for v in a["bbox"])
+    a.setdefault("iscrowd", 0)
+    im = image_list[index[int(a["image_id"])]]
+    x1, y1 = min(max(x, 0.0), im["width"]), min(max(y, 0.0), im["height"])
+    x2, y2 = min(max(x + w, 0.0), im["width"]), min(max(y + h, 0.0), im["height"])
+    a["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+    a.setdefault("area", max(x2 - x1, 0.0) * max(y2 - y1, 0.0))
+    if a["iscrowd"]:
+        return 0
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        a["iscrowd"] = 1  # COCOeval ignores it: nothing inside the image to find
+        return 1
+    boxes[index[int(a["image_id"])]].append([x1, y1, x2, y2])
+    labels[index[int(a["image_id"])]].append(label_of[int(a["category_id"])])
+    return 0
 
 
 def to_coco_results(data: CocoDetection, outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
@@ -122,14 +148,17 @@ def to_coco_results(data: CocoDetection, outputs: list[dict[str, torch.Tensor]])
 def coco_eval(data: CocoDetection, results: list[dict[str, Any]]) -> dict[str, float]:
     """COCOeval's twelve box statistics (AP at IoU .50:.95, .50, .75, by size; AR), as fractions in [0, 1].
 
-    With no detections at all every statistic is 0 (pycocotools cannot load an empty result list)."""
+    With no detections at all (pycocotools cannot load an empty result list) each statistic is what COCOeval would
+    give: 0 where the ground truth has objects of its size, -1 where it has none."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:
         raise DataError('COCO evaluation needs pycocotools: pip install "reslab[detection]"') from None
     if not results:
-        return dict.fromkeys(STATS, 0.0)
+        areas = [a["area"] for a in data.gt.get("annotations", []) if not a.get("iscrowd")]
+        ranges = {name: AREAS.get(name.rpartition("_")[2], AREAS["all"]) for name in STATS}
+        return {name: 0.0 if any(lo <= x <= hi for x in areas) else -1.0 for name, (lo, hi) in ranges.items()}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         gt = COCO()
         gt.dataset = data.gt

@@ -20,17 +20,23 @@ the issue asks. The numbers chosen here, and where they differ from the paper:
 * Anchors: sizes 32, 64, 128, 256, 512 and aspect ratios 0.5, 1, 2 at every position of the stride-16 map
   (detectron2's C4 setting; Faster R-CNN used 128-512 on PASCAL VOC and added smaller ones for COCO's small objects).
   Networks whose shared map has another stride (the CIFAR nets: stride 2) take sizes scaled with it.
-* Proposals: 2000 after NMS in training, 300 at test (the paper's Sec. 4.3: "300 proposals"); RPN NMS at IoU 0.7.
+* Proposals: 2000 after NMS in training, 300 at test (the paper's Sec. 4.3: "300 proposals"); RPN NMS at IoU 0.7,
+  at test over the 6000 top-scoring anchors (Faster R-CNN's number; torchvision's default is 1000).
 * RoIs sampled per image in training: 128 (``box_batch_size_per_image``; Fast R-CNN sampled 64 per image in
   mini-batches of 2, detectron2 512): a bound that keeps a CPU step short.
-* Frozen weights: with ``trainable_stages=3`` (the default, torchvision's ``trainable_layers=3``) the stem and the
-  first stage do not train, as detectron2's ``FREEZE_AT=2``; the paper does not say which layers it fixed.
+* Frozen weights: with ``trainable_stages=3`` (the default, torchvision's ``trainable_layers=3``) the top three of
+  the network's parts (stem, stage 1, ...) train: for the ImageNet nets (four stages) the stem and conv2_x stay
+  fixed, as detectron2's ``FREEZE_AT=2``; for the CIFAR nets (three stages) the stem only. The paper does not say
+  which layers it fixed.
 * Input normalisation: the per-channel mean (and std) of the classification network's training data, so the
   backbone sees the pixel statistics it was trained on: ImageNet's for random or ImageNet weights, the CIFAR mean
   image averaged over its pixels for a CIFAR-trained backbone.
 
-``fasterrcnn_<net>_fpn`` is torchvision's FPN design on the same backbones (all stages, P2-P6, two-layer MLP head),
-for comparison with the design most users know.
+``fasterrcnn_<net>_fpn`` is torchvision's FPN design on the same backbones (every stage's output plus a max-pooled
+level, two-layer MLP head) with torchvision's RPN settings (1000 anchors per level before NMS at test) and the
+proposal and RoI numbers above, for comparison with the design most users know. Its anchors are 8x each level's
+stride (one size per level, the three ratios): 32-512 on the ImageNet nets' P2-P6, as torchvision's; 8-64 on the
+CIFAR nets' levels at strides 1-8.
 """
 
 from __future__ import annotations
@@ -140,8 +146,8 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
         part.requires_grad_(False)
     freeze_bn(net)
     common = dict(min_size=min_size, max_size=max_size, image_mean=list(image_mean or mean),
-                  image_std=list(image_std or std), rpn_pre_nms_top_n_test=6000,
-                  rpn_post_nms_top_n_test=proposals_test, box_batch_size_per_image=rois_per_image)  # fmt: skip
+                  image_std=list(image_std or std), rpn_post_nms_top_n_test=proposals_test,
+                  box_batch_size_per_image=rois_per_image)  # fmt: skip
     if design == "c4":
         trunk, head = C4Trunk(net), C4Head(net)
         sizes = anchor_sizes or tuple(max(4, round(s * trunk.stride / 16)) for s in ANCHOR_SIZES)
@@ -149,12 +155,12 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
         return FasterRCNN(trunk, num_classes=None, rpn_anchor_generator=anchors,
                           box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0), box_head=head,
                           box_predictor=FastRCNNPredictor(head.out_channels, num_classes + 1),
-                          **{**common, **kwargs})  # fmt: skip
+                          **{**common, "rpn_pre_nms_top_n_test": 6000, **kwargs})  # fmt: skip
     channels = _stage_channels(net)
     fpn = BackboneWithFPN(net, {n: str(i) for i, n in enumerate(net.stage_names)}, channels, 256,
                           extra_blocks=LastLevelMaxPool())  # fmt: skip
-    levels = len(channels) + 1
-    sizes = anchor_sizes or tuple(32 * 2**i for i in range(levels))
+    levels = len(channels) + 1  # every stage's output and the max-pooled one above the last
+    sizes = anchor_sizes or tuple(8 * _stride(net, 1) * 2**i for i in range(levels))
     anchors = AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ASPECT_RATIOS,) * levels)
     return FasterRCNN(fpn, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **{**common, **kwargs})
 

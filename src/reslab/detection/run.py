@@ -24,20 +24,23 @@ from reslab.engine.config import TrainConfig
 from reslab.errors import DataError
 
 
-def open_coco(root: str | Path) -> tuple[CocoDetection, CocoDetection]:
-    """The training and test splits of a COCO-format folder: ``train/`` and ``test/`` (or ``val/``), each with
-    ``images/`` and ``instances.json`` (`reslab detect make-dataset`'s layout), or COCO's own ``train2017/``,
-    ``val2017/`` and ``annotations/instances_{train,val}2017.json``."""
+def open_coco(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -> tuple[CocoDetection, ...]:
+    """The named splits (``train``, ``test``) of a COCO-format folder: ``train/`` and ``test/`` (or ``val/``), each
+    with ``images/`` and ``instances.json`` (`reslab detect make-dataset`'s layout), or COCO's own ``train2017/``,
+    ``val2017/`` and ``annotations/instances_{train,val}2017.json``. Only the splits asked for are read (COCO's
+    training annotations alone are 450 MB)."""
     root = Path(root)
-    for train, test in (("train", "test"), ("train", "val")):
-        if (root / train / "instances.json").is_file() and (root / test / "instances.json").is_file():
-            return tuple(load_coco(root / s / "images", root / s / "instances.json") for s in (train, test))  # type: ignore[return-value]
     ann = root / "annotations"
-    if (ann / "instances_train2017.json").is_file() and (ann / "instances_val2017.json").is_file():
-        return (load_coco(root / "train2017", ann / "instances_train2017.json"),
-                load_coco(root / "val2017", ann / "instances_val2017.json"))  # fmt: skip
-    raise DataError(f"{root} is not a COCO-format folder: expected train/ and test/ (or val/) with images/ and "
-                    "instances.json each, or COCO's train2017/, val2017/ and annotations/instances_*2017.json")
+    layouts = [{"train": (root / "train" / "images", root / "train" / "instances.json"),
+                "test": (root / test / "images", root / test / "instances.json")} for test in ("test", "val")]
+    layouts.append({"train": (root / "train2017", ann / "instances_train2017.json"),
+                    "test": (root / "val2017", ann / "instances_val2017.json")})  # fmt: skip
+    for layout in layouts:
+        if all(layout[s][1].is_file() for s in splits):
+            return tuple(load_coco(*layout[s]) for s in splits)
+    raise DataError(f"{root} is not a COCO-format folder with {' and '.join(splits)} splits: expected train/ and "
+                    "test/ (or val/) with images/ and instances.json each, or COCO's train2017/, val2017/ and "
+                    "annotations/instances_*2017.json")  # fmt: skip
 
 
 def subset(data: CocoDetection, n: int | None) -> CocoDetection:
@@ -60,6 +63,10 @@ def detection_parts(config: TrainConfig, *, device: torch.device, dist: D.DistIn
     if train_set.classes != test_set.classes:
         raise DataError(f"{config.data}: the training and test splits list different categories")
     train_set, test_set = subset(train_set, config.train_subset), subset(test_set, config.test_subset)
+    for name, split in (("training", train_set), ("test", test_set)):
+        if not any(len(t["boxes"]) for t in split.targets):
+            raise DataError(f"{config.data}: the {name} split has no objects (boxes that are not crowds), so there "
+                            "is nothing to " + ("learn" if name == "training" else "measure mAP on"))  # fmt: skip
     torch.manual_seed(config.seed)  # the detector's new layers
     kwargs = dict(config.model_kwargs)
     if mean is not None:  # resumed: the statistics it started with; its weights come from the checkpoint

@@ -31,7 +31,7 @@ import torch
 from matplotlib.figure import Figure
 
 from reslab import paper
-from reslab.detection.canvas import make_canvases
+from reslab.detection.canvas import MIN_VISIBLE, make_canvases
 from reslab.detection.coco import CocoDetection, coco_eval, to_coco_results
 from reslab.detection.model import create_detector
 from reslab.detection.predict import Detections, found_boxes
@@ -83,7 +83,7 @@ def canvases(ctx: Context, s: Setting) -> Path:
     ds = ctx.runner.dataset
     made = {"data": ds.label, "source": ds.name, "train_images": len(ds.train_labels),
             "test_images": len(ds.test_labels), "canvases": [s.train_canvases, s.test_canvases], "size": s.size,
-            "scale": list(s.scale), "seed": 0}  # fmt: skip
+            "scale": list(s.scale), "min_visible": MIN_VISIBLE, "seed": 0}  # fmt: skip
     record = out / "made.json"
     if record.is_file():
         if json.loads(record.read_text()) != made:

@@ -67,15 +67,16 @@ class ResNet(nn.Module):
                              "highway or pre-activation nets)")  # fmt: skip
         self.preact = block.preact
         stem_width = widths[0] if stem == "cifar" else 64
+        # Registered in forward order (conv1, bn1, relu, maxpool, stages): code that runs a net's children in turn,
+        # as torchvision's IntermediateLayerGetter does for FPN backbones, then computes what forward does.
         if stem == "cifar":
             self.conv1 = conv3x3(in_channels, stem_width)
-            self.maxpool = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(in_channels, stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         # A pre-activation net normalises at the start of each unit and once more before pooling instead.
         self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(stem_width)
         self.relu = nn.Identity() if self.preact else nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if stem == "cifar" else nn.MaxPool2d(3, stride=2, padding=1)
 
         in_ch = stem_width
         self.stage_names: list[str] = []
