@@ -45,6 +45,17 @@ def test_c4_shares_conv1_to_conv4_and_runs_conv5_per_region():
     assert model.rpn._post_nms_top_n["testing"] == 300  # the paper's 300 proposals
 
 
+@pytest.mark.parametrize(
+    ("backbone", "shared", "head"),
+    [("resnet18", 256, 512), ("plain34", 256, 512), ("resnet101", 1024, 2048), ("resnet152", 1024, 2048)],
+)
+def test_every_imagenet_depth_and_the_plain_twins_split_at_conv4(backbone, shared, head):
+    model = create_detector(f"fasterrcnn_{backbone}_c4", num_classes=5)
+    assert model.backbone.stride == 16 and model.backbone.out_channels == shared
+    assert model.roi_heads.box_head.out_channels == head == model.roi_heads.box_predictor.cls_score.in_features
+    assert len(model.roi_heads.box_head.stage) == len(create_model(backbone).layer4)  # all of conv5_x
+
+
 def test_fpn_anchors_are_8x_each_levels_stride_and_keep_torchvisions_rpn_settings():
     imagenet = create_detector("fasterrcnn_resnet18_fpn", num_classes=2)
     assert imagenet.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))  # torchvision's P2-P6
