@@ -101,8 +101,9 @@ def run_eval(args: argparse.Namespace) -> int:
     loaded = load_detector(args.run, device)
     (test,) = open_coco(args.data or loaded.config.data, ("test",))
     if test.classes != loaded.classes:
-        raise DataError(f"the test set's classes {test.classes[:5]}... are not the ones {loaded.path} was trained on "
-                        f"({loaded.classes[:5]}...)")  # fmt: skip
+        few = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
+        raise DataError(f"the test set's classes ({few(test.classes)}) are not the ones {loaded.path} was trained "
+                        f"on ({few(loaded.classes)})")  # fmt: skip
     with autocast(resolve_precision(args.precision, device), device):
         outputs = detect(loaded.model, test, batch_size=args.batch_size, device=device)
     stats = coco_eval(test, to_coco_results(test, outputs))
