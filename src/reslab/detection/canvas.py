@@ -122,10 +122,10 @@ def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dic
             areas: list[int] = []
             for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
                 s = int(rng.integers(scale[0], scale[1] + 1))
+                shown = np.bincount(owner.ravel() + 1, minlength=len(areas) + 1)  # pixels in sight, per object
                 for _attempt in range(20):
                     x, y = (int(v) for v in rng.integers(0, size - s + 1, 2))
-                    left = np.bincount(owner.ravel() + 1, minlength=len(areas) + 1)
-                    left -= np.bincount(owner[y : y + s, x : x + s].ravel() + 1, minlength=len(areas) + 1)
+                    left = shown - np.bincount(owner[y : y + s, x : x + s].ravel() + 1, minlength=len(areas) + 1)
                     if all(left[k + 1] >= min_visible * a for k, a in enumerate(areas)):
                         break
                 else:
