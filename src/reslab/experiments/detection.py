@@ -71,6 +71,8 @@ class Setting:
 SETTINGS = {
     "smoke": Setting((20,), 16, 8, 64, (16, 32), iterations=4, batch_size=4, rois_per_image=32, evaluations=1),
     "cpu": Setting((20,), 2000, 500, 128, (24, 64), iterations=2000, batch_size=8, rois_per_image=64, evaluations=4),
+    # the cpu budget's detectors, on the fast budget's (better trained) backbones
+    "fast": Setting((20,), 2000, 500, 128, (24, 64), iterations=2000, batch_size=8, rois_per_image=64, evaluations=4),
     "paper": Setting((20, 56), 10000, 2000, 256, (32, 128), iterations=20000, batch_size=8, rois_per_image=128,
                      evaluations=10),
 }  # fmt: skip

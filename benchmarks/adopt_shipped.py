@@ -1,0 +1,72 @@
+"""Put the shipped weights' runs into a `reslab reproduce` results folder, so that the experiments reuse them.
+
+    python benchmarks/adopt_shipped.py --out /work/reslab-runs/fast [--budget fast] [--data ../shared/data/...]
+
+The shipped weights (src/reslab/deploy/weights) were trained with the `fast` recipe on the whole training set, and
+their run files (config.json, metrics.jsonl, summary.json) are in docs/results/shipped/<model>/. Where such a run is
+exactly the run that ``reslab reproduce --budget B`` would train (the same config in every field that computes
+something: model, recipe, data, seed, precision, ...), this writes ``OUT/runs/<model>-s<seed>/`` from them: the run
+files as recorded, plus a checkpoint rebuilt from the safetensors file (weights, config, classes, mean image; no
+optimizer state, so it can be evaluated and read but not resumed, which a finished run never is). A run that differs
+in any field is left to be trained, and an existing run folder is never touched. ``adopted.json`` in each folder says
+where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from reslab.deploy.shipped import WEIGHTS, manifest
+from reslab.deploy.trained import read_safetensors
+from reslab.experiments.runner import Runner, RunSpec, get_budget
+from reslab.files import atomic_write, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def adopt(name: str, runner: Runner, docs: Path) -> str:
+    loaded = read_safetensors(WEIGHTS / manifest()[name]["file"])
+    spec = RunSpec(name, loaded.config.seed)
+    wanted = runner.config(spec)
+    diff = wanted.differences(loaded.config)
+    if diff:
+        return f"{name}: not the same run as the budget's (differs in {diff[0]!r}), left to train"
+    run = runner.run_dir(spec)
+    if run.exists():
+        return f"{name}: {run} exists, left as it is"
+    import torch
+
+    run.mkdir(parents=True)
+    state = {"model": loaded.model.state_dict(), "config": loaded.config.to_dict(), "iteration": loaded.iteration,
+             "mean": loaded.mean, "classes": loaded.classes, "preprocess": loaded.preprocess}  # fmt: skip
+    with atomic_write(run / "checkpoint.pt") as f:
+        torch.save(state, f)
+    shutil.copy2(docs / name / "metrics.jsonl", run / "metrics.jsonl")
+    shutil.copy2(docs / name / "config.json", run / "config.json")
+    write_json(run / "adopted.json", {"from": f"shipped weights {manifest()[name]['file']}",
+                                      "sha256": manifest()[name]["sha256"], "run_files": f"docs/results/shipped/{name}"})
+    shutil.copy2(docs / name / "summary.json", run / "summary.json")  # last: the run counts as finished from here
+    return f"{name}: adopted as {run}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="the `reslab reproduce --out` folder")
+    p.add_argument("--budget", default="fast")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar"))
+    p.add_argument("--docs", default=str(ROOT / "docs" / "results" / "shipped"))
+    a = p.parse_args()
+    runner = Runner(a.data, a.out, get_budget(a.budget), progress=False)
+    for name in manifest():
+        if not (Path(a.docs) / name / "summary.json").is_file():
+            print(f"{name}: no run files in {a.docs}, skipped", file=sys.stderr)
+            continue
+        print(adopt(name, runner, Path(a.docs)))
+
+
+if __name__ == "__main__":
+    main()
