@@ -15,7 +15,6 @@ where it came from.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -47,8 +46,9 @@ def adopt(name: str, runner: Runner, docs: Path) -> str:
         torch.save(state, f)
     shutil.copy2(docs / name / "metrics.jsonl", run / "metrics.jsonl")
     shutil.copy2(docs / name / "config.json", run / "config.json")
-    write_json(run / "adopted.json", {"from": f"shipped weights {manifest()[name]['file']}",
-                                      "sha256": manifest()[name]["sha256"], "run_files": f"docs/results/shipped/{name}"})
+    entry = manifest()[name]
+    write_json(run / "adopted.json", {"from": f"shipped weights {entry['file']}", "sha256": entry["sha256"],
+                                      "run_files": f"docs/results/shipped/{name}"})
     shutil.copy2(docs / name / "summary.json", run / "summary.json")  # last: the run counts as finished from here
     return f"{name}: adopted as {run}"
 

@@ -4,6 +4,7 @@ so that every default and help text is the one declared beside its field (`Train
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -59,7 +60,9 @@ def positive_int(text: str) -> int:
 def parser_of(cls: type, name: str) -> Callable[[str], Any]:
     """The parser of a dataclass field's flag, from its type hint; optional fields also take ``none``."""
     hint = typing.get_type_hints(cls)[name]
-    members = typing.get_args(hint) or (hint,)
+    # Only a union's arguments are alternatives: tuple[str, ...]'s are its element type and an Ellipsis.
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
     base = next(m for m in members if m is not type(None))
     if typing.get_origin(base) is tuple:  # comma-separated: milestones (floats), frozen parts (names)
         convert: Callable[[str], Any] = _floats if typing.get_args(base)[0] is float else _names

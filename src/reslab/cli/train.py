@@ -72,14 +72,13 @@ def _show(value: object) -> str:
     return "none" if value is None else str(value)
 
 
-def run(args: argparse.Namespace) -> int:
-    from reslab.engine.run import train
-
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's `TrainConfig`, from `reslab train`'s (or `reslab detect train`'s) parsed flags."""
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
     model_kwargs = dict(getattr(args, "model_kwargs", None) or {})  # set by `reslab detect train`
     if args.shortcut:
         model_kwargs["shortcut"] = args.shortcut
-    config = TrainConfig(
+    return TrainConfig(
         model=args.model, model_kwargs=model_kwargs, init=args.init,
         freeze=args.freeze, freeze_bn=args.freeze_bn, head_lr_scale=args.head_lr_scale,
         data=args.data,
@@ -92,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size,
         progress=args.progress,
     )  # fmt: skip
-    summary = train(config, resume=args.resume)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.engine.run import train
+
+    summary = train(config_from_args(args), resume=args.resume)
     if summary:
         print(json.dumps({k: v for k, v in summary.items() if "per_class" not in k}, indent=2))
     return 0

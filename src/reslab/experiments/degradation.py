@@ -120,8 +120,8 @@ def run(ctx: Context) -> Path:
         "## Final errors\n\n" + markdown_table(table, list(table[0])),
         f"Final training error = mean of the training-error records in the last {TAIL:.0%} of the iterations "
         f"(one record per {log_every} iterations), averaged over seeds: one record is too noisy. Test error = the "
-        "final model on the whole test set, one view as the paper's (`test_error` of summary.json): best (mean±std) over "
-        "seeds. "
+        "final model on the whole test set, one view as the paper's (`test_error` of summary.json): best (mean±std) "
+        "over seeds. "
         "The paper's test errors are Table 6's (ResNets; it gives the plain nets only as curves).",
         "## Does Fig. 6 reproduce?\n\n" + "\n".join(statements),
     ]
