@@ -5,7 +5,10 @@
 * a reslab checkpoint or run folder (`reslab train` wrote it);
 * a safetensors file written by `save_safetensors` (`reslab export --format safetensors`): the weights, plus the
   run's configuration, classes and preprocessing as metadata, so it rebuilds without anything else;
-* the name of a model reslab ships weights for (`reslab.deploy.shipped`).
+* the name of a model reslab ships weights for (`reslab.deploy.shipped`);
+* a checkpoint in another project's format that reslab recognises (`reslab.models.peers`): built as that project
+  built it, its input normalisation turned into reslab's (the per-channel mean as the mean image, the std folded
+  into the stem convolution), said in one warning.
 
 All of them come back as a `LoadedModel` (the type `reslab eval` uses), so prediction and export never guess a
 model's input size or mean: they read them from it.

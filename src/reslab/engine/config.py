@@ -7,6 +7,7 @@ written to ``RUN/config.json`` and into every checkpoint; ``from_dict(to_dict(c)
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +18,7 @@ from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
 from reslab.errors import ConfigError, ModelError
 from reslab.models.registry import is_model_name, unknown_model
+from reslab.models.weights import read_weights
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
 _FREE = {"free": True}
@@ -82,6 +84,11 @@ class TrainConfig:
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
         if self.init is not None:
             object.__setattr__(self, "init", resolve_init(self.init))
+            # Weights in another project's format compute their function only when built as that project built
+            # them (akamaster's option A zeros on both sides): those keywords join the config, unless given.
+            chosen = {k: v for k, v in peer_kwargs(self.init).items() if k not in self.model_kwargs}
+            if chosen:
+                object.__setattr__(self, "model_kwargs", {**self.model_kwargs, **chosen})
         object.__setattr__(self, "freeze", tuple(self.freeze))
         if (self.freeze or self.freeze_bn) and self.init is None:
             raise ConfigError("--freeze and --freeze-bn keep trained weights fixed: they need --init")
@@ -179,6 +186,25 @@ class TrainConfig:
 
 
 SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init
+
+
+def peer_kwargs(init: str) -> dict[str, Any]:
+    """The model keywords that ``init``'s weights need, where they are in a recognised foreign format."""
+    path = os.path.expanduser(init)
+    if init.startswith(SHIPPED) or not os.path.isfile(path) or path.endswith(".safetensors"):
+        return {}
+    st = os.stat(path)
+    return dict(_peer_kwargs(path, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _peer_kwargs(path: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...]:
+    # keyed by size and mtime too: a file replaced under the same name is read again
+    try:
+        foreign = read_weights(path).foreign
+    except ModelError:
+        return ()  # unreadable: the run's loading of --init says why, in one line
+    return tuple(foreign.model_kwargs.items()) if foreign is not None else ()
 
 
 def resolve_init(text: str) -> str:

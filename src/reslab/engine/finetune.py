@@ -48,21 +48,25 @@ def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
 def read_init(ref: str) -> dict[str, torch.Tensor]:
     """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, or ``shipped:NAME``."""
     from reslab.engine.config import SHIPPED
-    from reslab.models.weights import read_state_dict
+    from reslab.models.weights import read_weights
 
     if ref.startswith(SHIPPED):
         from reslab.deploy.shipped import load_shipped
 
         return load_shipped(ref[len(SHIPPED) :]).model.state_dict()
-    return read_state_dict(ref)
+    found = read_weights(ref)
+    # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
+    return found.foreign.folded() if found.foreign is not None else found.state
 
 
 def init_mean(ref: str) -> torch.Tensor | None:
     """The mean image the ``init`` weights were trained with, if they record one (reslab checkpoints, reslab
-    safetensors files, shipped weights); None for plain weights."""
+    safetensors files, shipped weights, recognised foreign checkpoints: their per-channel mean); None for plain
+    weights."""
     from reslab.engine.config import SHIPPED
-    from reslab.engine.rundir import CHECKPOINT, read_checkpoint
+    from reslab.engine.rundir import CHECKPOINT, NotACheckpoint, read_checkpoint
     from reslab.errors import ReslabError
+    from reslab.models.weights import read_weights
 
     if ref.startswith(SHIPPED):
         from reslab.deploy.shipped import load_shipped
@@ -75,6 +79,9 @@ def init_mean(ref: str) -> torch.Tensor | None:
 
             return read_safetensors(path).mean
         return read_checkpoint(path, mmap=True)["mean"]
+    except NotACheckpoint:
+        foreign = read_weights(path).foreign
+        return foreign.mean_image() if foreign is not None else None
     except (ReslabError, OSError):
         return None  # plain weights, or unreadable: load_init reports the latter
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from torch import nn
 from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError, ReslabError
 from reslab.files import atomic_write, read_json, write_json, write_text
+from reslab.models import create_model
+from reslab.models.peers import Foreign
+from reslab.models.weights import ForeignWeightsWarning, fit_weights, read_weights
 
 try:
     import fcntl
@@ -49,6 +53,10 @@ class RunInUse(ReslabError):
     """Another process holds the run folder's lock."""
 
 
+class NotACheckpoint(ReslabError):
+    """A readable weights-only file that is not a reslab checkpoint (a state dict, another project's format)."""
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """A reslab checkpoint, read as untrusted input (tensors and plain containers only: no pickled code).
 
@@ -58,15 +66,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise ReslabError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch's notes (e.g. on pickle protocols) would come before our one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated, foreign or malicious file: refuse it in one line
         why = "it holds more than tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
         raise ReslabError(f"cannot read checkpoint {path}: not a valid reslab checkpoint ({why})") from e
     if not isinstance(state, dict):
-        raise ReslabError(f"{path} is not a reslab checkpoint (not a dictionary)")
+        raise NotACheckpoint(f"{path} is not a reslab checkpoint (not a dictionary)")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise ReslabError(f"{path} is not a reslab checkpoint (no {missing[0]!r} entry)")
+        raise NotACheckpoint(f"{path} is not a reslab checkpoint (no {missing[0]!r} entry)")
     return state
 
 
@@ -314,15 +324,31 @@ class LoadedModel:
     preprocess: dict[str, Any] = field(default_factory=dict)  # the large-image path's sizes and std
 
 
+def from_foreign(foreign: Foreign, path: Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A recognised foreign checkpoint (`reslab.models.peers`) as a `LoadedModel` that reslab's preprocessing feeds
+    correctly: built as its project built it, the per-channel mean as the mean image, the std folded into the stem
+    convolution. Says so in one warning."""
+    warnings.warn(foreign.note(path), ForeignWeightsWarning, stacklevel=3)
+    config = TrainConfig(model=foreign.model, model_kwargs=dict(foreign.model_kwargs))
+    model = create_model(foreign.model, num_classes=len(foreign.classes), **foreign.model_kwargs)
+    fit_weights(model, foreign.folded(), path)
+    return LoadedModel(model.to(device), config, list(foreign.classes), foreign.mean_image(), 0, path)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the registered model a checkpoint (or a run folder's checkpoint) was trained as, with its weights."""
-    from reslab.models import create_model
-    from reslab.models.weights import fit_weights
+    """Rebuild the registered model a checkpoint (or a run folder's checkpoint) was trained as, with its weights; a
+    recognised foreign checkpoint as `from_foreign` builds it."""
 
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
-    state = read_checkpoint(path)
+    try:
+        state = read_checkpoint(path)
+    except NotACheckpoint:
+        foreign = read_weights(path).foreign
+        if foreign is None:
+            raise
+        return from_foreign(foreign, path, device)
     config = TrainConfig.from_dict(state["config"])
     if config.detects:
         raise ReslabError(f"{path} is a detection run: use reslab detect eval / reslab detect predict")

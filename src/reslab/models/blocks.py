@@ -11,9 +11,10 @@ Every unit computes a residual function F and merges it with the shortcut accord
 
 Shortcut options (Sec. 3.3 and Sec. 4.1 "Identity vs. Projection Shortcuts"):
 
-* ``"A"``: identity; where the shape changes, stride-2 subsampling plus zero channels appended (no parameters).
-  The new channels are appended after the old ones; the paper does not say where, and any placement is a
-  relabelling of channels.
+* ``"A"``: identity; where the shape changes, stride-2 subsampling plus zero channels (no parameters). The paper
+  does not say where the zeros go; any placement is a relabelling of channels for a net trained from scratch, but not
+  for trained weights. ``zero_pad="after"`` (reslab's default) appends them after the old channels; ``"both"`` puts
+  half before and half after, as akamaster/pytorch_resnet_cifar10 (the most used CIFAR ResNet weights) does.
 * ``"B"``: identity, and a 1x1 convolution + BN projection only where the shape changes.
 * ``"C"``: a 1x1 convolution + BN projection on every unit.
 
@@ -32,6 +33,7 @@ from torch import nn
 from reslab.errors import ModelError
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
+ZERO_PADS = ("after", "both")  # where option A's zero channels go
 MODES = ("residual", "plain", "highway")
 
 
@@ -45,25 +47,34 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A: subsample with stride ``stride`` and append ``extra`` all-zero channels. No parameters."""
+    """Option A: subsample with stride ``stride`` and add ``extra`` all-zero channels, after the old ones
+    (``placement="after"``) or half before and half after (``"both"``). No parameters."""
 
-    def __init__(self, stride: int, extra: int) -> None:
+    def __init__(self, stride: int, extra: int, placement: str = "after") -> None:
         super().__init__()
+        if placement not in ZERO_PADS:
+            raise ModelError(f"unknown zero_pad {placement!r}; choose one of {', '.join(ZERO_PADS)}")
         self.stride = stride
         self.extra = extra
+        self.before = extra // 2 if placement == "both" else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+            x = F.pad(x, (0, 0, 0, 0, self.before, self.extra - self.before))
         return x
 
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra={self.extra}, before={self.before}"
 
-def make_shortcut(option: str, in_ch: int, out_ch: int, stride: int, *, with_bn: bool = True) -> nn.Module | None:
+
+def make_shortcut(option: str, in_ch: int, out_ch: int, stride: int, *, with_bn: bool = True,
+                  zero_pad: str = "after") -> nn.Module | None:  # fmt: skip
     """The shortcut of one unit, or ``None`` for a plain identity.
 
-    ``with_bn=False`` gives the conv-only projection of the pre-activation units (*Identity Mappings*, Fig. 5).
+    ``with_bn=False`` gives the conv-only projection of the pre-activation units (*Identity Mappings*, Fig. 5);
+    ``zero_pad`` places option A's zero channels (`ZeroPadShortcut`).
     """
     if option not in SHORTCUT_OPTIONS:
         raise ModelError(f"unknown shortcut option {option!r}; choose one of A, B, C (Sec. 3.3)")
@@ -75,7 +86,7 @@ def make_shortcut(option: str, in_ch: int, out_ch: int, stride: int, *, with_bn:
             raise ModelError(
                 f"shortcut option A cannot reduce channels ({in_ch} -> {out_ch}): it only zero-pads; use 'B' or 'C'"
             )
-        return ZeroPadShortcut(stride, out_ch - in_ch)
+        return ZeroPadShortcut(stride, out_ch - in_ch, zero_pad)
     if option == "B" and not reshapes:
         return None
     layers: list[nn.Module] = [conv1x1(in_ch, out_ch, stride)]
@@ -95,7 +106,8 @@ class Unit(nn.Module):
     expansion = 1
     preact = False
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, *, shortcut: str, mode: str, gate_bias: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, *, shortcut: str, mode: str, gate_bias: float,
+                 zero_pad: str) -> None:  # fmt: skip
         # No defaults here: the skeleton (`ResNet`) and the family builders own them, each once.
         super().__init__()
         if mode not in MODES:
@@ -106,7 +118,9 @@ class Unit(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # A plain unit has no shortcut at all: its parameters equal the option-A ResNet's (Sec. 4.1).
         self.downsample = (
-            None if mode == "plain" else make_shortcut(shortcut, in_ch, out_ch, stride, with_bn=not self.preact)
+            None
+            if mode == "plain"
+            else make_shortcut(shortcut, in_ch, out_ch, stride, with_bn=not self.preact, zero_pad=zero_pad)
         )
         self.gate = None
         if mode == "highway":

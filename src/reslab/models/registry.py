@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,7 @@ def _signature_defaults(builder: Callable[..., nn.Module]) -> dict[str, Any]:
 
 
 def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
-    from reslab.models.weights import fit_weights, read_state_dict
+    from reslab.models.weights import ForeignWeightsWarning, fit_weights, read_weights
 
     if pretrained and weights is not None:
         raise ModelError("give pretrained=True or weights=PATH, not both")
@@ -129,10 +130,41 @@ def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwarg
         if kwargs:
             raise ModelError(f"{name}'s shipped weights fix its architecture; got keywords {', '.join(kwargs)}")
         return load_shipped(name).model.train()
-    state = read_state_dict(weights)
+    found = read_weights(weights)
+    state = found.state
+    if found.foreign is not None:  # built as its project built it (e.g. option A's zeros placed as theirs)
+        warnings.warn(found.foreign.note(weights) + " (reslab's own preprocessing does not apply: normalise so)",
+                      ForeignWeightsWarning, stacklevel=3)  # fmt: skip
+        kwargs = {**found.foreign.model_kwargs, **kwargs}
     if "num_classes" not in kwargs and isinstance(state.get("fc.weight"), torch.Tensor):
         kwargs = {**kwargs, "num_classes": state["fc.weight"].shape[0]}
+    if found.config is not None:
+        _check_architecture(name, kwargs, found.config, weights)
     return fit_weights(create_model(name, **kwargs), state, weights)
+
+
+def _check_architecture(name: str, kwargs: dict[str, Any], config: dict[str, Any], source: object) -> None:
+    """Refuse weights whose file records another architecture than ``name(**kwargs)``, though the keys fit (option
+    A's zero placement, the bottleneck's stride, plain vs residual: same keys, another function)."""
+    theirs = config.get("model")
+    if not isinstance(theirs, str) or not is_model_name(theirs):
+        return
+    their_kwargs = dict(config.get("model_kwargs") or {})
+    mine_builder, mine = resolve(name, **kwargs)
+    their_builder, their_args = resolve(theirs, **their_kwargs)
+    mine.pop("num_classes", None)
+    their_args.pop("num_classes", None)
+    if mine_builder is not their_builder:
+        return  # another family: the keys will not fit, and fit_weights says so
+    diff = next((k for k in sorted(set(mine) | set(their_args)) if mine.get(k) != their_args.get(k)), None)
+    if diff is not None:
+
+        def show(args: dict[str, Any]) -> str:
+            return f"{diff}={args[diff]!r}" if diff in args else f"the default {diff}"
+
+        raise ModelError(f"the weights in {source} were trained as {theirs} with {show(their_args)}; {name} here has "
+                         f"{show(mine)}: build it with {show(their_args)} (the keys would fit, but the network would "
+                         "compute something else)")  # fmt: skip
 
 
 def family_and_depth(name: str, **kwargs: Any) -> tuple[str, int]:

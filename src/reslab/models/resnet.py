@@ -33,6 +33,8 @@ class ResNet(nn.Module):
         stride_in_1x1: bottleneck stride placement; ``True`` is the paper, ``False`` torchvision's v1.5.
         zero_init_residual: start each unit's last BN at gamma=0 (Goyal et al. 2017). Off by default: not in the paper.
         gate_bias: initial bias of the highway gate (negative: start near the carry path).
+        zero_pad: where option A's zero channels go: ``"after"`` the old ones, or ``"both"`` sides (half each), as
+            akamaster/pytorch_resnet_cifar10's weights need. The paper does not say (`reslab.models.blocks`).
 
     Initialisation follows the paper (Sec. 3.4, "as in [13]"): He-normal convolutions (fan-out, as in Caffe's
     MSRA filler for backward-pass scaling and in torchvision), BN weight 1 and bias 0, PyTorch's default linear layer.
@@ -51,6 +53,7 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = True,
         zero_init_residual: bool = False,
         gate_bias: float = -1.0,
+        zero_pad: str = "after",
         in_channels: int = 3,
     ) -> None:
         super().__init__()
@@ -86,7 +89,7 @@ class ResNet(nn.Module):
             for j in range(depth):
                 stride = 2 if (i > 0 and j == 0) else 1
                 unit = block(in_ch, out_ch, stride, shortcut=shortcut, mode=mode, gate_bias=gate_bias,
-                             stride_in_1x1=stride_in_1x1)  # fmt: skip
+                             stride_in_1x1=stride_in_1x1, zero_pad=zero_pad)  # fmt: skip
                 units.append(unit)
                 in_ch = out_ch
             name = f"layer{i + 1}"

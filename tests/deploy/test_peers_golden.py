@@ -1,0 +1,38 @@
+"""Golden test against a peer: akamaster/pytorch_resnet_cifar10's published weights (../shared/peers/akamaster), read
+by `reslab eval` as they are, make on the JPEG copy's test set exactly the errors that project's own code measures
+there (its README beside the files states them)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from reslab.cli import main
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+PEERS = SHARED / "peers" / "akamaster"
+TAR = SHARED / "data" / "cifar10-jpeg.tar"
+
+
+def measured() -> dict[str, float]:
+    """The errors the peer's README states ("resnet20 18.97 %, ..."), read from it rather than copied here."""
+    text = (PEERS / "README.md").read_text()
+    block = text[text.index("Measured with that repository's own model code") :]
+    return {name: float(err) for name, err in re.findall(r"(resnet\d+) (\d+\.\d+) %", block)}
+
+
+@pytest.mark.skipif(not (PEERS.is_dir() and TAR.is_file()), reason="../shared/peers or the JPEG copy not present")
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet44"])
+def test_reslab_eval_gives_the_peers_own_errors(name, capsys):
+    expected = measured()[name]
+    with pytest.warns(UserWarning, match="akamaster/pytorch_resnet_cifar10") as said:
+        code = main(["eval", str(PEERS / f"{name}.th"), "--data", str(TAR), "--precision", "fp32", "--json"])
+    assert len(said) == 1
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["n"] == 10_000 and result["views"] == "1 view"
+    assert round(result["error"], 2) == expected

@@ -1,0 +1,107 @@
+"""Foreign weights: akamaster/pytorch_resnet_cifar10's format is recognised and computes what it computed there, and
+weights whose file records another architecture are refused in one line instead of loading into the wrong network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reslab.engine.config import TrainConfig
+from reslab.engine.finetune import init_mean, read_init
+from reslab.engine.rundir import load_model
+from reslab.errors import ModelError
+from reslab.models import create_model
+from reslab.models.blocks import ZeroPadShortcut
+from reslab.models.peers import IMAGENET_MEAN, IMAGENET_STD
+from reslab.models.weights import ForeignWeightsWarning
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def test_zero_pad_both_is_akamasters_lambda_layer():
+    """Their option A: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4)), planes the output width."""
+    x = torch.randn(2, 16, 8, 8)
+    planes = 32
+    theirs = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4), "constant", 0)
+    assert torch.equal(ZeroPadShortcut(2, 16, "both")(x), theirs)
+    assert torch.equal(ZeroPadShortcut(2, 16)(x)[:, :16], x[:, :, ::2, ::2])  # reslab's default: zeros after
+    with pytest.raises(ModelError, match="unknown zero_pad"):
+        ZeroPadShortcut(2, 16, "middle")
+
+
+def akamaster_file(tmp_path, depth=20, wrapped=True):
+    """A checkpoint laid out as akamaster's: DataParallel prefix, `linear` head, no num_batches_tracked, best_prec1."""
+    torch.manual_seed(0)
+    source = create_model(f"resnet{depth}", zero_pad="both")
+    for m in source.modules():  # trained-looking BN statistics, so that normalisation matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    state = {f"module.{k.replace('fc.', 'linear.')}": v for k, v in source.state_dict().items()
+             if not k.endswith("num_batches_tracked")}  # fmt: skip
+    path = tmp_path / f"resnet{depth}.th"
+    torch.save({"state_dict": state, "best_prec1": 91.73} if wrapped else state, path)
+    return path, source.eval()
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_create_model_builds_akamasters_network(tmp_path, wrapped):
+    path, source = akamaster_file(tmp_path, wrapped=wrapped)
+    with pytest.warns(ForeignWeightsWarning, match="akamaster/pytorch_resnet_cifar10.*zero_pad='both'"):
+        model = create_model("resnet20", weights=path).eval()
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(model(x), source(x))
+    with pytest.warns(ForeignWeightsWarning):
+        after = create_model("resnet20", weights=path, zero_pad="after").eval()  # the user's choice is kept
+    assert not torch.allclose(after(x), source(x), atol=1e-3)
+
+
+def test_eval_predict_and_init_read_it_with_its_preprocessing(tmp_path):
+    path, source = akamaster_file(tmp_path, depth=32)
+    with pytest.warns(ForeignWeightsWarning):
+        loaded = load_model(path)
+    assert loaded.config.model == "resnet32" and loaded.config.model_kwargs == {"zero_pad": "both"}
+    assert loaded.classes[:2] == ["airplane", "automobile"] and loaded.mean.shape == (3, 32, 32)
+    pixels = torch.rand(4, 3, 32, 32)
+    ours = loaded.model.eval()(pixels - loaded.mean)  # reslab's preprocessing: the mean image subtracted
+    torch.testing.assert_close(ours, source((pixels - MEAN) / STD), atol=1e-4, rtol=1e-4)
+    # --init: the run's config gets the placement, its weights the folded stem, its mean the per-channel mean
+    config = TrainConfig(model="resnet32", init=str(path), data="synthetic")
+    assert config.model_kwargs == {"zero_pad": "both"}
+    assert TrainConfig(model="resnet32", init=str(path), data="synthetic", model_kwargs={"zero_pad": "after"}) \
+        .model_kwargs == {"zero_pad": "after"}  # fmt: skip
+    model = create_model("resnet32", **config.model_kwargs)
+    model.load_state_dict(read_init(config.init))
+    torch.testing.assert_close(model.eval()(pixels - init_mean(config.init)), ours, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bare_state_dict_of_another_layout_is_not_taken_for_akamasters(tmp_path):
+    state = create_model("resnet20").state_dict()
+    torch.save(state, tmp_path / "plain.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no foreign-weights warning
+        create_model("resnet20", weights=tmp_path / "plain.pt")
+
+
+def test_weights_recorded_as_another_architecture_are_refused(tmp_path):
+    """A reslab checkpoint records its architecture: loading plain-20's weights into ResNet-20 (same keys), or
+    weights with zeros placed otherwise, is one line instead of a network that computes something else."""
+    from reslab.deploy.trained import save_safetensors
+    from reslab.engine.rundir import LoadedModel
+
+    plain = create_model("plain20")
+    loaded = LoadedModel(plain, TrainConfig(model="plain20", data="synthetic"), [str(i) for i in range(10)],
+                         torch.zeros(3, 32, 32), 0, tmp_path)  # fmt: skip
+    save_safetensors(loaded, tmp_path / "plain20.safetensors")
+    with pytest.raises(ModelError, match="trained as plain20 with mode='plain'; resnet20 here has the default mode"):
+        create_model("resnet20", weights=tmp_path / "plain20.safetensors")
+    create_model("plain20", weights=tmp_path / "plain20.safetensors")  # the right network loads
+    both = LoadedModel(create_model("resnet20", zero_pad="both"), TrainConfig(model="resnet20", data="synthetic",
+                       model_kwargs={"zero_pad": "both"}), loaded.classes, loaded.mean, 0, tmp_path)  # fmt: skip
+    save_safetensors(both, tmp_path / "both.safetensors")
+    with pytest.raises(ModelError, match="zero_pad='both'"):
+        create_model("resnet20", weights=tmp_path / "both.safetensors")
