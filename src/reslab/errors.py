@@ -47,6 +47,15 @@ def is_out_of_memory(e: BaseException) -> bool:
     """CUDA's ``OutOfMemoryError``, or the CPU allocator's failure (a plain ``RuntimeError`` from c10)."""
     import torch
 
-    return isinstance(e, torch.OutOfMemoryError) or (
+    return isinstance(e, torch.OutOfMemoryError | MemoryError) or (
         isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
     )
+
+
+def class_mismatch(data: list[str], model: list[str]) -> str:
+    """The one line that says how a dataset's classes differ from a model's: the counts, and the first difference."""
+    first = next((i for i, (a, b) in enumerate(zip(data, model)) if a != b), min(len(data), len(model)))
+    where = (f"class {first}: {data[first]!r} in the data, {model[first]!r} in the model" if first < min(len(data),
+             len(model)) else f"the {'data' if len(data) > len(model) else 'model'} has more, from "
+             f"{(data if len(data) > len(model) else model)[first]!r} on")  # fmt: skip
+    return f"the data's classes differ from the model's: {len(data)} in the data, {len(model)} in the model; {where}"

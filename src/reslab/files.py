@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -110,8 +111,24 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as standard JSON: a NaN or infinity (a diverged loss) is written as null, never as the bare ``NaN``
+    that Python's json writes and other readers reject."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json_text(data, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
+def shown(path: str) -> str:
+    """A file name as any terminal can print it: bytes that are not UTF-8 (kept by Python as surrogates) shown as
+    backslash escapes, so that a strict UTF-8 stdout never fails on them."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import Predictor, image_files
     from reslab.deploy.trained import load_trained
@@ -36,13 +42,13 @@ def run_predict(args: argparse.Namespace) -> int:
     for pred in predictor.predict(files, args.top_k):
         if pred.error is not None:
             skipped += 1
-            print(f"reslab: skipped {pred.path}: {pred.error}", file=sys.stderr)
+            print(f"reslab: skipped {shown(pred.path)}: {pred.error}", file=sys.stderr)
             continue
         done += 1
         if args.json:
-            print(json.dumps(pred.as_dict()))
+            print(json.dumps({**pred.as_dict(), "path": shown(pred.path)}))
         else:
-            print(f"{pred.path}\t" + "\t".join(f"{c} {100 * p:.1f}%" for c, p in pred.top))
+            print(f"{shown(pred.path)}\t" + "\t".join(f"{c} {100 * p:.1f}%" for c, p in pred.top))
     if done == 0:
         raise DataError(f"no image could be classified ({skipped} skipped)" if skipped else "no image files found")
     return 0

@@ -299,7 +299,7 @@ class _Decoder:
             raise DataError(
                 f"image {name} in {self.where} is {array.shape[1]}x{array.shape[0]} but earlier images are"
                 f" {self.hw[1]}x{self.hw[0]};"
-                " resize them to one size first (from Python: load_dataset(..., image_size=S) resizes them)"
+                " pass --image-size S to resize every image (shorter side S, centre crop SxS)"
             )
         return array
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,9 @@ class Predictor:
 
     def predict(self, files: Iterable[str | Path], top_k: int = 5) -> Iterator[Prediction]:
         """One `Prediction` per file, in order; unreadable files come back with their ``error`` set."""
-        k = min(top_k, len(self.classes))
+        if top_k > len(self.classes):
+            raise ConfigError(f"--top-k {top_k} is more than the model's {len(self.classes)} classes")
+        k = top_k
         batch: list[tuple[str, torch.Tensor]] = []
         for f in files:
             try:
@@ -161,6 +164,9 @@ class Predictor:
 def _why(e: Exception) -> str:
     if isinstance(e, UnidentifiedImageError):
         return "not an image file PIL or libjpeg-turbo can decode"
+    if isinstance(e, Image.DecompressionBombError):
+        return "too many pixels to decode safely (over Pillow's decompression-bomb limit)"
     if isinstance(e, OSError) and e.strerror:
         return f"cannot read it: {e.strerror}"
-    return f"cannot decode it: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"cannot decode it: {type(e).__name__}: {textwrap.shorten(first, 100, placeholder=' ...')}"

@@ -13,7 +13,7 @@ from reslab.data.views import LargeAugment
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.run import load_data, open_stream
 from reslab.engine.rundir import LoadedModel, load_model
-from reslab.errors import ConfigError, DataError, ReslabError
+from reslab.errors import ConfigError, DataError, ReslabError, class_mismatch
 from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
 
 SPLITS = ("test", "val", "train")
@@ -91,7 +91,7 @@ def evaluate_checkpoint(
 
 def _check_classes(classes: list[str], loaded: LoadedModel) -> None:
     if list(classes) != loaded.classes:
-        raise DataError(f"the data's classes {classes[:4]}... differ from the checkpoint's {loaded.classes[:4]}...")
+        raise DataError(class_mismatch(list(classes), loaded.classes))
 
 
 def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: bool, shift: int, mode: str,

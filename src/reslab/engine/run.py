@@ -34,7 +34,7 @@ from reslab.engine.progress import Console
 from reslab.engine.recipes import LRSchedule, build_optimizer
 from reslab.engine.rundir import RunDir
 from reslab.engine.runinfo import run_info
-from reslab.engine.trainer import Trainer
+from reslab.engine.trainer import Trainer, stop_at_once
 from reslab.errors import ConfigError, DataError
 from reslab.models import create_model, family_and_depth
 from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory, streaming
@@ -63,6 +63,10 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
         with rundir.lock() if dist.is_main else contextlib.nullcontext():
             status = D.on_main(lambda: rundir.check_start(resume))
             if status.finished:
+                diff = D.on_main(lambda: config.differences(rundir.config()))
+                if diff:
+                    raise ConfigError(f"--resume: {rundir} holds a finished run with another {diff[0]!r} "
+                                      f"({getattr(rundir.config(), diff[0])!r}, not {getattr(config, diff[0])!r})")
                 console.log(f"{rundir} is finished (summary.json): nothing to resume")
                 return D.on_main(rundir.summary)
             precision = resolve_precision(config.precision, device)
@@ -89,7 +93,12 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                 if state is None and trainer.iteration == 0 and dist.is_main:
                     rundir.discard()  # failed before its first step (out of memory, say): nothing to keep
                 raise
-            summary = _finish(trainer, rundir, console) if trainer.iteration == trainer.total and dist.is_main else {}
+            summary = {}
+            if trainer.iteration == trainer.total and dist.is_main:
+                kept = (f"stopped during the final evaluation; the checkpoint at iteration {trainer.iteration} of "
+                        f"{trainer.total} is complete ({rundir.checkpoint_path})")  # fmt: skip
+                with stop_at_once(kept):
+                    summary = _finish(trainer, rundir, console)
             D.barrier()  # rank 0 ran the final evaluation alone: the ranks leave together, none exits under the others
             return summary
     finally:

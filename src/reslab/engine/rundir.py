@@ -32,7 +32,7 @@ from torch import nn
 
 from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError, ReslabError
-from reslab.files import atomic_write, read_json, write_json, write_text
+from reslab.files import atomic_write, json_text, read_json, write_json, write_text
 from reslab.models import create_model
 from reslab.models.peers import Foreign
 from reslab.models.weights import ForeignWeightsWarning, fit_weights, read_weights
@@ -165,8 +165,8 @@ class RunDir:
                 why = "check --out, or leave out --resume to start a new run"
             raise ConfigError(f"--resume: no checkpoint in {self.path} ({why})")
         if not resume and status.started:
-            what = ("pass --resume to continue it" if status.iteration is not None or status.finished
-                    else "delete it")  # fmt: skip
+            what = ("it is finished: evaluate it with `reslab eval`" if status.finished
+                    else "pass --resume to continue it" if status.iteration is not None else "delete it")  # fmt: skip
             raise ConfigError(f"{self.path} already holds a run ({status.describe()}): {what}, or choose another "
                               "--out")  # fmt: skip
         return status
@@ -184,7 +184,10 @@ class RunDir:
         An OS lock (``flock``): the kernel releases it when the holder exits or is killed, so no stale lock is left.
         A folder created here and left without any run file (a start that failed early) is removed again.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"cannot use the run folder {self.path}: it is a file; choose a folder for --out")
         created = not self.path.exists()
+        lock_existed = (self.path / LOCK).exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -207,10 +210,11 @@ class RunDir:
                     stale.unlink(missing_ok=True)
             yield self
         finally:
-            if held and created and not self.status().holds_run:  # a start that failed early: leave no trace
+            if held and not lock_existed and not self.status().holds_run:  # a start that failed early: no trace
                 with contextlib.suppress(OSError):
                     (self.path / LOCK).unlink()
-                    self.path.rmdir()
+                    if created:
+                        self.path.rmdir()
             os.close(fd)  # releases the lock
 
     # -- writing ---------------------------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ class RunDir:
         """Append one record to metrics.jsonl (a line torn by a kill is dropped on resume)."""
         try:
             with open(self.path / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_text(record) + "\n")
         except OSError as e:
             raise ReslabError(f"cannot write {self.path / METRICS}: {e.strerror or e}") from e
 

@@ -11,11 +11,12 @@ Everything else (building the model, the data, the run folder, resuming) is done
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -90,6 +91,25 @@ class StopRequest:
         self.signum = signum
         self.console.log(f"{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
                          "(send it again to stop at once)")  # fmt: skip
+
+
+@contextlib.contextmanager
+def stop_at_once(where: str) -> Iterator[None]:
+    """SIGINT and SIGTERM outside the loop (the final evaluation): stop now, saying in one line what was kept
+    (``where``); the run's last checkpoint is complete, so nothing is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise TrainingInterrupted(signal.Signals(signum).name, signum, where)
+
+    previous = {s: signal.signal(s, handle) for s in StopRequest.SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Trainer:
@@ -217,7 +237,7 @@ class Trainer:
                     lr = self.schedule.lr(self.iteration)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr * group.get("lr_scale", 1.0)
-                    self._step(self.task.prepare(self._next_batch(), self.iteration))
+                    self._step(self._prepared())
                     self.iteration += 1
                     self.interval_steps += 1
                     self.console.advance()
@@ -254,6 +274,20 @@ class Trainer:
             self._batches = iter(self.batches)
             return next(self._batches)
 
+    def _prepared(self) -> Any:
+        """The next batch as the task prepares it (augmentation, transfer to the device)."""
+        try:
+            return self.task.prepare(self._next_batch(), self.iteration)
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise self._out_of_memory("preparing a training batch") from e
+            raise
+
+    def _out_of_memory(self, where: str) -> OutOfMemory:
+        per = f" ({self.batch_size // self.dist.world} per process)" if self.dist.enabled else ""
+        return OutOfMemory(f"out of memory {where} at batch size {self.batch_size}{per} on {self.device}: lower "
+                           "--batch-size")  # fmt: skip
+
     def _step(self, batch: Any) -> None:
         try:
             with autocast(self.precision, self.device):
@@ -264,9 +298,7 @@ class Trainer:
             self.scaler.update()
         except Exception as e:
             if is_out_of_memory(e):
-                per = f" ({self.batch_size // self.dist.world} per process)" if self.dist.enabled else ""
-                raise OutOfMemory(f"out of memory in a training step at batch size {self.batch_size}{per} on "
-                                  f"{self.device}: lower --batch-size") from e  # fmt: skip
+                raise self._out_of_memory("in a training step") from e
             raise
         self.stats = stats.detach().clone() if self.stats is None else self.stats + stats.detach()
 
