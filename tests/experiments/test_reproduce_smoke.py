@@ -322,3 +322,31 @@ def test_detection_verdict_reads_seeds_and_the_floor() -> None:
     assert "1.00 points higher (beyond noise)" in two[0] and "69.00% against 70.00%" in two[1] and len(two) == 3
     noisy = verdict([net("ResNet-20", 31.0, 2.0), net("plain-20", 30.0, 2.0)], floor=40.0, seeds=2)
     assert "within noise" in noisy[0] and "not above the untrained one" in noisy[2]
+
+
+def test_all_runs_every_experiment_and_writes_the_scorecard(out: Path) -> None:
+    """`reslab reproduce all`: every experiment in order on the shared runs (those the tests above trained are
+    reused, nothing is trained twice), then OUT/README.md with one row per claim and a link to each report."""
+    from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, UNRESOLVED
+    from reslab.experiments.scorecard import ORDER
+
+    argv = ["reproduce", "all", "--data", DATA, "--out", str(out), "--budget", "smoke", "--quiet"]
+    assert main(argv) == 0
+    before = run_state(out)
+    card = (out / "README.md").read_text()
+    data = json.loads((out / "scorecard.json").read_text())
+    claims = data["claims"]
+    assert {c["report"] for c in claims} == {f"[{n}]({n}/report.md)" for n in ORDER}  # every experiment has rows
+    assert all(c["verdict"] in (REPRODUCED, NOT_REPRODUCED, UNRESOLVED, "baseline", "exact") for c in claims)
+    names = [c["claim"] for c in claims]
+    for expected in ("Degradation: the deeper plain net trains worse", "Deeper ResNets train better",
+                     "Table 6: ResNet-20", "Fig. 7: ResNets respond less than their plain twins",
+                     "Fig. 7: deeper ResNets respond less", "Plain nets with BN: signals do not vanish",
+                     "ResNet-34 costs 18% of VGG-19", "Highway-56 trains worse than ResNet-56"):  # fmt: skip
+        assert expected in names, expected
+    table1 = next(c for c in claims if c["claim"].startswith("Table 1"))
+    assert table1["verdict"] == REPRODUCED  # a computation: it holds at every budget
+    construction = next(c for c in claims if c["claim"].startswith("Construction: plain-20"))
+    assert construction["verdict"] == "exact"
+    assert "# Scorecard: the paper's claims at the `smoke` budget" in card and "reslab reproduce all" in card
+    assert main(argv) == 0 and run_state(out) == before  # a second time: nothing trains

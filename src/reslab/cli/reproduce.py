@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import shlex
+import sys
 
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.errors import ConfigError
-from reslab.experiments import EXPERIMENTS, module_of
+from reslab.experiments import ALL, EXPERIMENTS, module_of
 
 
 def _docstring(name: str) -> str:
@@ -25,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="One of the paper's experiments, cached and resumable, with its report and "
                        "figures. `reslab reproduce NAME --help` says what NAME reproduces and how.")  # fmt: skip
     experiments = p.add_subparsers(dest="experiment", required=True, parser_class=Parser, metavar="NAME")
-    for name, summary in EXPERIMENTS.items():
-        e = experiments.add_parser(name, help=summary, description=_docstring(name),
-                                   formatter_class=DocstringFormatter)  # fmt: skip
+    every = {**EXPERIMENTS, ALL: "every experiment in order, then a scorecard of the paper's claims (OUT/README.md)"}
+    for name, summary in every.items():
+        doc = _docstring("scorecard" if name == ALL else name)
+        e = experiments.add_parser(name, help=summary, description=doc, formatter_class=DocstringFormatter)
         add_data_args(e)
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
         e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                            data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=args.progress)  # fmt: skip
+                           progress=args.progress, command=shlex.join(["reslab", *sys.argv[1:]]))  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

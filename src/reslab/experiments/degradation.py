@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from reslab import paper
-from reslab.experiments.report import Curve, best_mean_std, curves_figure, markdown_table, write_report, write_results
+from reslab.experiments.report import (
+    Curve,
+    best_mean_std,
+    claim,
+    curves_figure,
+    gap_verdict,
+    markdown_table,
+    write_report,
+    write_results,
+)
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
 
 TAIL = 0.1  # the final training error averages the records of the last 10% of the run
@@ -65,12 +74,27 @@ def standard_error(runs: list[RunResult]) -> float:
     return math.sqrt(var) / len(runs)
 
 
+def margin(deep: list[RunResult], shallow: list[RunResult]) -> float:
+    """Twice the standard error of the gap between two final training errors: the noise a gap must exceed."""
+    return 2 * math.hypot(standard_error(deep), standard_error(shallow))
+
+
 def compare(deep: list[RunResult], shallow: list[RunResult]) -> tuple[float, float, str]:
     """(deep, shallow, "higher" | "lower" | "within noise"): deep's final training error against shallow's, where
-    a gap counts only if it exceeds twice its standard error."""
+    a gap counts only if it exceeds twice its standard error (`margin`)."""
     d, s = final_train_error(deep), final_train_error(shallow)
-    noise = 2 * math.hypot(standard_error(deep), standard_error(shallow))
+    noise = margin(deep, shallow)
     return d, s, "higher" if d - s > noise else "lower" if s - d > noise else "within noise"
+
+
+def train_claim(text: str, paper_says: str, groups: dict[str, list[RunResult]], deep: str, shallow: str,
+                expected: str) -> dict[str, str]:  # fmt: skip
+    """A scorecard row for "``deep`` ends with a higher/lower training error than ``shallow``"."""
+    d, s, direction = compare(groups[deep], groups[shallow])
+    seeds = min(len(groups[deep]), len(groups[shallow]))
+    return claim(text, paper_says, f"{label(deep)} {d:.2f}% vs {label(shallow)} {s:.2f}% training error "
+                 f"({seeds} seed{'s' if seeds > 1 else ''})", gap_verdict(direction, expected),
+                 f"gap {d - s:+.2f}, noise {margin(groups[deep], groups[shallow]):.2f}")  # fmt: skip
 
 
 def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, str]]:
@@ -102,6 +126,18 @@ def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, s
     return lines, flags
 
 
+def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
+    """Fig. 6's claims for the scorecard."""
+    out = [train_claim("Degradation: the deeper plain net trains worse", "plain-56 above plain-20 (Fig. 6 left)",
+                       groups, "plain56", "plain20", "higher"),
+           train_claim("Deeper ResNets train better", "ResNet-56 below ResNet-20 (Fig. 6 right)", groups, "resnet56",
+                       "resnet20", "lower")]  # fmt: skip
+    if "resnet110" in groups:
+        out.append(train_claim("Deeper ResNets train better, to 110 layers", "ResNet-110 below ResNet-56 (Fig. 6 "
+                               "right)", groups, "resnet110", "resnet56", "lower"))  # fmt: skip
+    return out
+
+
 def run(ctx: Context) -> Path:
     results = ctx.runner.run_all(specs(ctx))
     groups = by_key(results)
@@ -125,6 +161,6 @@ def run(ctx: Context) -> Path:
         "The paper's test errors are Table 6's (ResNets; it gives the plain nets only as curves).",
         "## Does Fig. 6 reproduce?\n\n" + "\n".join(statements),
     ]
-    write_results(ctx, table, {"final_train_error_tail_fraction": TAIL, **flags})
+    write_results(ctx, table, {"final_train_error_tail_fraction": TAIL, **flags, "claims": claims(groups)})
     return write_report(ctx, f"Fig. 6: plain vs residual networks on {ctx.data_label}", "Fig. 6 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

@@ -17,7 +17,16 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from reslab import paper
-from reslab.experiments.report import best_mean_std, markdown_table, mean_std, write_report, write_results
+from reslab.experiments.report import (
+    best_mean_std,
+    claim,
+    gap_verdict,
+    markdown_table,
+    mean_std,
+    test_noise,
+    write_report,
+    write_results,
+)
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
 from reslab.models import model_complexity
 
@@ -68,6 +77,29 @@ def rows(groups: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
     return out
 
 
+def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
+    """Table 6 for the scorecard: each depth's test error beside the paper's; from the second depth on, whether it
+    is lower than the shallower net's beyond noise, as the paper's are up to 110 layers (1202 is worse there)."""
+    out, previous = [], None
+    for runs in groups.values():
+        depth = runs[0].spec.depth
+        tests = [r.summary["test_error"] for r in runs]
+        ours = f"{best_mean_std(tests)} ({len(tests)} seed{'s' if len(tests) > 1 else ''})"
+        if previous is None:
+            out.append(claim(f"Table 6: ResNet-{depth}", f"{paper_error(depth)}%", ours, "baseline"))
+        else:
+            prev_depth, prev_tests = previous
+            noise, how = test_noise(tests, prev_tests)
+            diff = statistics.fmean(tests) - statistics.fmean(prev_tests)
+            direction = "lower" if -diff > noise else "higher" if diff > noise else "within noise"
+            expected = "higher" if depth == 1202 else "lower"
+            out.append(claim(f"Table 6: ResNet-{depth} {'above' if depth == 1202 else 'below'} ResNet-{prev_depth}",
+                             f"{paper_error(depth)}% vs {paper.CIFAR_TEST_ERROR[prev_depth]:.2f}%", ours,
+                             gap_verdict(direction, expected), f"gap {diff:+.2f}, noise {noise:.2f} ({how})"))
+        previous = (depth, tests)
+    return out
+
+
 def figure(path: Path, table: list[dict[str, Any]], data: str) -> Path:
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
@@ -105,6 +137,6 @@ def run(ctx: Context) -> Path:
         "test set (its README); its numbers are not measured here.",
         "![test error vs depth](table6_depth.png)",
     ]
-    write_results(ctx, table)
+    write_results(ctx, table, {"claims": claims(by_key(results))})
     return write_report(ctx, f"Table 6: ResNets by depth on {ctx.data_label}", "Table 6 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

@@ -42,7 +42,16 @@ from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.recipes import get_recipe
 from reslab.errors import ConfigError
 from reslab.experiments import degradation
-from reslab.experiments.report import markdown_table, mean_std, write_report, write_results
+from reslab.experiments.report import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNRESOLVED,
+    claim,
+    markdown_table,
+    mean_std,
+    write_report,
+    write_results,
+)
 from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.files import write_json
 
@@ -196,6 +205,24 @@ def boxes_figure(path: Path, runs: dict[str, Path], test: CocoDetection, device:
     return path
 
 
+def claims(table: list[dict[str, Any]], seeds: int) -> list[dict[str, str]]:
+    """Sec. 4.3 for the scorecard: the residual backbone's detector above the plain one's, beyond noise (with one
+    seed there is no noise estimate: not resolved)."""
+    by_net = {r["net"]: r for r in table if "net" in r}
+    out = []
+    for depth in sorted({r["depth"] for r in by_net.values()}):
+        res, plain = by_net[f"ResNet-{depth}"], by_net[f"plain-{depth}"]
+        gap = res["mAP@[.5,.95]"] - plain["mAP@[.5,.95]"]
+        noise = 2 * math.hypot(res["mAP std"], plain["mAP std"]) / math.sqrt(seeds) if seeds > 1 else math.inf
+        verdict = UNRESOLVED if abs(gap) <= noise else REPRODUCED if gap > 0 else NOT_REPRODUCED
+        out.append(claim(f"Detection: a residual backbone detects better (ResNet-{depth} vs plain-{depth}, C4)",
+                         f"COCO mAP {paper.COCO_MAP['resnet101']:.1f} (ResNet-101) vs {paper.COCO_MAP['vgg16']:.1f} "
+                         "(VGG-16), Table 8", f"mAP {res['mAP@[.5,.95]']:.2f} vs {plain['mAP@[.5,.95]']:.2f} "
+                         f"({seeds} seed{'s' if seeds > 1 else ''})", verdict,
+                         f"gap {gap:+.2f}, noise {noise:.2f}" if seeds > 1 else "one seed: no noise estimate"))
+    return out
+
+
 def verdict(table: list[dict[str, Any]], floor: float, seeds: int) -> list[str]:
     """The comparison in words, per depth: ResNet's mAP against its plain twin's, beside the paper's gap. With
     several seeds a gap counts when it exceeds twice its standard error; with one seed it is reported as measured."""
@@ -279,6 +306,6 @@ def run(ctx: Context) -> Path:
         "![predicted boxes](detection_boxes.png)",
         "## Does the residual backbone transfer better?\n\n" + "\n".join(verdict(table, floor["mAP"], ctx.seeds)),
     ]
-    write_results(ctx, table, {"untrained": floor, "setting": asdict(s)})
+    write_results(ctx, table, {"untrained": floor, "setting": asdict(s), "claims": claims(table, ctx.seeds)})
     return write_report(ctx, f"Detection with ResNet and plain backbones on canvases of {ctx.data_label}",
                         "Sec. 4.3 and Appendix A", sections, [*backbones.values(), *detectors])  # fmt: skip

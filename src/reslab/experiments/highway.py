@@ -21,7 +21,7 @@ from reslab.data.batches import eval_batches
 from reslab.engine.precision import resolve_device
 from reslab.engine.rundir import load_model
 from reslab.experiments import comparison
-from reslab.experiments.degradation import compare
+from reslab.experiments.degradation import compare, train_claim
 from reslab.experiments.report import write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
 
@@ -134,6 +134,9 @@ def run(ctx: Context) -> Path:
         "## Findings\n\n" + paragraph(table),
         "## The gates\n\n![gates](highway_gates.png)\n\n" + why(groups, gates),
     ]
-    write_results(ctx, table, {"gate_means": gates})
+    hi = DEPTHS[-1]
+    claims = [train_claim(f"Highway-{hi} trains worse than ResNet-{hi}", "highway nets show no gains with depth "
+                          "(Sec. 2)", groups, f"highway{hi}", f"resnet{hi}", "higher")]  # fmt: skip
+    write_results(ctx, table, {"gate_means": gates, "claims": claims})
     title = f"Plain vs residual vs highway networks on {ctx.data_label}"
     return write_report(ctx, title, "Sec. 2 and Fig. 6", sections, list(results.values()))

@@ -145,6 +145,33 @@ def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (),
     return [*lines, ""]
 
 
+REPRODUCED, NOT_REPRODUCED, UNRESOLVED = "reproduced", "not reproduced", "not resolved at this budget"
+
+
+def claim(text: str, paper: str, reslab: str, verdict: str, margin: str = "") -> dict[str, str]:
+    """One row of the scorecard (`reslab reproduce all`): a claim of the paper, the paper's figure, ours, the
+    verdict and the noise margin that decided it. Each experiment states its own in results.json ("claims")."""
+    if verdict not in (REPRODUCED, NOT_REPRODUCED, UNRESOLVED, "baseline", "exact"):
+        raise ValueError(f"unknown verdict {verdict!r}")
+    return {"claim": text, "paper": paper, "reslab": reslab, "verdict": verdict, "margin": margin}
+
+
+def gap_verdict(direction: str, expected: str) -> str:
+    """A ``higher`` / ``lower`` / ``within noise`` comparison against the direction the paper reports."""
+    if direction == "within noise":
+        return UNRESOLVED
+    return REPRODUCED if direction == expected else NOT_REPRODUCED
+
+
+def test_noise(a: Sequence[float], b: Sequence[float], images: int = 10_000) -> tuple[float, str]:
+    """Twice the standard error of the gap between two mean test errors: over seeds where both have two or more,
+    else the binomial sampling error of two error rates on ``images`` test images (a floor: seeds vary more)."""
+    if len(a) > 1 and len(b) > 1:
+        return 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)), "seeds"
+    pa, pb = statistics.fmean(a) / 100, statistics.fmean(b) / 100
+    return 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images), "test-set sampling"
+
+
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """results.json (rows plus context) and results.csv (the rows) beside report.md."""
     ctx.out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,15 @@ from reslab.data.batches import eval_batches
 from reslab.engine.precision import resolve_device
 from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
-from reslab.experiments.report import lines_figure, markdown_table, write_report, write_results
+from reslab.experiments.report import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    claim,
+    lines_figure,
+    markdown_table,
+    write_report,
+    write_results,
+)
 from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.models import ResNet
 
@@ -91,6 +99,25 @@ def statements(stds: dict[str, list[float]]) -> list[str]:
     return out
 
 
+def claims(stds: dict[str, list[float]]) -> list[dict[str, str]]:
+    """Fig. 7's two observations for the scorecard (one run each: the comparison is exact for these checkpoints, so
+    no noise margin; other seeds may differ)."""
+    avg = {k: statistics.fmean(v) for k, v in stds.items()}
+    pairs = [("ResNet" + p[len("plain") :], p) for p in avg if p.startswith("plain") and "ResNet" + p[len("plain") :]
+             in avg]  # fmt: skip
+    smaller = [avg[r] < avg[p] for r, p in pairs]
+    resnets = sorted((k for k in avg if k.startswith("ResNet")), key=lambda k: int(k.split("-")[1]))
+    falling = [avg[b] < avg[a] for a, b in itertools.pairwise(resnets)]
+    return [
+        claim("Fig. 7: ResNets respond less than their plain twins", "ResNet std below plain's at 20 and 56 layers",
+              ", ".join(f"{r} {avg[r]:.3f} vs {p} {avg[p]:.3f}" for r, p in pairs),
+              REPRODUCED if all(smaller) else NOT_REPRODUCED, "one run each (seed 0)"),
+        claim("Fig. 7: deeper ResNets respond less", "std falls from ResNet-20 to 56 to 110",
+              " > ".join(f"{k} {avg[k]:.3f}" for k in resnets),
+              REPRODUCED if falling and all(falling) else NOT_REPRODUCED, "one run each (seed 0)"),
+    ]  # fmt: skip
+
+
 def run(ctx: Context) -> Path:
     results: dict[str, RunResult] = ctx.runner.run_all(specs(ctx))
     ds = ctx.runner.dataset
@@ -112,6 +139,6 @@ def run(ctx: Context) -> Path:
         "## Summary\n\n" + markdown_table(table, list(table[0]), digits=3),
         "## Does Fig. 7 reproduce?\n\n" + "\n".join(statements(stds)),
     ]
-    write_results(ctx, table, {"stds": stds})
+    write_results(ctx, table, {"stds": stds, "claims": claims(stds)})
     return write_report(ctx, "Fig. 7: layer responses of plain nets and ResNets", "Fig. 7 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

@@ -29,7 +29,7 @@ from torch import nn
 
 from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
-from reslab.experiments.report import markdown_table, write_report, write_results
+from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, claim, markdown_table, write_report, write_results
 from reslab.experiments.responses import conv_bn_pairs
 from reslab.experiments.runner import Context, RunSpec
 from reslab.models import ResNet, create_model
@@ -229,7 +229,8 @@ def run(ctx: Context) -> Path:
     units = {f"{net}, {state}": {"std F(x) / std x": sig.residual_ratio, "‖dL/dy‖ / ‖dL/dx‖": sig.shortcut_share}
              for (net, state), sig in signals.items() if sig.residual_ratio}  # fmt: skip
     write_results(ctx, table, {"layers": layers, "units": units, "training": training,
-                               "weight_change": {net: c for net, (c, _, _) in changes.items()}})  # fmt: skip
+                               "weight_change": {net: c for net, (c, _, _) in changes.items()},
+                               "claims": claims(table)})  # fmt: skip
     return write_report(ctx, "Signals and gradients of plain nets and ResNets", "Sec. 4.1", sections,
                         list(results.values()))  # fmt: skip
 
@@ -263,3 +264,15 @@ def verdict(table: list[dict[str, Any]]) -> list[str]:
                         "not the growth with depth that Yang et al. (2019) predict for plain nets with BN at "
                         "initialisation."))  # fmt: skip
     return lines
+
+
+def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Sec. 4.1's "neither forward nor backward signals vanish" in plain nets with BN, for the scorecard."""
+    plain = [r for r in table if r["net"].startswith("plain")]
+    low = min(plain, key=lambda r: r["smallest / last"])
+    std = min(r["smallest response std"] for r in plain)
+    alive = low["smallest / last"] >= 0.1 and std >= 0.1
+    return [claim("Plain nets with BN: signals do not vanish", "forward responses and gradients keep non-zero "
+                  "variances (Sec. 4.1)", f"smallest layer ‖dL/dW‖ {low['smallest / last']:.2g} of the last layer's "
+                  f"({low['net']}, {low['state']}); smallest response std {std:.2g}",
+                  REPRODUCED if alive else NOT_REPRODUCED, "a layer counts as vanished below 0.1 of the last's")]

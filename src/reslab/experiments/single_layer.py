@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reslab.experiments import comparison
-from reslab.experiments.degradation import compare
-from reslab.experiments.report import write_report, write_results
+from reslab.experiments.degradation import compare, train_claim
+from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
 
 DEPTHS = (20, 56)
@@ -64,6 +64,12 @@ def run(ctx: Context) -> Path:
                                           "two-layer net of the same depth.")  # fmt: skip
     statements, flags = verdicts(groups)
     sections.append("## Verdict\n\n" + "\n".join(statements))
-    write_results(ctx, table, flags)
+    claims = []
+    for d in DEPTHS:  # the paper's claim is "no advantage": as high as plain, or higher, agrees with it
+        c = train_claim(f"Single-layer units give no advantage over plain at {d} layers", "no advantage observed "
+                        "(Sec. 3.1)", groups, model_name("resnet{}_1layer", d), model_name("plain", d), "lower")
+        c["verdict"] = REPRODUCED if flags[f"one_vs_plain_{d}"] != "lower" else NOT_REPRODUCED
+        claims.append(c)
+    write_results(ctx, table, {**flags, "claims": claims})
     return write_report(ctx, f"Single-layer residual units on {ctx.data_label}", "Sec. 3.1", sections,
                         list(results.values()))  # fmt: skip

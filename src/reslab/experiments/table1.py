@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import paper
-from reslab.experiments.report import markdown_table, write_report, write_results
+from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, claim, markdown_table, write_report, write_results
 from reslab.experiments.runner import Context
 from reslab.models import complexity, list_models, model_complexity, model_spec
 
@@ -55,6 +55,9 @@ def cifar_rows() -> list[dict[str, Any]]:
     return [{**count(f"resnet{d}"), "paper params (M) (Table 6)": p} for d, p in paper.CIFAR_PARAMS_M.items()]
 
 
+TABLE1 = tuple(f"resnet{d}" for d in paper.IMAGENET_GMACS)
+
+
 def run(ctx: Context) -> Path:
     imagenet, cifar, vgg = imagenet_rows(), cifar_rows(), vgg_rows()
     r34 = next(r for r in imagenet if r["model"] == "resnet34")
@@ -75,6 +78,17 @@ def run(ctx: Context) -> Path:
         "## Table 6: CIFAR-10 ResNets (32x32)\n\n" + markdown_table(
             cifar, ["model", "depth", "params (M)", "paper params (M) (Table 6)", "GMACs"]),
     ]  # fmt: skip
-    write_results(ctx, [*imagenet, *vgg, *cifar])
+    share = r34["GMACs"] / vgg19["GMACs"]
+    off = max(abs(r["GMACs"] - paper.IMAGENET_GMACS[r["depth"]]) / paper.IMAGENET_GMACS[r["depth"]]
+              for r in imagenet if r["model"] in TABLE1)  # fmt: skip
+    claims = [
+        claim("Table 1: multiply-adds of ResNet-18/34/50/101/152", "1.8 / 3.6 / 3.8 / 7.6 / 11.3 GFLOPs",
+              " / ".join(f"{r['GMACs']:.2f}" for r in imagenet if r["model"] in TABLE1),
+              REPRODUCED if off < 0.05 else NOT_REPRODUCED, f"largest deviation {off:.1%} (5% allowed: rounding)"),
+        claim("ResNet-34 costs 18% of VGG-19", "3.6 of 19.6 GFLOPs (Sec. 3.3)",
+              f"{r34['GMACs']:.2f} of {vgg19['GMACs']:.2f} ({share:.0%})",
+              REPRODUCED if abs(share - 0.18) < 0.02 else NOT_REPRODUCED, "2 points allowed (rounding)"),
+    ]
+    write_results(ctx, [*imagenet, *vgg, *cifar], {"claims": claims})
     return write_report(ctx, "Table 1 and Table 6: parameters and multiply-adds", "Table 1 and Table 6", sections,
                         training=False)  # fmt: skip

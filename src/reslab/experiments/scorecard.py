@@ -1,0 +1,85 @@
+"""The whole paper, one command: every experiment in dependency order, then a scorecard of the paper's claims.
+
+``reslab reproduce all --data DATA --budget B --out DIR`` runs table1, degradation, depth, responses, construction,
+signals, single-layer, highway, shortcuts and detection with one runner, so that a run two experiments share (Fig. 6's
+ResNet-20 serves Table 6, Fig. 7, the highway and detection comparisons) is trained once, and a killed command picks
+up where it stopped (finished runs are skipped, a partial one resumes). It ends with ``DIR/README.md``: one row per
+claim of the paper, with the paper's figure, reslab's, the verdict (reproduced / not reproduced / not resolved at this
+budget) and the noise margin that decided it, and a link to the experiment's report and figures. Each experiment
+states its own claims (``claims`` in its results.json); this module only collects them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from reslab.engine.runinfo import run_info
+from reslab.experiments import EXPERIMENTS, module_of
+from reslab.experiments.report import markdown_table
+from reslab.experiments.runner import Context, Runner
+from reslab.files import write_text
+
+# Dependency order: experiments that reuse runs come after the one that names them first.
+ORDER = ("table1", "degradation", "depth", "responses", "construction", "signals", "single-layer", "highway",
+         "shortcuts", "detection")  # fmt: skip
+assert set(ORDER) == set(EXPERIMENTS), "every experiment has its place in `reslab reproduce all`"
+
+
+def reproduce_all(runner: Runner, out: Path, seeds: int = 1, command: str = "") -> Path:
+    """Every experiment under ``out`` (sharing ``runner``'s runs), then the scorecard; returns its path."""
+    started = time.perf_counter()
+    for name in ORDER:
+        runner.say(f"experiment {ORDER.index(name) + 1}/{len(ORDER)}: {name}")
+        ctx = Context(name, runner, out / name, seeds=seeds)
+        importlib.import_module(module_of(name)).run(ctx)
+    return write_scorecard(out, runner, command, time.perf_counter() - started)
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """The claims of every experiment's results.json under ``out``, in ORDER; a missing experiment says so."""
+    rows = []
+    for name in ORDER:
+        path = out / name / "results.json"
+        if not path.is_file():
+            rows.append({"claim": EXPERIMENTS[name], "paper": "", "reslab": "", "verdict": "not run", "margin": "",
+                         "report": ""})  # fmt: skip
+            continue
+        for c in json.loads(path.read_text()).get("claims", []):
+            rows.append({**c, "report": f"[{name}]({name}/report.md)"})
+    return rows
+
+
+def write_scorecard(out: Path, runner: Runner, command: str = "", seconds: float | None = None) -> Path:
+    rows = collect(out)
+    counts = Counter(r["verdict"] for r in rows)
+    info = run_info()
+    summary = ", ".join(f"{n} {v}" for v, n in counts.most_common())
+    lines = [
+        f"# Scorecard: the paper's claims at the `{runner.budget.name}` budget",
+        "",
+        "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition* (CVPR 2016), reproduced by reslab.",
+        "",
+        f"- Command: `{command}`" if command else "- Command: `reslab reproduce all`",
+        f"- Data: {runner.dataset.label}",
+        f"- Budget: `{runner.budget.name}`: {runner.budget.note}",
+        f"- Machine: {info['machine']}; torch {info['torch']}; reslab {info['reslab']} ({info['git_commit']})",
+        f"- Date: {info['date']}" + (f"; this command {seconds / 60:.1f} min (runs found finished cost nothing)"
+                                      if seconds is not None else ""),
+        f"- Verdicts: {summary}",
+        "",
+        "A verdict counts a gap only when it exceeds its noise margin (the `margin` column says which); `baseline` "
+        "rows give a number without a comparison; `exact` is a computation, not a measurement. Every row links to "
+        "the experiment's report with its figures and the runs behind it.",
+        "",
+        markdown_table(rows, ["claim", "paper", "reslab", "verdict", "margin", "report"]),
+    ]
+    path = out / "README.md"
+    write_text(path, "\n".join(lines) + "\n")
+    write_text(out / "scorecard.json", json.dumps({"budget": runner.budget.name, "date": info["date"],
+                                                   "machine": info["machine"], "claims": rows}, indent=2) + "\n")
+    return path
