@@ -22,7 +22,7 @@ from reslab.engine.run import train
 from reslab.experiments.runner import Context, Runner, RunResult, RunSpec, by_key, get_budget
 
 DATA = "synthetic:256"
-FIG6_NETS = [f"{k}-{d}" for k in ("plain", "ResNet") for d in (20, 32, 44, 56)]
+FIG6_NETS = [*(f"plain-{d}" for d in (20, 32, 44, 56)), *(f"ResNet-{d}" for d in (20, 32, 44, 56, 110))]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,9 @@ def test_degradation_report_and_cached_rerun(out: Path) -> None:
     assert "![Fig. 6](fig6_degradation.png)" in report and "(`synthetic:256`" in report
     assert "the degradation problem is **" in report and "- **ResNets:** ResNet-56 ends with" in report
     assert "last 10% of the iterations" in report and "| ResNet-56 | 56 |" in report
-    assert sorted(run_state(out)) == sorted(f"{k}{d}-s0" for k in ("plain", "resnet") for d in (20, 32, 44, 56))
+    assert sorted(run_state(out)) == sorted([*(f"{k}{d}-s0" for k in ("plain", "resnet") for d in (20, 32, 44, 56)),
+                                             "resnet110-s0"])  # the smoke budget reaches ResNet-110, as fast does
+    assert "- **ResNet-110:** training error" in report
     before = run_state(out)
     reproduce(out, "degradation")  # everything is cached: nothing is trained again
     assert run_state(out) == before
@@ -86,7 +88,7 @@ def test_responses_reads_degradation_checkpoints(out: Path) -> None:
     assert run_state(out) == before  # no new run folder, no retraining
     # one std per 3x3 layer: the stem plus two per unit, 6n+1 for a 6n+2-layer net
     assert {k: len(v) for k, v in res["stds"].items()} == {"plain-20": 19, "plain-56": 55, "ResNet-20": 19,
-                                                           "ResNet-56": 55}  # fmt: skip
+                                                           "ResNet-56": 55, "ResNet-110": 109}  # fmt: skip
     assert_png(out / "responses" / "fig7_responses.png")
     assert "![Fig. 7](fig7_responses.png)" in (out / "responses" / "report.md").read_text()
 
@@ -350,3 +352,23 @@ def test_all_runs_every_experiment_and_writes_the_scorecard(out: Path) -> None:
     assert construction["verdict"] == "exact"
     assert "# Scorecard: the paper's claims at the `smoke` budget" in card and "reslab reproduce all" in card
     assert main(argv) == 0 and run_state(out) == before  # a second time: nothing trains
+
+
+def test_fast_budget_is_the_fast_recipe_and_its_runs_are_the_shipped_ones(tmp_path: Path) -> None:
+    """`--budget fast` trains the `fast` recipe on the whole training set, Table 6 shares Fig. 6's runs, and a run of
+    it computes exactly what the shipped weights' run computed (so benchmarks/adopt_shipped.py may reuse them)."""
+    from reslab.deploy.shipped import manifest
+    from reslab.deploy.trained import load_trained
+    from reslab.engine.recipes import get_recipe
+    from reslab.experiments import depth
+
+    budget = get_budget("fast")
+    assert budget.recipe() == get_recipe("fast") and budget.train_subset is None
+    assert budget.depths() == (20, 32, 44, 56, 110) and budget.depths(plain=True) == (20, 32, 44, 56)
+    runner = Runner(str(tmp_path / "data"), tmp_path / "out", budget, progress=False)
+    ctx = Context("depth", runner, tmp_path / "out" / "depth")
+    assert [s.name for s in depth.specs(ctx)] == [f"resnet{d}-s0" for d in (20, 32, 44, 56, 110)]
+    for name in manifest():
+        shipped = load_trained(name).config
+        wanted = runner.config(RunSpec(name, shipped.seed))
+        assert wanted.differences(dataclasses.replace(shipped, data=wanted.data)) == [], name

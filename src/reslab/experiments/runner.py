@@ -60,7 +60,7 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget("smoke", iterations=6, batch_size=32, eval_every=3, log_every=2, train_subset=256,
-                    test_subset=128, val_split=64, summary="seconds: tests the pipeline (CI)",
+                    test_subset=128, val_split=64, max_depth=110, summary="seconds: tests the pipeline (CI)",
                     note="smoke budget: a few iterations on a tiny subset, to test the pipeline; the errors mean "
                     "nothing."),
     # Sized for the 8 nets of Fig. 6 to train in about 2 hours on 2 CPU cores (README has the measurements).
