@@ -340,3 +340,29 @@ def test_png_tree_is_labelled_by_its_name(image_tree, tmp_path):
     ds = load_image_folder(root, tmp_path / "cache")
     assert ds.encoding == "PNG" and ds.label == ds.name
     assert folders.describe_encodings({"PNG": 3, "JPEG q75": 5}) == "mixed: JPEG q75 (5), PNG (3)"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_far_larger_images_are_decoded_reduced_to_what_the_view_needs(fmt, monkeypatch):
+    """A JPEG many times the target size is decoded through libjpeg's DCT scaling (never whole); any format is
+    resized through an integer reduction first. The view stays within a few grey levels of the full-size path."""
+    import io as _io
+
+    from PIL import Image, JpegImagePlugin
+
+    from reslab.data.folders import decode_image
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).resize((2000, 1600))
+    buf = _io.BytesIO()
+    big.save(buf, fmt)
+    drafts = []
+    jpeg = JpegImagePlugin.JpegImageFile
+    original = jpeg.draft
+    monkeypatch.setattr(jpeg, "draft", lambda img, mode, size: drafts.append(size) or original(img, mode, size))
+    view, _ = decode_image(buf.getvalue(), 64)
+    assert bool(drafts) == (fmt == "JPEG") and all(min(s) >= 128 for s in drafts)
+    with Image.open(_io.BytesIO(buf.getvalue())) as img:
+        full = img.convert("RGB").resize((80, 64), Image.Resampling.BILINEAR).crop((8, 0, 72, 64))
+    diff = np.abs(view.astype(int) - np.asarray(full).astype(int))
+    assert view.shape == (64, 64, 3) and diff.mean() < 2.0
