@@ -52,6 +52,19 @@ def is_out_of_memory(e: BaseException) -> bool:
     )
 
 
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "[gloo", "NCCL communicator")
+
+
+def is_peer_lost(e: BaseException) -> bool:
+    """A collective failed because another process of a torchrun job died (gloo's and NCCL's errors, however deep
+    in the stack: DataLoader workers, all-reduces, barriers)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return False
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in _PEER_LOST))
+
+
 def class_mismatch(data: list[str], model: list[str]) -> str:
     """The one line that says how a dataset's classes differ from a model's: the counts, and the first difference."""
     first = next((i for i, (a, b) in enumerate(zip(data, model)) if a != b), min(len(data), len(model)))

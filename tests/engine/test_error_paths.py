@@ -157,3 +157,25 @@ def test_a_decompression_bomb_is_named_in_full():
     assert why == "too many pixels to decode safely (over Pillow's decompression-bomb limit)"
     long = _why(ValueError("word " * 40))
     assert long.endswith("word ...")
+
+
+def test_a_dead_peer_is_one_line_on_the_surviving_rank(monkeypatch, capsys):
+    """What gloo raises on the rank that survives (here without a real second process): one line, exit 1."""
+    import argparse
+
+    import torch.distributed as dist
+
+    import reslab.cli as cli
+
+    def fails(args):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                           "[127.0.0.1]:29500\n" + "\n".join(f"frame #{i}" for i in range(40)))  # fmt: skip
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fails)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main([]) == 1
+    err = one_line(capsys)
+    assert err.startswith("reslab: error: rank 1 stopped: another process of the job died") and "--resume" in err

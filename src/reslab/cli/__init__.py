@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from reslab.cli.options import Parser
-from reslab.errors import ReslabError, TrainingInterrupted
+from reslab.errors import ReslabError, TrainingInterrupted, is_peer_lost
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"reslab: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not is_peer_lost(e):
+            raise
+        # A torchrun job whose other process died: gloo's 40-line trace says only that; the checkpoint is intact.
+        rank = os.environ.get("RANK", "?")
+        print(f"reslab: error: rank {rank} stopped: another process of the job died ({str(e).splitlines()[0][:120]}); "
+              "the last checkpoint is intact: continue with --resume", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # The reader went away (`reslab eval ... | head -1`): nothing more to say. Point stdout at /dev/null so that
         # the interpreter's final flush does not fail again.
