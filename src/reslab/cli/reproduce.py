@@ -6,7 +6,6 @@ import argparse
 import ast
 import importlib.util
 import shlex
-import sys
 
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.errors import ConfigError
@@ -43,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.set_defaults(func=run)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command as the report records it: what was asked, with every default made explicit."""
+    words = ["reslab", "reproduce", args.experiment, "--data", args.data, "--budget", args.budget, "--out", args.out]
+    words += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
+    return shlex.join(words)
+
+
 def run(args: argparse.Namespace) -> int:
     from reslab.experiments import reproduce
 
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                            data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=args.progress, command=shlex.join(["reslab", *sys.argv[1:]]))  # fmt: skip
+                           progress=args.progress, command=_command(args))  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

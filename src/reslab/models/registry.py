@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from reslab.errors import ModelError
+from reslab.models.features import FeatureNet
+from reslab.models.resnet import ResNet
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,23 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
     """Build a registered model (``resnet56``) or a generic family (``cifar_resnet``, ``imagenet_resnet``).
 
     Keyword arguments override the registered defaults, e.g. ``create_model("resnet34", shortcut="A")``.
+    ``features_only=True`` returns the network's stem and stage outputs instead (`reslab.models.features`: the
+    indices in ``out_indices``, their channels and strides in ``.feature_info``), with any weights loaded first.
     ``pretrained=True`` loads the weights reslab ships for ``name`` (`reslab models` marks them; nothing is
     downloaded). ``weights=PATH`` loads a reslab checkpoint or run folder, a safetensors file, or a state dict saved
     with ``torch.save`` (DataParallel's ``module.`` prefix is removed); without ``num_classes`` the classifier takes
     its size from the file. torchvision's ResNet weights put the bottleneck's stride on the 3x3 conv (v1.5): build
     those with ``stride_in_1x1=False``, since the shapes cannot tell the two apart.
     """
+    features_only = kwargs.pop("features_only", False)
+    out_indices = kwargs.pop("out_indices", None)
+    if features_only or out_indices is not None:
+        if not features_only:
+            raise ModelError("out_indices chooses the feature maps of features_only=True")
+        model = create_model(name, pretrained=pretrained, weights=weights, **kwargs)
+        if not isinstance(model, ResNet):
+            raise ModelError(f"{name} has no stages to return (features_only is for the ResNet family)")
+        return FeatureNet(model, out_indices)
     if pretrained or weights is not None:
         return _with_weights(name, pretrained, weights, kwargs)
     builder, args = resolve(name, **kwargs)
