@@ -30,3 +30,24 @@ def test_unknown_pattern_is_one_line_exit_2(capsys):
 def test_console_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "reslab.cli", "models", "resnet20"], capture_output=True, text=True)
     assert proc.returncode == 0 and "resnet20" in proc.stdout
+
+
+def test_help_and_a_mistyped_command_import_no_torch():
+    """`reslab --help` and `reslab nope` answer from the command table alone (benchmarks/cli_startup.py times them)."""
+    code = ("import sys\nfrom reslab.cli import main\n"
+            "for argv in (['--help'], ['nope']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("False"), proc.stdout + proc.stderr
+
+
+def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
+    import reslab.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["train"]) == 130
+    assert capsys.readouterr().err == "reslab: interrupted while starting\n"

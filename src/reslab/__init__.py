@@ -1,12 +1,12 @@
 """reslab: *Deep Residual Learning for Image Recognition* (He, Zhang, Ren, Sun, 2015), complete and testable."""
 
 from reslab.errors import ConfigError, DataError, ModelError, ReslabError
-from reslab.models import complexity, create_model, list_models
 
 __version__ = "0.1.0"
 
-# The training API, imported on first use so that `import reslab` (models only) stays light.
-_ENGINE = {"train": "reslab.engine.run", "build_trainer": "reslab.engine.run", "Trainer": "reslab.engine.trainer",
+# The public API, imported on first use: `import reslab` (and so the `reslab` command's own import) loads no torch.
+_ENGINE = {"create_model": "reslab.models", "complexity": "reslab.models", "list_models": "reslab.models",
+           "train": "reslab.engine.run", "build_trainer": "reslab.engine.run", "Trainer": "reslab.engine.trainer",
            "TrainConfig": "reslab.engine.config", "get_recipe": "reslab.engine.recipes",
            "evaluate_checkpoint": "reslab.engine.evaluate", "load_model": "reslab.engine.rundir",
            "ClassificationData": "reslab.tasks.classification",

@@ -7,23 +7,34 @@ checkpoint is and exits with 128 + the signal's number; output into a closed pip
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
-from reslab.cli.options import Parser
+from reslab.cli.parser import COMMANDS, Parser
 from reslab.errors import ReslabError, TrainingInterrupted, is_peer_lost
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from reslab.cli import detect, evaluate, export, models, predict, reproduce, train
-
+def build_parser(command: str | None = None, *, full: bool = True) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with ``full=False`` only ``command``'s is built (its module imported), the
+    others named with their help line, which is all `reslab --help` and a mistyped command need."""
     parser = Parser(prog="reslab", description="Deep Residual Learning for Image Recognition (He et al., 2015).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (models, train, evaluate, predict, reproduce, export, detect):
-        command.register(sub)
+    registered: set[str] = set()
+    for name, (module, help) in COMMANDS.items():
+        if full or name == command:
+            if module not in registered:  # `evaluate` registers eval and runs
+                importlib.import_module(f"reslab.cli.{module}").register(sub)
+                registered.add(module)
+        elif name not in sub.choices:
+            sub.add_parser(name, help=help)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
@@ -33,7 +44,13 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # the command's module imports torch: seconds, during which Ctrl-C is as welcome as later
+        parser = build_parser(_command(argv), full=False)
+    except KeyboardInterrupt:
+        print("reslab: interrupted while starting", file=sys.stderr)
+        return 130
+    args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe fails here, inside the handlers below, not at the interpreter's exit

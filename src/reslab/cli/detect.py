@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from reslab.cli.options import add_device_args, positive_int
+from reslab.cli.parser import COMMANDS
 from reslab.cli.train import add_run_arguments
 from reslab.detection.model import DESIGNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="object detection: train Faster R-CNN, make the CIFAR-canvas COCO set",
+    p = sub.add_parser("detect", help=COMMANDS["detect"][1],
                        description="Object detection with reslab networks as Faster R-CNN backbones "
                        "(Sec. 4.3).")  # fmt: skip
     cmds = p.add_subparsers(dest="detect_command", required=True, parser_class=type(p))

@@ -6,11 +6,12 @@ import argparse
 import json
 
 from reslab.cli.options import add_device_args, add_field, positive_int
+from reslab.cli.parser import COMMANDS
 from reslab.engine.evaluate import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5 error and per-class error",
+    p = sub.add_parser("eval", help=COMMANDS["eval"][1],
                        description="Evaluate a checkpoint (or a run folder) on a split of its data, preprocessed "
                        "as in training.")  # fmt: skip
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_eval)
 
-    p = sub.add_parser("runs", help="finished runs as a markdown table (test error, wall-clock, machine, date)",
+    p = sub.add_parser("runs", help=COMMANDS["runs"][1],
                        description="Finished runs as one markdown table, every cell read from the run folders; "
                        "folders that hold no finished run are listed under it with what they hold.")  # fmt: skip
     p.add_argument("folders", nargs="+", metavar="RUN_DIR")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 
 from reslab.cli.options import add_trained_model
+from reslab.cli.parser import COMMANDS
 from reslab.deploy.export import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a trained model as ONNX, safetensors or a torch.export program (pt2)",
+    p = sub.add_parser("export", help=COMMANDS["export"][1],
                        description="Write a trained model for deployment: onnx (needs pip install "
                        "\"reslab[export]\"; classes and preprocessing in its metadata_props), safetensors (weights "
                        "with reslab's metadata) or pt2 (torch.export). The file is read back and its outputs "

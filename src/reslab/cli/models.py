@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli.parser import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="table of every registered network with the paper's figures",
+    p = sub.add_parser("models", help=COMMANDS["models"][1],
                        description="Every registered network with its parameters and multiply-adds, counted on the "
                        "built module, beside the paper's figures.")  # fmt: skip
     p.add_argument("pattern", nargs="?", default=None, help="shell-style name filter, e.g. 'plain*'")

@@ -10,51 +10,11 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
 
+from reslab.cli.parser import DefaultsFormatter, DocstringFormatter, Parser, boolean, positive_int
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import PRECISIONS
 
-
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default where it says something: not for on/off switches or an unset (None, empty) default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.nargs == 0 or action.default is None or action.default == ():
-            return action.help
-        return super()._get_help_string(action)
-
-
-class DocstringFormatter(argparse.RawDescriptionHelpFormatter, DefaultsFormatter):
-    """Keeps a docstring description's paragraphs as written."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (no usage dump) and exit code 2, like every other user mistake; help shows
-    the defaults."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", DefaultsFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+__all__ = ["DefaultsFormatter", "DocstringFormatter", "Parser", "boolean", "positive_int"]
 
 
 def parser_of(cls: type, name: str) -> Callable[[str], Any]:

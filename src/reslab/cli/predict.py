@@ -7,10 +7,11 @@ import json
 import sys
 
 from reslab.cli.options import add_device_args, add_trained_model, positive_int
+from reslab.cli.parser import COMMANDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files or folders with a trained model",
+    p = sub.add_parser("predict", help=COMMANDS["predict"][1],
                        description="Classify images with a checkpoint, a run folder, a reslab safetensors file or a "
                        "model name with shipped weights, preprocessed as the model's own evaluation data was "
                        "(input size and mean come from the model). Folders are walked; files that cannot be "

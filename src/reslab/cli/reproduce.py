@@ -8,6 +8,7 @@ import importlib.util
 import shlex
 
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
+from reslab.cli.parser import COMMANDS
 from reslab.errors import ConfigError
 from reslab.experiments import ALL, EXPERIMENTS, module_of
 
@@ -22,7 +23,7 @@ def _docstring(name: str) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     from reslab.experiments.runner import BUDGETS
 
-    p = sub.add_parser("reproduce", help="reproduce one of the paper's experiments (figures, tables, report)",
+    p = sub.add_parser("reproduce", help=COMMANDS["reproduce"][1],
                        description="One of the paper's experiments, cached and resumable, with its report and "
                        "figures. `reslab reproduce NAME --help` says what NAME reproduces and how.")  # fmt: skip
     experiments = p.add_subparsers(dest="experiment", required=True, parser_class=Parser, metavar="NAME")

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from reslab.cli.options import add_data_args, add_device_args, add_field, add_switch, default_of, field_of
+from reslab.cli.parser import COMMANDS
 from reslab.engine.config import COMPILE_MODES, TrainConfig
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
 from reslab.models.blocks import SHORTCUT_OPTIONS
@@ -24,7 +25,7 @@ EPILOG = """On SIGINT (Ctrl-C) or SIGTERM a run finishes its current step, write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a network (the paper's recipe or the fast one)", description=DESCRIPTION,
+    p = sub.add_parser("train", help=COMMANDS["train"][1], description=DESCRIPTION,
                        epilog=EPILOG)  # fmt: skip
     add_field(p, "model")
     add_run_arguments(p, default_recipe=default_of(TrainConfig, "recipe").name)
