@@ -173,7 +173,7 @@ def test_a_dead_peer_is_one_line_on_the_surviving_rank(monkeypatch, capsys):
 
     parser = argparse.ArgumentParser()
     parser.set_defaults(func=fails)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda *args, **kwargs: parser)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setenv("RANK", "1")
     assert cli.main([]) == 1

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.choices import DETECTOR_DESIGNS as DESIGNS
 from reslab.cli.options import add_device_args, positive_int
 from reslab.cli.parser import COMMANDS
 from reslab.cli.train import add_run_arguments
-from reslab.detection.model import DESIGNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

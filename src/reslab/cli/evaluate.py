@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from reslab.choices import SPLITS
 from reslab.cli.options import add_device_args, add_field, positive_int
 from reslab.cli.parser import COMMANDS
-from reslab.engine.evaluate import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

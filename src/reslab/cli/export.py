@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.choices import EXPORT_FORMATS as FORMATS
 from reslab.cli.options import add_trained_model
 from reslab.cli.parser import COMMANDS
-from reslab.deploy.export import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

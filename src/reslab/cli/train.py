@@ -13,7 +13,7 @@ from reslab.cli.options import add_data_args, add_device_args, add_field, add_sw
 from reslab.cli.parser import COMMANDS
 from reslab.engine.config import COMPILE_MODES, TrainConfig
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
-from reslab.models.blocks import SHORTCUT_OPTIONS
+from reslab.models.options import SHORTCUT_OPTIONS
 
 DESCRIPTION = """Train a network with the paper's CIFAR-10 recipe (Sec. 4.2), the measured fast one, or on large
 images (ImageNet) with the paper's ImageNet recipe (Sec. 3.4, imagenet-paper) or torchvision's (imagenet-torchvision),

@@ -1,25 +1,23 @@
-"""Datasets: official CIFAR-10, ImageFolder folders/tars and a synthetic set, all as in-memory uint8 tensors."""
+"""Datasets: official CIFAR-10, ImageFolder folders/tars and a synthetic set, all as in-memory uint8 tensors.
 
-from reslab.data.cifar10 import (
-    CIFAR10_MD5,
-    CIFAR10_URL,
-    download_cifar10,
-    load_cifar10,
-    parse_cifar10_archive,
-)
-from reslab.data.dataset import ImageDataset, default_cache_dir, holdout_split, load_dataset, make_synthetic
-from reslab.data.folders import load_image_folder
+The names below are imported on first use, so that the light modules of this package (`reslab.data.spec`) can be
+read without loading torch.
+"""
 
-__all__ = [
-    "CIFAR10_MD5",
-    "CIFAR10_URL",
-    "ImageDataset",
-    "default_cache_dir",
-    "download_cifar10",
-    "holdout_split",
-    "load_cifar10",
-    "load_dataset",
-    "load_image_folder",
-    "make_synthetic",
-    "parse_cifar10_archive",
-]
+import importlib
+
+_WHERE = {
+    "CIFAR10_MD5": "cifar10", "CIFAR10_URL": "cifar10", "download_cifar10": "cifar10", "load_cifar10": "cifar10",
+    "parse_cifar10_archive": "cifar10", "ImageDataset": "dataset", "default_cache_dir": "dataset",
+    "holdout_split": "dataset", "load_dataset": "dataset", "make_synthetic": "dataset",
+    "load_image_folder": "folders",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"reslab.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'reslab.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

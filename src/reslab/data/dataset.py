@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 
+from reslab.data.spec import SYNTHETIC_DEFAULT_SIZE, _is_builtin, _parse_synthetic_size, resolve_spec
 from reslab.errors import DataError
 
-SYNTHETIC_DEFAULT_SIZE = 512
+__all__ = ["resolve_spec"]  # the --data parser lives in reslab.data.spec; dataset keeps its old name for it
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _SYNTHETIC_CLASSES = 10
 _SYNTHETIC_HW = 32
@@ -81,20 +83,6 @@ def default_cache_dir() -> Path:
     return base / "reslab"
 
 
-def _is_builtin(spec: str) -> bool:
-    return spec == "cifar10" or spec == "synthetic" or spec.startswith("synthetic:")
-
-
-def resolve_spec(spec: str) -> str:
-    """A `--data` value as a run records it: the built-in names checked and unchanged, a path made absolute, so that
-    a checkpoint evaluated from another folder still finds its data. The one parser of the spec string."""
-    if not isinstance(spec, str) or not spec:
-        raise DataError(f"bad data spec {spec!r}: expected 'cifar10', 'synthetic[:N]', a folder or a .tar")
-    if spec.startswith("synthetic:"):
-        _parse_synthetic_size(spec)
-    return spec if _is_builtin(spec) else os.path.abspath(os.path.expanduser(spec))
-
-
 def load_dataset(
     spec: str,
     cache_dir: str | Path | None = None,
@@ -140,15 +128,6 @@ def _load(
         raise DataError(f"data not found: {path} (expected 'cifar10', 'synthetic[:N]', a folder with train/ and "
                         "test/, or a .tar of one)")  # fmt: skip
     return load_image_folder(path, cache, strict=strict, image_size=image_size)
-
-
-def _parse_synthetic_size(spec: str) -> int:
-    if spec == "synthetic":
-        return SYNTHETIC_DEFAULT_SIZE
-    text = spec.partition(":")[2]
-    if not text.isdigit() or int(text) < 4:
-        raise DataError(f"bad synthetic dataset spec {spec!r}: expected 'synthetic:N' with N >= 4 training images")
-    return int(text)
 
 
 def make_synthetic(num_train: int = SYNTHETIC_DEFAULT_SIZE, seed: int = 0) -> ImageDataset:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from reslab.choices import EVAL_MODES
 from reslab.data.batches import check_batch_size, seeded_generator
 from reslab.data.large import ImageIndex
 from reslab.data.views import (
@@ -42,7 +43,7 @@ from reslab.data.views import (
 )
 from reslab.errors import ConfigError, DataError
 
-EVAL_MODES = ("center", "ten-crop", "multi-scale")
+__all__ = ["EVAL_MODES"]  # declared in reslab.choices; the loader owns what the modes do
 
 
 def default_workers() -> int:

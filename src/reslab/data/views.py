@@ -34,6 +34,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from reslab.data.folders import _to_rgb
+from reslab.data.presets import PRESETS
 from reslab.errors import ConfigError
 
 STYLES = ("scale", "rrc")
@@ -87,11 +88,6 @@ class LargeAugment:
         return tuple(round(v * self.crop / 224) for v in PAPER_SCALES)
 
 
-# The training augmentations a recipe can name (`Recipe.augmentation`; "cifar" is the in-memory pad-crop-flip).
-PRESETS: dict[str, dict[str, object]] = {
-    "imagenet-paper": {},  # Sec. 3.4: scale 256-480, 224 crop, flip, PCA lighting, per-pixel mean
-    "imagenet-torchvision": {"style": "rrc", "lighting": 0.0, "normalization": "channel"},  # torchvision's references
-}
 
 
 def preset(name: str, crop: int = 224) -> LargeAugment:

@@ -36,11 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab.choices import EXPORT_FORMATS
 from reslab.engine.rundir import LoadedModel
 from reslab.errors import ReslabError
 from reslab.files import atomic_path
 
-FORMATS = ("onnx", "safetensors", "pt2")
+FORMATS = EXPORT_FORMATS
 INPUT, OUTPUT = "images", "logits"  # the ONNX graph's input and output names
 EXTRA = 'pip install "reslab[export]"'
 # The largest difference a check accepts, per logit unit: logits of a trained network reach tens, and fp32 kernels

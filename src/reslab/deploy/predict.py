@@ -34,7 +34,7 @@ from reslab.data.batches import normalize
 from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
 from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
-from reslab.engine.precision import DTYPES, autocast, resolve_device, resolve_precision
+from reslab.engine.precision import autocast, dtype_of, resolve_device, resolve_precision
 from reslab.engine.rundir import LoadedModel
 from reslab.errors import ConfigError
 
@@ -84,7 +84,7 @@ def inference_model(model: torch.nn.Module, device: torch.device, precision: str
         model = copy.deepcopy(model)
     model = model.to(device)
     if precision == "bf16":
-        model = model.to(DTYPES[precision])
+        model = model.to(dtype_of(precision))
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -100,7 +100,7 @@ class Predictor:
         self.precision = resolve_precision(precision, self.device)
         self.classes, self.batch_size, self.channels_last = list(loaded.classes), batch_size, channels_last
         self.model = inference_model(loaded.model, self.device, self.precision, channels_last)
-        self.dtype = DTYPES[self.precision] if self.precision == "bf16" else torch.float32
+        self.dtype = dtype_of(self.precision) if self.precision == "bf16" else torch.float32
         self.autocast = "fp16" if self.precision == "fp16" else "fp32"  # bf16: the weights are bf16 already
         large = loaded.preprocess.get("large")
         self.large = LargeAugment(**large) if large else None

@@ -54,11 +54,12 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from reslab.choices import DETECTOR_DESIGNS
 from reslab.errors import ModelError
 from reslab.models import ResNet, create_model
 from reslab.models.registry import is_model_name, resolve
 
-DESIGNS = ("c4", "fpn")
+DESIGNS = DETECTOR_DESIGNS
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # at stride 16 (the ImageNet nets' conv4_x)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import functools
 import math
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from reslab.data.dataset import resolve_spec
+from reslab.data.spec import resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
 from reslab.errors import ConfigError, ModelError
-from reslab.models.registry import is_model_name, unknown_model
-from reslab.models.weights import read_weights
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
 _FREE = {"free": True}
@@ -132,8 +131,8 @@ class TrainConfig:
         for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.detects and not is_model_name(self.model):
-            raise ModelError(unknown_model(self.model))
+        if not self.detects and not _models().is_model_name(self.model):
+            raise ModelError(_models().unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
 
@@ -188,6 +187,14 @@ class TrainConfig:
 SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init
 
 
+def _models() -> types.ModuleType:
+    """The model registry, loaded when a config is checked: it imports torch, and this module is read by every
+    command's flags (`reslab train --help` answers without torch)."""
+    from reslab.models import registry
+
+    return registry
+
+
 def peer_kwargs(init: str) -> dict[str, Any]:
     """The model keywords that ``init``'s weights need, where they are in a recognised foreign format."""
     path = os.path.expanduser(init)
@@ -201,6 +208,8 @@ def peer_kwargs(init: str) -> dict[str, Any]:
 def _peer_kwargs(path: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...]:
     # keyed by size and mtime too: a file replaced under the same name is read again
     try:
+        from reslab.models.weights import read_weights  # torch: see _models
+
         foreign = read_weights(path).foreign
     except ModelError:
         return ()  # unreadable: the run's loading of --init says why, in one line
@@ -214,7 +223,7 @@ def resolve_init(text: str) -> str:
     if text.startswith(SHIPPED):
         return text
     path = os.path.expanduser(text)
-    if not os.path.exists(path) and is_model_name(text):
+    if not os.path.exists(path) and _models().is_model_name(text):
         return SHIPPED + text
     return os.path.abspath(path)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from reslab.choices import SPLITS
 from reslab.data.dataset import holdout_split, resolve_spec
 from reslab.data.loader import EVAL_MODES, EvalStream, default_workers
 from reslab.data.views import LargeAugment
@@ -15,8 +16,6 @@ from reslab.engine.run import load_data, open_stream
 from reslab.engine.rundir import LoadedModel, load_model
 from reslab.errors import ConfigError, DataError, ReslabError, class_mismatch
 from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
-
-SPLITS = ("test", "val", "train")
 
 
 def evaluate_checkpoint(

@@ -5,13 +5,22 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from reslab.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
+# The names are read by every command's flags, before any work: torch is imported by the functions that need it.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a reduced precision ("bf16" or "fp16")."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 @lru_cache(maxsize=1)
@@ -38,6 +47,8 @@ def check_precision_name(name: str) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """The device ``name`` means on this machine; CUDA where there is none is a ConfigError."""
+    import torch
+
     check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,6 +63,8 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device) -> str:
     """What ``auto`` means on this device: bf16 where it is native (CUDA with bf16, CPUs with AVX-512 BF16 or AMX),
     fp16 on older GPUs, else fp32."""
+    import torch
+
     check_precision_name(name)
     if name == "auto":
         if device.type == "cuda":
@@ -63,6 +76,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
+    return torch.autocast(device.type, dtype=dtype_of(precision))

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from reslab.data.views import PRESETS
+from reslab.data.presets import PRESETS
 from reslab.errors import ConfigError
-from reslab.tasks.classification import count_views
+from reslab.tasks.tta import count_views
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SCHEDULES = ("step", "cosine", "onecycle", "plateau")
 FLIP_MODES = ("random", "alternate")
@@ -334,6 +335,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe, head: set[int] | None = No
     ``no_decay_bn`` the BN and bias parameters get no weight decay. The parameters whose ids are in ``head`` (the
     classifier, when fine-tuning) form their own groups whose ``lr_scale`` is ``head_lr_scale``: the trainer sets
     each group's learning rate to the schedule's times its ``lr_scale``."""
+    import torch  # here, not at the top: the recipes are read by every command's flags, before any work
+
     if head_lr_scale != 1.0 and not head:
         raise ConfigError("head_lr_scale needs a classifier (a model with an `fc` layer)")
     head = head if head and head_lr_scale != 1.0 else set()

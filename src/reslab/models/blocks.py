@@ -31,10 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ModelError
-
-SHORTCUT_OPTIONS = ("A", "B", "C")
-ZERO_PADS = ("after", "both")  # where option A's zero channels go
-MODES = ("residual", "plain", "highway")
+from reslab.models.options import MODES, SHORTCUT_OPTIONS, ZERO_PADS
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
