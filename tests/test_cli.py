@@ -32,10 +32,14 @@ def test_console_entry_point_runs():
     assert proc.returncode == 0 and "resnet20" in proc.stdout
 
 
-def test_help_and_a_mistyped_command_import_no_torch():
-    """`reslab --help` and `reslab nope` answer from the command table alone (benchmarks/cli_startup.py times them)."""
+def test_help_a_mistyped_command_and_bad_flags_import_no_torch():
+    """`reslab --help`, `reslab nope` and every subcommand's --help and bad flags answer without loading torch
+    (benchmarks/cli_startup.py times them)."""
+    from reslab.cli.parser import COMMANDS
+
+    cases = [["--help"], ["nope"], *([name, "--help"] for name in COMMANDS), ["train", "--bad-flag"]]
     code = ("import sys\nfrom reslab.cli import main\n"
-            "for argv in (['--help'], ['nope']):\n"
+            f"for argv in {cases!r}:\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

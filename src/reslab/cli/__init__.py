@@ -22,13 +22,11 @@ def build_parser(command: str | None = None, *, full: bool = True) -> argparse.A
     others named with their help line, which is all `reslab --help` and a mistyped command need."""
     parser = Parser(prog="reslab", description="Deep Residual Learning for Image Recognition (He et al., 2015).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    registered: set[str] = set()
-    for name, (module, help) in COMMANDS.items():
-        if full or name == command:
-            if module not in registered:  # `evaluate` registers eval and runs
-                importlib.import_module(f"reslab.cli.{module}").register(sub)
-                registered.add(module)
-        elif name not in sub.choices:
+    modules = dict.fromkeys(m for name, (m, _) in COMMANDS.items() if full or name == command)
+    for module in modules:  # a module may register several commands (`evaluate`: eval and runs)
+        importlib.import_module(f"reslab.cli.{module}").register(sub)
+    for name, (_, help) in COMMANDS.items():
+        if name not in sub.choices:
             sub.add_parser(name, help=help)
     return parser
 

@@ -21,7 +21,7 @@ def _docstring(name: str) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from reslab.experiments.runner import BUDGETS
+    from reslab.experiments.budgets import BUDGETS
 
     p = sub.add_parser("reproduce", help=COMMANDS["reproduce"][1],
                        description="One of the paper's experiments, cached and resumable, with its report and "
