@@ -31,6 +31,25 @@ if TEST_DEVICE.startswith("cuda"):
     torch.backends.cudnn.benchmark = False
 
 
+def write_tiny_tar(path: Path, train: int = 8, test: int = 2) -> Path:
+    """A tiny ImageFolder tar of 32x32 PNGs in two classes (cat, dog), ``train`` and ``test`` images of each: the
+    one stand-in for a user's data folder in CLI and README tests."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for split, n in (("train", train), ("test", test)):
+            for cls in ("cat", "dog"):
+                for i in range(n):
+                    _add(tar, f"{split}/{cls}/{i}.png", _encode(Image.new("RGB", (32, 32), (15 * i % 256, 200 if cls
+                                                                                 == "cat" else 20, 90)), "PNG"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tar_maker():
+    """`write_tiny_tar`, for tests and fixtures of any scope."""
+    return write_tiny_tar
+
+
 @pytest.fixture
 def device() -> str:
     """Where model and engine tests run: ``cpu`` unless ``RESLAB_TEST_DEVICE`` says otherwise."""

@@ -5,10 +5,8 @@ another test. A command added to README without either fails `test_every_readme_
 from __future__ import annotations
 
 import glob
-import io
 import re
 import shlex
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +62,6 @@ def test_every_readme_command_is_run_or_covered():
         assert c in COVERED or c.startswith("reslab "), c
 
 
-def _tar(path: Path) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for split, n in (("train", 12), ("test", 4)):
-            for cls in ("cat", "dog"):
-                for i in range(n):
-                    buf = io.BytesIO()
-                    Image.new("RGB", (32, 32), (15 * i, 200 if cls == "cat" else 20, 90)).save(buf, "PNG")
-                    info = tarfile.TarInfo(f"{split}/{cls}/{i}.png")
-                    info.size = buf.tell()
-                    buf.seek(0)
-                    tar.addfile(info, buf)
-    return path
-
-
 TRAIN_TINY = (("--iterations", "2"), ("--batch-size", "8"), ("--log-every", "1"), ("--eval-batch-size", "8"))
 
 
@@ -114,10 +98,10 @@ def adapt(argv: list[str], root: Path, stand_ins: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, large_dataset_maker):
+def workspace(tmp_path_factory, large_dataset_maker, tiny_tar_maker):
     root = tmp_path_factory.mktemp("readme")
     (root / "runs").mkdir()
-    tiny = _tar(root / "tiny.tar")
+    tiny = tiny_tar_maker(root / "tiny.tar", train=12, test=4)
     rng = np.random.default_rng(0)
     (root / "my_folder").mkdir()
     (root / "photos").mkdir()

@@ -1,6 +1,7 @@
 """reslab: *Deep Residual Learning for Image Recognition* (He, Zhang, Ren, Sun, 2015), complete and testable."""
 
 from reslab.errors import ConfigError, DataError, ModelError, ReslabError
+from reslab.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -13,12 +14,7 @@ _ENGINE = {"create_model": "reslab.models", "complexity": "reslab.models", "list
            "create_detector": "reslab.detection.model"}  # fmt: skip
 
 
-def __getattr__(name: str) -> object:
-    if name in _ENGINE:
-        import importlib
-
-        return getattr(importlib.import_module(_ENGINE[name]), name)
-    raise AttributeError(f"module 'reslab' has no attribute {name!r}")
+__getattr__ = lazy_names("reslab", _ENGINE)
 
 
 __all__ = [

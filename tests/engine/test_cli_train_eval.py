@@ -1,15 +1,12 @@
 """``reslab train`` / ``eval`` / ``runs`` end to end on tiny data, their output and their error paths."""
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 
 import pytest
-from PIL import Image
 
 from reslab.cli import main
 from reslab.engine.rundir import read_checkpoint
@@ -76,25 +73,11 @@ def test_optional_recipe_fields_take_none(tmp_path, capsys):
     assert recipe["paper_warmup_min_depth"] == 20
 
 
-def tiny_tar(path):
-    with tarfile.open(path, "w") as tar:
-        for split, n in (("train", 8), ("test", 2)):
-            for cls in ("cat", "dog"):
-                for i in range(n):
-                    buf = io.BytesIO()
-                    Image.new("RGB", (32, 32), (40 * i, 200 if cls == "cat" else 20, 90)).save(buf, "PNG")
-                    info = tarfile.TarInfo(f"{split}/{cls}/{i}.png")
-                    info.size = buf.tell()
-                    buf.seek(0)
-                    tar.addfile(info, buf)
-    return path
-
-
-def test_eval_from_another_folder_finds_the_training_data(tmp_path, capsys, monkeypatch):
+def test_eval_from_another_folder_finds_the_training_data(tmp_path, capsys, monkeypatch, tiny_tar_maker):
     """The run records its data path resolved; if the data moved, the error says to pass --data."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    tiny_tar(tmp_path / "a" / "tiny.tar")
+    tiny_tar_maker(tmp_path / "a" / "tiny.tar")
     monkeypatch.chdir(tmp_path / "a")
     args = ["train", "--data", "tiny.tar", "--data-dir", "cache", "--iterations", "2", "--batch-size", "8", "--out",
             "run"]  # fmt: skip

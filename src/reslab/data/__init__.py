@@ -4,7 +4,7 @@ The names below are imported on first use, so that the light modules of this pac
 read without loading torch.
 """
 
-import importlib
+from reslab.lazy import lazy_names
 
 _WHERE = {
     "CIFAR10_MD5": "cifar10", "CIFAR10_URL": "cifar10", "download_cifar10": "cifar10", "load_cifar10": "cifar10",
@@ -14,10 +14,6 @@ _WHERE = {
 }  # fmt: skip
 
 
-def __getattr__(name: str) -> object:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"reslab.data.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'reslab.data' has no attribute {name!r}")
-
+__getattr__ = lazy_names("reslab.data", {k: f"reslab.data.{v}" for k, v in _WHERE.items()})
 
 __all__ = sorted(_WHERE)

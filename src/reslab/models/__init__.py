@@ -4,7 +4,7 @@ The names below are imported on first use, so that the light modules of this pac
 read without loading torch.
 """
 
-import importlib
+from reslab.lazy import lazy_names
 
 _WHERE = {
     "BasicBlock": "blocks", "Bottleneck": "blocks", "PreActBasicBlock": "blocks", "PreActBottleneck": "blocks",
@@ -14,10 +14,6 @@ _WHERE = {
 }  # fmt: skip
 
 
-def __getattr__(name: str) -> object:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"reslab.models.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'reslab.models' has no attribute {name!r}")
-
+__getattr__ = lazy_names("reslab.models", {k: f"reslab.models.{v}" for k, v in _WHERE.items()})
 
 __all__ = sorted(_WHERE)

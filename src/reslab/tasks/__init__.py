@@ -3,15 +3,11 @@
 The names below are imported on first use, so that `reslab.tasks.tta` can be read without loading torch.
 """
 
-import importlib
+from reslab.lazy import lazy_names
 
 _NAMES = ("ClassificationData", "ClassificationTask", "evaluate", "in_memory")
 
 
-def __getattr__(name: str) -> object:
-    if name in _NAMES:
-        return getattr(importlib.import_module("reslab.tasks.classification"), name)
-    raise AttributeError(f"module 'reslab.tasks' has no attribute {name!r}")
-
+__getattr__ = lazy_names("reslab.tasks", dict.fromkeys(_NAMES, "reslab.tasks.classification"))
 
 __all__ = list(_NAMES)
