@@ -6,6 +6,8 @@ and exit code 128 + the signal's number; anything else is a bug and keeps its tr
 
 from __future__ import annotations
 
+import sys
+
 
 class ReslabError(Exception):
     """A user mistake or an unusable input: reported as one line, never a traceback."""
@@ -58,9 +60,8 @@ _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken p
 def is_peer_lost(e: BaseException) -> bool:
     """A collective failed because another process of a torchrun job died (gloo's and NCCL's errors, however deep
     in the stack: DataLoader workers, all-reduces, barriers)."""
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # not imported (or torch failed to load): no job to have lost
+    if dist is None or not dist.is_available() or not dist.is_initialized():
         return False
     return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in _PEER_LOST))
 

@@ -212,7 +212,7 @@ def test_unsupported_or_missing_path(tmp_path):
 def test_mixed_sizes_need_image_size(image_tree, tmp_path, helpers):
     root, expected = image_tree
     helpers.write_image(root / "test" / "cat" / "big.png", np.zeros((16, 12, 3), np.uint8))
-    with pytest.raises(DataError, match=r"is 12x16 but earlier images are 8x8.*image_size=S"):
+    with pytest.raises(DataError, match=r"is 12x16 but earlier images are 8x8.*--image-size S"):
         load_image_folder(root, tmp_path / "cache")
     ds = load_image_folder(root, tmp_path / "cache", image_size=4)
     assert ds.train_images.shape == (9, 3, 4, 4) and ds.test_images.shape == (5, 3, 4, 4)

@@ -173,6 +173,7 @@ def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
     """A batch too large for the machine: the CPU allocator fails (here under an address-space limit)."""
     code = """
         import resource, sys
+        import torch  # loaded before the limit: the command imports it lazily, after
         from reslab.cli import main
         size = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmSize"))) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (size + 2 * 2**30, size + 2 * 2**30))  # 2 GiB more than now

@@ -144,7 +144,7 @@ def test_divergence_checks_buffers_and_hints_what_fits(tiny_config, tmp_path, pr
 
 def test_a_finished_run_is_kept(tiny_config, tmp_path):
     summary = train(tiny_config())
-    with pytest.raises(ConfigError, match=r"already holds a run \(finished\): pass --resume"):
+    with pytest.raises(ConfigError, match=r"already holds a run \(finished\): it is finished: evaluate it"):
         train(tiny_config())
     run = tmp_path / "run"
     stamps = lambda: {name: (run / name).stat().st_mtime_ns for name in RUN_FILES}  # noqa: E731

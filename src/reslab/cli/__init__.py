@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"reslab: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`reslab eval ... | head -1`): nothing more to say. Point stdout at /dev/null so that
+        # the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except Exception as e:
         if not is_peer_lost(e):
             raise
@@ -71,11 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reslab: error: rank {rank} stopped: another process of the job died ({str(e).splitlines()[0][:120]}); "
               "the last checkpoint is intact: continue with --resume", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader went away (`reslab eval ... | head -1`): nothing more to say. Point stdout at /dev/null so that
-        # the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
 __all__ = ["build_parser", "main"]

@@ -136,8 +136,10 @@ class Predictor:
             logits = self.model(x)
         return logits.float().softmax(1).cpu()
 
-    def predict(self, files: Iterable[str | Path], top_k: int = 5) -> Iterator[Prediction]:
-        """One `Prediction` per file, in order; unreadable files come back with their ``error`` set."""
+    def predict(self, files: Iterable[str | Path], top_k: int | None = None) -> Iterator[Prediction]:
+        """One `Prediction` per file, in order; unreadable files come back with their ``error`` set. ``top_k``
+        classes each (default: 5, or all of a model's if it has fewer; more than it has is an error)."""
+        top_k = min(5, len(self.classes)) if top_k is None else top_k
         if top_k > len(self.classes):
             raise ConfigError(f"--top-k {top_k} is more than the model's {len(self.classes)} classes")
         k = top_k

@@ -8,8 +8,8 @@ from reslab.lazy import lazy_names
 
 _WHERE = {
     "BasicBlock": "blocks", "Bottleneck": "blocks", "PreActBasicBlock": "blocks", "PreActBottleneck": "blocks",
-    "SingleLayerBlock": "blocks", "Unit": "blocks", "ZeroPadShortcut": "blocks", "complexity": "complexity",
-    "model_complexity": "complexity", "ModelSpec": "registry", "create_model": "registry",
+    "SingleLayerBlock": "blocks", "Unit": "blocks", "ZeroPadShortcut": "blocks", "complexity": "counting",
+    "model_complexity": "counting", "ModelSpec": "registry", "create_model": "registry",
     "family_and_depth": "registry", "list_models": "registry", "model_spec": "registry", "ResNet": "resnet",
 }  # fmt: skip
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reslab.errors import ModelError
-from reslab.models.complexity import model_complexity
+from reslab.models.counting import model_complexity
 from reslab.models.registry import list_models, model_spec
 
 COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs",
