@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The fast-budget runs of issue #22, in priority order; rerun to resume (finished runs are skipped).
+set -u
+cd /work/reslab-chain
+export PYTHONPATH=/work/reslab-chain/src
+R="/work/main/.venv/bin/python -m reslab.cli reproduce"
+D=/work/shared/data/cifar10-jpeg.tar
+O=/work/reslab-runs/fast
+for step in "depth --seeds 1" "degradation --seeds 1" "responses" "depth --seeds 2" "degradation --seeds 2"; do
+  echo "=== $(date -u +%FT%TZ) $step" 
+  $R $step --data $D --budget fast --out $O --quiet || { echo "=== failed: $step ($?)"; exit 1; }
+done
+echo "=== $(date -u +%FT%TZ) done"
