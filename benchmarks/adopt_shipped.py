@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from reslab.deploy.shipped import WEIGHTS, manifest
 from reslab.deploy.trained import read_safetensors
 from reslab.experiments.runner import Runner, RunSpec, get_budget
@@ -37,8 +39,6 @@ def adopt(name: str, runner: Runner, docs: Path) -> str:
     run = runner.run_dir(spec)
     if run.exists():
         return f"{name}: {run} exists, left as it is"
-    import torch
-
     run.mkdir(parents=True)
     state = {"model": loaded.model.state_dict(), "config": loaded.config.to_dict(), "iteration": loaded.iteration,
              "mean": loaded.mean, "classes": loaded.classes, "preprocess": loaded.preprocess}  # fmt: skip

@@ -43,8 +43,6 @@ from reslab.data.views import (
 )
 from reslab.errors import ConfigError, DataError
 
-__all__ = ["EVAL_MODES"]  # declared in reslab.choices; the loader owns what the modes do
-
 
 def default_workers() -> int:
     """Data-loading processes per training process: the cores this process may use, less one for the main
