@@ -221,7 +221,12 @@ def resnet50(a: argparse.Namespace) -> None:
         res.print(f"{a.images} ImageNet-sized training JPEGs (shorter side 375, q90) made in "
                   f"{time.perf_counter() - t:.0f} s")  # fmt: skip
         data_step, step, precision = step_rates(root, a.batch, a.seconds, workers)
-    for label, rate in ((f"streamed JPEGs + step ({workers} workers)", data_step), ("step alone", step)):
+        # --device-decode: the workers draw the crops, the GPU decodes the batch (nvJPEG) and crops it
+        gpu_decoded, _, _ = step_rates(root, a.batch, a.seconds, workers, device_decode=True)
+    rows = ((f"streamed JPEGs + step ({workers} workers)", data_step),
+            (f"streamed JPEGs decoded on the GPU + step ({workers} workers, --device-decode)", gpu_decoded),
+            ("step alone", step))  # fmt: skip
+    for label, rate in rows:
         res.print(f"training, batch {a.batch}, {precision} autocast, channels_last, eager: {label}: {rate:.0f} "
                   f"img/s, {rate * 3 * 2 * macs / peak:.1%} of the bf16 peak")  # fmt: skip
         res.row({"kind": "train", "what": label, "batch": a.batch, "img_per_s": rate, "precision": precision,

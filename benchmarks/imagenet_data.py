@@ -113,9 +113,10 @@ def reference_batches(root: Path, workers: int, batch: int) -> Iterable:
     return endless(loader)
 
 
-def step_rates(root: Path, batch: int, seconds: float, workers: int) -> tuple[float, float, str]:
+def step_rates(root: Path, batch: int, seconds: float, workers: int,
+               device_decode: bool = False) -> tuple[float, float, str]:  # fmt: skip
     config = TrainConfig(model="resnet50", data=str(root), recipe=get_recipe("imagenet-paper", batch_size=batch),
-                         workers=workers, progress=False)  # fmt: skip
+                         workers=workers, progress=False, device_decode=device_decode)  # fmt: skip
     trainer = build_trainer(config)
     trainer.total = 10**9
 

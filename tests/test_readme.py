@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torchvision
 from PIL import Image
 
 from reslab.cli import main
+from reslab.models.torchvision_weights import parse as parse_torchvision
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,6 +29,10 @@ COVERED = {
     "test_distributed.py",
     "torchrun --nproc_per_node 8 -m reslab.cli train --model resnet50 --recipe imagenet-paper --data "
     "/path/to/imagenet": "tests/engine/test_distributed.py (the streamed path under torchrun)",
+    "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m reslab.cli train "
+    "...": "tests/engine/test_multinode.py (two nodes on one machine)",
+    "OUT=/shared/runs/r50 DATA=/shared/imagenet sbatch --nodes 4 docs/slurm/train.sbatch": "tests/engine/"
+    "test_slurm_example.py (srun and scontrol stand-ins)",
     "reslab reproduce degradation --data DIR_OR_TAR --budget cpu --out results": "tests/experiments/"
     "test_reproduce_smoke.py (the same command at the smoke budget)",
     "reslab reproduce {depth,shortcuts,responses,highway,table1} ...": "tests/experiments/test_reproduce_smoke.py",
@@ -82,6 +89,10 @@ def adapt(argv: list[str], root: Path, stand_ins: dict[str, str]) -> list[str]:
             a = "4"
         elif prev == "--budget":
             a = "smoke"
+        elif prev == "--epochs":
+            a = "none"  # the length: TRAIN_TINY's --iterations
+        elif prev == "--batch-size":
+            a = "8"
         out.append(stand_ins.get(a, a))
     if out[:2] == ["reslab", "train"] and "--help" not in out:
         if "--data" not in out:
@@ -92,7 +103,7 @@ def adapt(argv: list[str], root: Path, stand_ins: dict[str, str]) -> list[str]:
             if flag not in out:
                 out += [flag, value]
         out += [] if "--quiet" in out else ["--quiet"]
-        if "imagenet-paper" in out:
+        if "imagenet-paper" in out or "imagenet-torchvision" in out:
             # 64-pixel crops: at 32 the last stage's maps are 1x1 and its BN statistics (frozen by the detector that
             # starts from this run) are those of single pixels
             out += ["--image-size", "64", "--workers", "0", "--eval-batch-size", "4"]
@@ -119,10 +130,11 @@ def workspace(tmp_path_factory, large_dataset_maker, tiny_tar_maker):
         "DIR_OR_TAR": str(tiny), "MY_FOLDER": str(tiny), "cifar10": str(tiny),
         "../shared/data/cifar10-jpeg.tar": str(tiny),
         "/path/to/imagenet": str(large_dataset_maker(root / "imagenet", "folder")),
+        "MY_PHOTOS": str(large_dataset_maker(root / "my_photos", "folder")),
         "photo.jpg": str(root / "photo.jpg"), "my_folder/": str(root / "my_folder"), "photos/": str(root / "photos"),
         "COCO_DIR": str(root / "canvases"), "canvases": str(root / "canvases"), "drawn": str(root / "drawn"),
         "results": str(root / "results"), "runs/*": str(root / "runs" / "*"),
-        **{f"runs/{n}": str(root / "runs" / n) for n in ("r110", "r50", "det", "resnet20-fast")},
+        **{f"runs/{n}": str(root / "runs" / n) for n in ("r110", "r50", "det", "resnet20-fast", "ft50", "r50gpu")},
     }  # fmt: skip
     return root, stand_ins
 
@@ -137,6 +149,10 @@ def ordered(commands: list[str]) -> list[str]:
 def test_readme_commands_run(workspace, monkeypatch, capsys):
     root, stand_ins = workspace
     monkeypatch.chdir(root)
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch-home"))  # torchvision's cache, holding random weights
+    tv = parse_torchvision("torchvision:resnet50")
+    tv.file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.resnet50().state_dict(), tv.file)
     for command in ordered(readme_commands()):
         argv = adapt(shlex.split(command), root, stand_ins)
         try:

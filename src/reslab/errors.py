@@ -6,6 +6,7 @@ and exit code 128 + the signal's number; anything else is a bug and keeps its tr
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -61,7 +62,10 @@ def is_peer_lost(e: BaseException) -> bool:
     """A collective failed because another process of a torchrun job died (gloo's and NCCL's errors, however deep
     in the stack: DataLoader workers, all-reduces, barriers)."""
     dist = sys.modules.get("torch.distributed")  # not imported (or torch failed to load): no job to have lost
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if dist is None or not dist.is_available():
+        return False
+    # a torchrun job (its process group may be destroyed by now: the run's own clean-up ran before this question)
+    if not dist.is_initialized() and os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
         return False
     return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in _PEER_LOST))
 

@@ -15,7 +15,18 @@ from torch import nn
 
 from reslab.data.large import open_large, subset_index
 from reslab.data.loader import EvalStream, StreamingBatches, estimate_pixel_mean
-from reslab.data.views import LargeAugment, _rrc_box, center_view, decode, preset, resize_short, train_view
+from reslab.data.views import (
+    LargeAugment,
+    _rrc_box,
+    center_view,
+    crop_view,
+    decode,
+    decode_jpegs,
+    preset,
+    resize_short,
+    train_plan,
+    train_view,
+)
 from reslab.errors import ConfigError, DataError
 from reslab.tasks.classification import evaluate
 
@@ -228,3 +239,47 @@ def test_pixel_mean_is_the_mean_of_centre_views(large_data):
     assert mean.shape == (3, 32, 32) and torch.allclose(mean, expected, atol=1e-6)
     with pytest.raises(ConfigError, match="bad sizes"):
         LargeAugment(crop=300)
+
+
+# -- decoding on the device (--device-decode), tested on the CPU ---------------------------------------------------
+def test_device_decoding_gives_the_cpu_workers_views(large_data):
+    """The same crop boxes, mirrors and lighting (one plan for both paths), pixels within decoder rounding: here no
+    view allows a reduced decode, so both paths decode at full size (PNGs are decoded by the workers either way)."""
+    index = open_large(large_data("folder")).splits["train"]
+    cpu = _take(_stream(index), 3)
+    dev = _take(_stream(index, device_decode=True), 3)
+    for (x, y, ids), (x2, y2, ids2) in zip(cpu, dev, strict=True):
+        assert torch.equal(ids, ids2) and torch.equal(y, y2)
+        assert (x - x2).abs().max() <= 2 / 255 + 1e-6  # two grey levels (this stream's std is 1)
+
+
+def test_device_decoding_keeps_the_boxes_where_the_cpu_path_decodes_reduced(tmp_path):
+    """A large photo whose crop lets the CPU path decode at 1/4 scale: the device decodes at full size, from the same
+    box, so the views differ only by the reduced decode's smoothing."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 1200)[None, :, None] * np.ones((900, 1, 3))
+    img = (ramp + rng.normal(0, 4, ramp.shape)).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    aug = preset("imagenet-paper", 64)
+
+    for seed in range(4):
+        plan = train_plan(1200, 900, aug, np.random.default_rng(seed))
+        cpu, _ = train_view(data, aug, np.random.default_rng(seed))
+        assert plan.need <= 0.25  # the CPU path decoded at 1/4 scale or less
+        full = decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], "cpu", ["photo"])[0]
+        dev = crop_view(full, plan, 1200, 64)
+        assert dev.shape == cpu.shape == (3, 64, 64)
+        assert (dev.float() - cpu.float()).abs().mean() < 3  # the same region of a ramp: the same levels
+
+
+def test_device_decoding_names_a_jpeg_nothing_can_decode(large_data):
+    """A header that reads but pixels that do not: the batch is retried image by image, then on the CPU, and what
+    nothing decodes is named (a file whose header does not read is replaced by the workers, as on the CPU path)."""
+    root = large_data("folder", n_train=6, n_val=3)
+    good = sorted((root / "train").rglob("*.jpg"))[0].read_bytes()
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in (good, b"\xff\xd8\xff\xe0" + bytes(300))]
+    assert len(decode_jpegs(tensors[:1] * 2, "cpu", ["a", "b"])) == 2
+    with pytest.raises(DataError, match=r"broken\.jpg: cannot be decoded"):
+        decode_jpegs(tensors, "cpu", ["good.jpg", "broken.jpg"])

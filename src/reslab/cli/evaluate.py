@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help=COMMANDS["eval"][1],
                        description="Evaluate a checkpoint (or a run folder) on a split of its data, preprocessed "
                        "as in training.")  # fmt: skip
-    p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
+    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint.pt, a run folder, a reslab safetensors file, a "
+                   "model name with shipped weights, or torchvision's weights (torchvision:resnet50)")
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     add_field(p, "data_dir", default=None, help="download/cache folder (default: the training run's)")
     p.add_argument("--split", default="test", choices=SPLITS,
@@ -45,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from reslab.deploy.trained import load_trained
     from reslab.engine.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir, split=args.split,
+    r = evaluate_checkpoint(load_trained(args.checkpoint), data=args.data, data_dir=args.data_dir, split=args.split,
                             flip=args.tta, shift=args.tta_shift, device=args.device, precision=args.precision,
                             batch_size=args.batch_size, mode=args.mode, scales=args.scales,
                             workers=args.workers)  # fmt: skip

@@ -11,7 +11,7 @@ import json
 
 from reslab.cli.options import add_data_args, add_device_args, add_field, add_switch, default_of, field_of
 from reslab.cli.parser import COMMANDS
-from reslab.engine.config import COMPILE_MODES, TrainConfig
+from reslab.engine.config import COMPILE_MODES, TrainConfig, model_of_init
 from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
 from reslab.models.options import SHORTCUT_OPTIONS
 
@@ -27,7 +27,9 @@ EPILOG = """On SIGINT (Ctrl-C) or SIGTERM a run finishes its current step, write
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=COMMANDS["train"][1], description=DESCRIPTION,
                        epilog=EPILOG)  # fmt: skip
-    add_field(p, "model")
+    add_field(p, "model", default=None,
+              help="registered model name (see `reslab models`; default: the model --init's weights were trained "
+              f"as, else {default_of(TrainConfig, 'model')})")  # fmt: skip
     add_run_arguments(p, default_recipe=default_of(TrainConfig, "recipe").name)
     p.set_defaults(func=run)
 
@@ -44,6 +46,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, default_recipe: str) -> Non
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None,
                    help="shortcut option (Sec. 3.3) instead of the one the model's family uses")  # fmt: skip
     add_data_args(p)
+    add_switch(p, "--device-decode", "device_decode")
     add_field(p, "val_split", metavar="N")
     add_switch(p, "--no-augment", "augment")
     add_field(p, "out", metavar="DIR")
@@ -80,10 +83,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.shortcut:
         model_kwargs["shortcut"] = args.shortcut
     return TrainConfig(
-        model=args.model, model_kwargs=model_kwargs, init=args.init,
+        model=args.model or model_of_init(args.init) or default_of(TrainConfig, "model"),
+        model_kwargs=model_kwargs, init=args.init,
         freeze=args.freeze, freeze_bn=args.freeze_bn, head_lr_scale=args.head_lr_scale,
         data=args.data,
         data_dir=args.data_dir, image_size=args.image_size, workers=args.workers, strict_data=args.strict_data,
+        device_decode=args.device_decode,
         val_split=args.val_split,
         augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,

@@ -37,8 +37,13 @@ from reslab.data.views import (
     TORCHVISION_STD,
     LargeAugment,
     center_view,
+    crop_view,
+    decode_jpegs,
+    image_size,
+    is_jpeg,
     multi_scale_views,
     ten_crop_views,
+    train_plan,
     train_view,
 )
 from reslab.errors import ConfigError, DataError
@@ -104,8 +109,8 @@ class _TrainImages(Dataset):
     view drawn with its own key), so every batch keeps the recipe's size and every rank its place in the global
     batch; the replaced image is reported."""
 
-    def __init__(self, index: ImageIndex, aug: LargeAugment, seed: int) -> None:
-        self.index, self.aug, self.seed = index, aug, seed
+    def __init__(self, index: ImageIndex, aug: LargeAugment, seed: int, device_decode: bool = False) -> None:
+        self.index, self.aug, self.seed, self.device_decode = index, aug, seed, device_decode
 
     def __len__(self) -> int:
         return len(self.index)
@@ -116,9 +121,15 @@ class _TrainImages(Dataset):
         for j in (int(i + k) % len(self.index) for k in range(SUBSTITUTES)):
             try:
                 rng = np.random.default_rng([self.seed, epoch, j])
-                view, alphas = train_view(self.index.read(j), self.aug, rng)
-                return {"views": view, "alphas": alphas, "label": int(self.index.labels[j]), "id": j,
-                        "skipped": skipped}  # fmt: skip
+                data = self.index.read(j)
+                item = {"label": int(self.index.labels[j]), "id": j, "skipped": skipped}
+                if self.device_decode and is_jpeg(data):  # the plan only: the device decodes the batch
+                    w, h = image_size(data)  # reads the header: a file that is no JPEG fails here, and is replaced
+                    plan = train_plan(w, h, self.aug, rng)
+                    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                    return {**item, "views": (encoded, plan, w, j), "alphas": plan.alphas}
+                view, alphas = train_view(data, self.aug, rng)
+                return {**item, "views": view, "alphas": alphas}
             except Exception as e:
                 skipped.append((j, _unreadable(e)))
         return {"views": None, "label": -1, "id": i, "skipped": skipped}
@@ -163,6 +174,9 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
     if isinstance(good[0]["views"], list):  # evaluation: one tensor per view
         out["views"] = [stack([it["views"][v] for it in good]) for v in range(len(good[0]["views"]))]
+    elif any(isinstance(it["views"], tuple) for it in good):  # device decoding: JPEGs still encoded, with their plans
+        out["parts"] = [it["views"] for it in good]
+        out["alphas"] = torch.from_numpy(np.stack([it["alphas"] for it in good]))
     else:
         out["views"] = stack([it["views"] for it in good])
         out["alphas"] = torch.from_numpy(np.stack([it["alphas"] for it in good]))
@@ -258,11 +272,14 @@ class StreamingBatches:
         channels_last: bool = True,
         strict: bool = False,
         with_ids: bool = False,
+        device_decode: bool = False,
     ) -> None:
         check_batch_size(batch_size, world, len(index))
         self.device = torch.device(device)
         self.sampler = _EpochBatches(len(index), batch_size, seed, rank, world)
-        self.loader = _loader(_TrainImages(index, aug, seed), workers, self.device, batch_sampler=self.sampler)
+        images = _TrainImages(index, aug, seed, device_decode)
+        self.loader = _loader(images, workers, self.device, batch_sampler=self.sampler)
+        self.index, self.crop = index, aug.crop
         self.normalize = Normalizer(mean, std, self.device)
         self.lighting = aug.lighting > 0
         self.channels_last, self.with_ids = channels_last, with_ids
@@ -293,7 +310,7 @@ class StreamingBatches:
                 if raw["failed"]:
                     raise DataError(f"{SUBSTITUTES} training images in a row are unreadable (the last: "
                                     f"{self.skips.last}): the data looks broken")  # fmt: skip
-                x = raw["views"].to(self.device, non_blocking=True)
+                x = self._decoded(raw["parts"]) if "parts" in raw else raw["views"].to(self.device, non_blocking=True)
                 alphas = raw["alphas"].to(self.device, non_blocking=True) if self.lighting else None
                 x = self.normalize(x, alphas)
                 if self.channels_last:
@@ -301,6 +318,15 @@ class StreamingBatches:
                 y = raw["labels"].to(self.device, non_blocking=True)
                 yield (x, y, raw["ids"]) if self.with_ids else (x, y)
             self.epoch, self.batch = self.epoch + 1, 0
+
+    def _decoded(self, parts: list[Any]) -> torch.Tensor:
+        """uint8 NCHW views on the device from a batch of encoded JPEGs and their plans (and any images a worker
+        decoded itself: other formats), in batch order."""
+        jpegs = [p for p in parts if isinstance(p, tuple)]
+        decoded = iter(decode_jpegs([p[0] for p in jpegs], self.device, [self.index.name(p[3]) for p in jpegs]))
+        views = [crop_view(next(decoded), p[1], p[2], self.crop) if isinstance(p, tuple) else p.to(self.device)
+                 for p in parts]  # fmt: skip
+        return torch.stack(views)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------

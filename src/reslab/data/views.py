@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ from PIL import Image
 
 from reslab.data.folders import _to_rgb
 from reslab.data.presets import PRESETS
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, DataError
 
 STYLES = ("scale", "rrc")
 NORMALIZATIONS = ("pixel", "channel")
@@ -97,12 +98,16 @@ def preset(name: str, crop: int = 224) -> LargeAugment:
     return LargeAugment.for_crop(crop, **PRESETS[name])
 
 
+def is_jpeg(data: bytes) -> bool:
+    return data[:2] == b"\xff\xd8"
+
+
 def decode(data: bytes, need: float = 1.0) -> torch.Tensor:
     """An RGB image, uint8 [3, H, W], from encoded bytes. A JPEG is decoded by libjpeg-turbo through simplejpeg
     (the same pixels as PIL, faster), at 1/2, 1/4 or 1/8 scale when ``need`` (output pixels per source pixel)
     allows it, which the caller reads back from the returned size; other formats (and JPEGs simplejpeg refuses) by
     PIL."""
-    if data[:2] == b"\xff\xd8":
+    if is_jpeg(data):
         try:
             h, w = simplejpeg.decode_jpeg_header(data)[:2]
             # Only the reductions libjpeg-turbo has SIMD code for (1/2, 1/4, 1/8): its 6/8 or 7/8 scaled IDCT is
@@ -119,9 +124,39 @@ def decode(data: bytes, need: float = 1.0) -> torch.Tensor:
         return torch.from_numpy(np.array(_to_rgb(img))).permute(2, 0, 1)
 
 
+def decode_jpegs(data: list[torch.Tensor], device: torch.device | str, names: list[str]) -> list[torch.Tensor]:
+    """RGB images, uint8 [3, H, W] on ``device``, from encoded JPEGs (uint8 1-D CPU tensors; ``names`` for
+    messages), decoded in one batch by torchvision (nvJPEG on a GPU, libjpeg-turbo on the CPU), always at full size.
+    A batch the decoder refuses is decoded one image at a time; an image it refuses alone is decoded on the CPU
+    (`decode`: PIL's tolerance), and one that nothing decodes stops the run with its name (the CPU workers' path
+    skips unreadable images instead: it decodes before the batch is formed)."""
+    if not data:
+        return []
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec, which reslab does not need
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            pass
+        out = []
+        for encoded, name in zip(data, names, strict=True):
+            try:
+                out.append(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                try:
+                    out.append(decode(encoded.numpy().tobytes()).to(device))
+                except Exception as e:
+                    raise DataError(f"{name}: cannot be decoded ({type(e).__name__}); with --device-decode an "
+                                    "unreadable JPEG stops the run: train without it to skip such images") from e
+        return out
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header, without decoding."""
-    if data[:2] == b"\xff\xd8":
+    if is_jpeg(data):
         try:
             h, w = simplejpeg.decode_jpeg_header(data)[:2]
             return w, h
@@ -136,13 +171,21 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return TF.resize(x, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
-def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-    """One training view (uint8 [3, crop, crop]) and its lighting offsets (float32 [3] alphas; zeros if off).
+@dataclass(frozen=True)
+class TrainPlan:
+    """Where one training view comes from, drawn before any pixel is decoded: the crop's source ``box`` (x0, y0, x1,
+    y1 in the image's pixels), ``need`` (output pixels per source pixel: how far a JPEG may be decoded reduced),
+    ``mirror`` and the lighting ``alphas``. CPU workers decode and crop it (`train_view`); with device decoding the
+    workers draw only the plan and the device decodes and crops the batch (`crop_view`): the same boxes either way."""
 
-    The crop's source region is rounded out to whole pixels and resized straight to ``crop`` x ``crop``: nearly the
-    view that resizing the whole image and cropping it would give (the region stretched by under a pixel), without
-    resizing the pixels the crop leaves out."""
-    w, h = image_size(data)
+    box: tuple[float, float, float, float]
+    need: float
+    mirror: bool
+    alphas: np.ndarray
+
+
+def train_plan(w: int, h: int, aug: LargeAugment, rng: np.random.Generator) -> TrainPlan:
+    """The `TrainPlan` of one view of a ``w`` x ``h`` image (the random numbers drawn in one fixed order)."""
     c = aug.crop
     if aug.style == "scale":
         short = int(rng.integers(aug.short_min, aug.short_max + 1))
@@ -153,14 +196,31 @@ def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tupl
     else:
         box = _rrc_box(w, h, rng)
         need = max(c / (box[2] - box[0]), c / (box[3] - box[1]))
-    mirror = aug.flip and rng.random() < 0.5
+    mirror = bool(aug.flip and rng.random() < 0.5)
     alphas = rng.normal(0.0, aug.lighting, 3).astype(np.float32) if aug.lighting else np.zeros(3, np.float32)
-    x = decode(data, need)
-    k = x.shape[2] / w  # 1, or the draft's reduction
-    left, top = int(box[0] * k), int(box[1] * k)
-    right, bottom = max(left + 1, math.ceil(box[2] * k)), max(top + 1, math.ceil(box[3] * k))
-    x = resize(x[:, top:bottom, left:right], (c, c))
-    return (x.flip(2) if mirror else x), alphas
+    return TrainPlan(box, need, mirror, alphas)
+
+
+def crop_view(x: torch.Tensor, plan: TrainPlan, width: int, crop: int) -> torch.Tensor:
+    """The plan's view of ``x``, the image decoded at any reduction (its width against the source ``width`` says
+    which): the box rounded out to whole pixels, resized straight to ``crop`` x ``crop``, mirrored if planned. Runs
+    on whichever device holds ``x``."""
+    k = x.shape[2] / width  # 1, or the draft's reduction
+    left, top = int(plan.box[0] * k), int(plan.box[1] * k)
+    right, bottom = max(left + 1, math.ceil(plan.box[2] * k)), max(top + 1, math.ceil(plan.box[3] * k))
+    x = resize(x[:, top:bottom, left:right], (crop, crop))
+    return x.flip(2) if plan.mirror else x
+
+
+def train_view(data: bytes, aug: LargeAugment, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """One training view (uint8 [3, crop, crop]) and its lighting offsets (float32 [3] alphas; zeros if off).
+
+    The crop's source region is rounded out to whole pixels and resized straight to ``crop`` x ``crop``: nearly the
+    view that resizing the whole image and cropping it would give (the region stretched by under a pixel), without
+    resizing the pixels the crop leaves out."""
+    w, h = image_size(data)
+    plan = train_plan(w, h, aug, rng)
+    return crop_view(decode(data, plan.need), plan, w, aug.crop), plan.alphas
 
 
 def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:

@@ -6,6 +6,8 @@
 * a safetensors file written by `save_safetensors` (`reslab export --format safetensors`): the weights, plus the
   run's configuration, classes and preprocessing as metadata, so it rebuilds without anything else;
 * the name of a model reslab ships weights for (`reslab.deploy.shipped`);
+* torchvision's ImageNet weights by name (``torchvision:resnet50``, `reslab.models.torchvision_weights`), from
+  torchvision's cache, with its 1000 class names and its evaluation view (resize, crop, per-channel mean and std);
 * a checkpoint in another project's format that reslab recognises (`reslab.models.peers`): built as that project
   built it, its input normalisation turned into reslab's (the per-channel mean as the mean image, the std folded
   into the stem convolution), said in one warning.
@@ -16,16 +18,21 @@ model's input size or mean: they read them from it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from reslab.data.views import preset
 from reslab.engine.config import TrainConfig
+from reslab.engine.recipes import IMAGENET_TORCHVISION
 from reslab.engine.rundir import CHECKPOINT, LoadedModel, load_model
 from reslab.errors import ModelError, ReslabError
 from reslab.files import atomic_write
+from reslab.models.torchvision_weights import MODEL_KWARGS, is_torchvision_ref
+from reslab.models.torchvision_weights import parse as parse_torchvision
 
 FORMAT = "reslab"  # the safetensors metadata's "format" entry for files written here
 _MEAN = "reslab.mean"  # tensor entries beside the weights; no model parameter name starts with "reslab."
@@ -89,11 +96,13 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Lo
 
 
 def load_trained(ref: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The model ``ref`` names, in eval mode: a checkpoint, a run folder, a reslab safetensors file, or the name of
-    a model with shipped weights."""
+    """The model ``ref`` names, in eval mode: a checkpoint, a run folder, a reslab safetensors file, the name of
+    a model with shipped weights, or torchvision's weights (``torchvision:resnet50``)."""
     from reslab.deploy.shipped import load_shipped
     from reslab.models.registry import is_model_name
 
+    if is_torchvision_ref(ref):
+        return load_torchvision(str(ref), device)
     path = Path(ref)
     if (path.is_dir() and (path / CHECKPOINT).is_file()) or (path.is_file() and path.suffix != ".safetensors"):
         try:
@@ -112,3 +121,25 @@ def load_trained(ref: str | Path, device: str | torch.device = "cpu") -> LoadedM
     if path.is_dir():
         raise ModelError(f"{path} holds no {CHECKPOINT}: not a reslab run folder")
     raise ModelError(f"no such file, run folder or model name: {ref}")
+
+
+TORCHVISION_DATA = "imagenet"  # what a torchvision model's config names as its data: no local path (eval: --data)
+
+
+def load_torchvision(ref: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """torchvision's weights ``ref`` as a `LoadedModel`: reslab's network built as torchvision's
+    (``stride_in_1x1=False``), the enum's class names, and its evaluation view as the large-image preprocessing
+    (shorter side ``resize_size``, centre crop ``crop_size``, per-channel mean and std)."""
+    from reslab.models import create_model
+
+    tv = parse_torchvision(ref)
+    view = tv.view
+    model = create_model(tv.model, weights=tv.ref)
+    aug = dataclasses.replace(preset(IMAGENET_TORCHVISION.augmentation, view["crop"]), test_short=view["resize"])
+    config = TrainConfig(model=tv.model, model_kwargs=dict(MODEL_KWARGS), recipe=IMAGENET_TORCHVISION,
+                         data=TORCHVISION_DATA)  # fmt: skip
+    object.__setattr__(config, "data", TORCHVISION_DATA)  # not a path: __post_init__ made it one
+    mean = torch.tensor(view["mean"]).view(3, 1, 1)
+    std = torch.tensor(view["std"]).view(3, 1, 1)
+    preprocess = {"large": dataclasses.asdict(aug), "std": std, "source": tv.ref}
+    return LoadedModel(model.to(device).eval(), config, tv.classes, mean, 0, tv.file, preprocess)

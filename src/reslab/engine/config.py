@@ -48,6 +48,8 @@ class TrainConfig:
     workers: int | None = _opt(None, "data-loading processes for streamed large images (default: the cores, less "
                                "one, per process)", free=True)  # fmt: skip
     strict_data: bool = _opt(False, "an unreadable image is an error instead of a skipped warning")
+    device_decode: bool = _opt(False, "streamed large images: JPEGs decoded in batches on the training device "
+                               "(nvJPEG on a GPU; the workers only read files and draw the crops)")  # fmt: skip
     train_subset: int | None = _opt(None, "train on a random subset of this many training images (the same for "
                                     "every seed; none: all)")  # fmt: skip
     test_subset: int | None = _opt(None, "test on a random subset of this many test images (none: all)")
@@ -105,6 +107,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not 0 <= self.checkpoint_minutes < float("inf"):
             raise ConfigError(f"checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes}")
+        if self.device_decode and not self.streams:
+            raise ConfigError("--device-decode decodes streamed large images (--recipe imagenet-*); in-memory data is "
+                              "decoded once, into the cache")  # fmt: skip
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
@@ -118,6 +123,10 @@ class TrainConfig:
                                   "detector freezes BN and its lowest stages itself: model keyword trainable_stages)")
         elif self.model.startswith("fasterrcnn_"):
             raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
+        elif self.init is not None and self.init.startswith(TORCHVISION) and not self.streams:
+            raise ConfigError(f"--init {self.init}: ImageNet weights for 224-px images normalised per channel; "
+                              "fine-tune them on large images with --recipe imagenet-torchvision (a folder or "
+                              ".tar with train/ and val/)")  # fmt: skip
         elif self.streams:
             if self.val_split:
                 raise ConfigError("--val-split holds out in-memory images; streamed data (--recipe imagenet-*) is "
@@ -185,6 +194,31 @@ class TrainConfig:
 
 
 SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init
+TORCHVISION = "torchvision:"  # --init's prefix for torchvision's ImageNet weights (`models.torchvision_weights`)
+
+
+def model_of_init(init: str | None) -> str | None:
+    """The model ``--init``'s weights were trained as, where they record it (a shipped model's name, torchvision's
+    weights, a reslab checkpoint, run folder or safetensors file, a recognised foreign checkpoint); else None. What
+    `reslab train` builds when --model is not given."""
+    if not init:
+        return None
+    if init.startswith(TORCHVISION):
+        from reslab.models.torchvision_weights import parse
+
+        return parse(init).model
+    if init.startswith(SHIPPED) or (not os.path.exists(os.path.expanduser(init)) and _models().is_model_name(init)):
+        return init.removeprefix(SHIPPED)
+    from reslab.models.weights import read_weights
+
+    try:
+        found = read_weights(os.path.expanduser(init))
+    except ModelError:
+        return None  # unreadable: loading --init says why, in one line
+    if found.foreign is not None:
+        return found.foreign.model
+    model = (found.config or {}).get("model")
+    return model if isinstance(model, str) else None
 
 
 def _models() -> types.ModuleType:
@@ -196,7 +230,12 @@ def _models() -> types.ModuleType:
 
 
 def peer_kwargs(init: str) -> dict[str, Any]:
-    """The model keywords that ``init``'s weights need, where they are in a recognised foreign format."""
+    """The model keywords that ``init``'s weights need, where they are in a recognised foreign format (or
+    torchvision's: the bottleneck's stride on the 3x3)."""
+    if init.startswith(TORCHVISION):
+        from reslab.models.torchvision_weights import MODEL_KWARGS  # torch: see _models
+
+        return dict(MODEL_KWARGS)
     path = os.path.expanduser(init)
     if init.startswith(SHIPPED) or not os.path.isfile(path) or path.endswith(".safetensors"):
         return {}
@@ -222,6 +261,10 @@ def resolve_init(text: str) -> str:
     Decided once, so a folder created later under that name (say, the run's own --out) changes nothing."""
     if text.startswith(SHIPPED):
         return text
+    if text.startswith(TORCHVISION):  # recorded in one spelling, with the weights it chose: torchvision:resnet50.V2
+        from reslab.models.torchvision_weights import parse  # torchvision: see _models
+
+        return parse(text).ref
     path = os.path.expanduser(text)
     if not os.path.exists(path) and _models().is_model_name(text):
         return SHIPPED + text

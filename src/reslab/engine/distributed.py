@@ -112,8 +112,24 @@ def on_main(compute: Callable[[], T]) -> T:
 
 
 def main_first(load: Callable[[], T]) -> T:
-    """``load()`` on rank 0 first, then on the others: rank 0 downloads or decodes the data and fills the cache once,
-    the others read the cache. If rank 0 fails, every rank stops with its error instead of waiting for it."""
+    """``load()`` on each node's first process (local rank 0) first, then on that node's other processes: nodes
+    share no disk, so each node's first process downloads or decodes the data and fills its own cache, which the
+    node's other processes then read. If a first process fails, every rank stops with its error instead of waiting."""
+    if not dist.is_initialized():
+        return load()
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
     loaded: list[T] = []
-    on_main(lambda: loaded.append(load()))  # the result stays on rank 0: a dataset is not worth sending
+    error: BaseException | None = None
+    if first:
+        try:
+            loaded.append(load())
+        except BaseException as e:  # the others must hear of it before they raise: collected below
+            error = e
+    errors: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, None if error is None else f"{error}")
+    if error is not None:
+        raise error
+    failed = next(((rank, e) for rank, e in enumerate(errors) if e is not None), None)
+    if failed is not None:
+        raise ReslabError(f"rank {failed[0]} stopped: {failed[1]}")
     return loaded[0] if loaded else load()

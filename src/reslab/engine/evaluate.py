@@ -19,7 +19,7 @@ from reslab.tasks.classification import EvalBatches, count_views, evaluate, view
 
 
 def evaluate_checkpoint(
-    path: str,
+    path: str | LoadedModel,
     *,
     data: str | None = None,
     data_dir: str | None = None,
@@ -35,7 +35,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Top-1/top-5 error, loss and per-class error of a checkpoint (a file or a run folder) on ``split``: "test",
     "val" (the run's held-out images; needs a run trained with a validation split) or "train" (the images it trained
-    on). The training mean image and image size are reused; ``data`` defaults to the data it was trained on and
+    on), or a model already loaded (`reslab.deploy.trained.load_trained`: shipped or torchvision weights too). The
+    training mean image and image size are reused; ``data`` defaults to the data it was trained on and
     ``batch_size`` to the run's evaluation batch size.
 
     A run on streamed large images (``--recipe imagenet-*``) is tested on its data's val/ split ("test" means it
@@ -54,8 +55,11 @@ def evaluate_checkpoint(
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
-    loaded = load_model(path, dev)
+    loaded = path if isinstance(path, LoadedModel) else load_model(path, dev)
+    loaded.model.to(dev)
     cfg = loaded.config
+    if loaded.preprocess.get("source") and data is None:  # torchvision's weights: trained on data not here
+        raise ConfigError(f"{loaded.preprocess['source']}: pass --data (the ImageNet folder or tar to evaluate on)")
     if loaded.mean is None:
         raise ReslabError(f"{loaded.path} was trained on a custom batch source: it records no preprocessing to "
                           "evaluate with; evaluate it from Python")  # fmt: skip
@@ -89,6 +93,8 @@ def evaluate_checkpoint(
 
 
 def _check_classes(classes: list[str], loaded: LoadedModel) -> None:
+    if loaded.preprocess.get("source") and len(classes) == len(loaded.classes):
+        return  # torchvision's class names for ImageNet's folders (n01440764, ...): the same order, sorted by wnid
     if list(classes) != loaded.classes:
         raise DataError(class_mismatch(list(classes), loaded.classes))
 

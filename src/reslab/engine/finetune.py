@@ -3,9 +3,10 @@
 The paper trains every network from scratch; fine-tuning is what practitioners do with it next, so the choices
 here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` field:
 
-* ``init``: the weights to start from (a checkpoint, run folder, safetensors or state-dict file, or the name of a
-  model with shipped weights). Every tensor must fit the model except the classifier (``fc``): when the data has
-  another number of classes, the classifier keeps its fresh initialisation and the run says so.
+* ``init``: the weights to start from (a checkpoint, run folder, safetensors or state-dict file, the name of a
+  model with shipped weights, or torchvision's ImageNet weights, ``torchvision:resnet50``). Every tensor must fit
+  the model except the classifier (``fc``): when the data has another number of classes, the classifier keeps its
+  fresh initialisation and the run says so.
 * ``freeze``: parts of the network whose weights do not train: ``stem`` (conv1 and its BN) and the stages
   ``layer1`` ... (``layer3`` for the CIFAR nets, ``layer4`` for the ImageNet ones), the paper's conv1 and
   conv2_x ... conv5_x. Their BN layers also keep their statistics (they run in inference mode). The pre-activation
@@ -47,13 +48,17 @@ def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
 
 def read_init(ref: str) -> dict[str, torch.Tensor]:
     """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, or ``shipped:NAME``."""
-    from reslab.engine.config import SHIPPED
+    from reslab.engine.config import SHIPPED, TORCHVISION
     from reslab.models.weights import read_weights
 
     if ref.startswith(SHIPPED):
         from reslab.deploy.shipped import load_shipped
 
         return load_shipped(ref[len(SHIPPED) :]).model.state_dict()
+    if ref.startswith(TORCHVISION):
+        from reslab.models.torchvision_weights import parse
+
+        return parse(ref).state_dict()
     found = read_weights(ref)
     # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
     return found.foreign.folded() if found.foreign is not None else found.state
@@ -63,11 +68,13 @@ def init_mean(ref: str) -> torch.Tensor | None:
     """The mean image the ``init`` weights were trained with, if they record one (reslab checkpoints, reslab
     safetensors files, shipped weights, recognised foreign checkpoints: their per-channel mean); None for plain
     weights."""
-    from reslab.engine.config import SHIPPED
+    from reslab.engine.config import SHIPPED, TORCHVISION
     from reslab.engine.rundir import CHECKPOINT, NotACheckpoint, read_checkpoint
     from reslab.errors import ReslabError
     from reslab.models.weights import read_weights
 
+    if ref.startswith(TORCHVISION):
+        return None  # a per-channel mean and std: the streamed path's channel normalisation (`engine.run.open_stream`)
     if ref.startswith(SHIPPED):
         from reslab.deploy.shipped import load_shipped
 

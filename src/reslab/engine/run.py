@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from reslab.data.large import LargeData, open_large, subset_index
 from reslab.data.loader import channel_stats, default_workers, estimate_pixel_mean
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
-from reslab.engine.config import TrainConfig
+from reslab.engine.config import TORCHVISION, TrainConfig
 from reslab.engine.finetune import freeze, head_parameters, init_mean
 from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
@@ -37,6 +37,7 @@ from reslab.engine.runinfo import run_info
 from reslab.engine.trainer import Trainer, stop_at_once
 from reslab.errors import ConfigError, DataError
 from reslab.models import create_model, family_and_depth
+from reslab.models.torchvision_weights import parse as parse_torchvision
 from reslab.tasks.classification import ClassificationData, ClassificationTask, in_memory, streaming
 
 Data = ImageDataset | ClassificationData
@@ -227,7 +228,14 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
     large = open_large(config.data)
     large.splits["train"] = subset_index(large.splits["train"], config.train_subset)
     large.splits["val"] = subset_index(large.splits["val"], config.test_subset)
-    return large, preset(config.recipe.augmentation, config.image_size or 224)
+    aug = preset(config.recipe.augmentation, config.image_size or 224)
+    if config.init and config.init.startswith(TORCHVISION):
+        # torchvision's weights saw per-channel normalised images and are evaluated at their own shorter side (V1:
+        # 256, V2: 232 for a 224 crop): the run's preprocessing follows them, scaled to its crop size.
+        view = parse_torchvision(config.init).view
+        aug = replace(aug, normalization="channel", test_short=max(aug.crop, round(view["resize"] * aug.crop /
+                                                                                  view["crop"])))  # fmt: skip
+    return large, aug
 
 
 def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> ClassificationData:
@@ -246,7 +254,8 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> Clas
         mean, std = channel_stats()
     return streaming(large, aug, mean, std, batch_size=config.recipe.batch_size, seed=config.seed, rank=dist.rank,
                      world=dist.world, device=device, channels_last=config.channels_last, workers=workers,
-                     eval_batch_size=config.eval_batch, strict=config.strict_data)  # fmt: skip
+                     eval_batch_size=config.eval_batch, strict=config.strict_data,
+                     device_decode=config.device_decode)  # fmt: skip
 
 
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device,

@@ -21,6 +21,8 @@ from torch import nn
 from reslab.errors import ModelError
 from reslab.models.features import FeatureNet
 from reslab.models.resnet import ResNet
+from reslab.models.torchvision_weights import MODEL_KWARGS, is_torchvision_ref
+from reslab.models.torchvision_weights import parse as parse_torchvision
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,12 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
     ``features_only=True`` returns the network's stem and stage outputs instead (`reslab.models.features`: the
     indices in ``out_indices``, their channels and strides in ``.feature_info``), with any weights loaded first.
     ``pretrained=True`` loads the weights reslab ships for ``name`` (`reslab models` marks them; nothing is
-    downloaded). ``weights=PATH`` loads a reslab checkpoint or run folder, a safetensors file, or a state dict saved
-    with ``torch.save`` (DataParallel's ``module.`` prefix is removed); without ``num_classes`` the classifier takes
-    its size from the file. torchvision's ResNet weights put the bottleneck's stride on the 3x3 conv (v1.5): build
-    those with ``stride_in_1x1=False``, since the shapes cannot tell the two apart.
+    downloaded). ``weights="torchvision:IMAGENET1K_V2"`` (or ``"torchvision:resnet50"``, its default) loads
+    torchvision's ImageNet weights from torchvision's cache (`reslab.models.torchvision_weights`), built with
+    ``stride_in_1x1=False``. ``weights=PATH`` loads a reslab checkpoint or run folder, a safetensors file, or a
+    state dict saved with ``torch.save`` (DataParallel's ``module.`` prefix is removed); without ``num_classes`` the
+    classifier takes its size from the file. torchvision's ResNet weights put the bottleneck's stride on the 3x3
+    conv (v1.5): build those with ``stride_in_1x1=False``, since the shapes cannot tell the two apart.
     """
     features_only = kwargs.pop("features_only", False)
     out_indices = kwargs.pop("out_indices", None)
@@ -143,6 +147,15 @@ def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwarg
         if kwargs:
             raise ModelError(f"{name}'s shipped weights fix its architecture; got keywords {', '.join(kwargs)}")
         return load_shipped(name).model.train()
+    if is_torchvision_ref(weights):
+        tv = parse_torchvision(str(weights), name)
+        if kwargs.get("stride_in_1x1", False):
+            raise ModelError(f"{tv.ref} put the bottleneck's stride on the 3x3 conv: stride_in_1x1=True would compute "
+                             "something else with the same keys")  # fmt: skip
+        state = tv.state_dict()
+        classes = state["fc.weight"].shape[0] if "fc.weight" in state else len(tv.classes)
+        kwargs = {**MODEL_KWARGS, "num_classes": classes, **kwargs}
+        return fit_weights(create_model(name, **kwargs), state, tv.file)
     found = read_weights(weights)
     state = found.state
     if found.foreign is not None:  # built as its project built it (e.g. option A's zeros placed as theirs)
