@@ -19,31 +19,31 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
-from reslab.deploy.shipped import WEIGHTS, manifest
-from reslab.deploy.trained import read_safetensors
+from reslab.engine.config import TrainConfig
 from reslab.experiments.runner import Runner, RunSpec, get_budget
-from reslab.files import atomic_write, write_json
+from reslab.files import write_json
+from reslab.weights.checkpoint import write_checkpoint
+from reslab.weights.shipped import WEIGHTS, manifest
+from reslab.weights.tensorfile import read_tensorfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def adopt(name: str, runner: Runner, docs: Path) -> str:
-    loaded = read_safetensors(WEIGHTS / manifest()[name]["file"])
-    spec = RunSpec(name, loaded.config.seed)
+    found = read_tensorfile(WEIGHTS / manifest()[name]["file"])
+    config = TrainConfig.from_dict(found.config)
+    spec = RunSpec(name, config.seed)
     wanted = runner.config(spec)
-    diff = wanted.differences(loaded.config)
+    diff = wanted.differences(config)
     if diff:
         return f"{name}: not the same run as the budget's (differs in {diff[0]!r}), left to train"
     run = runner.run_dir(spec)
     if run.exists():
         return f"{name}: {run} exists, left as it is"
     run.mkdir(parents=True)
-    state = {"model": loaded.model.state_dict(), "config": loaded.config.to_dict(), "iteration": loaded.iteration,
-             "mean": loaded.mean, "classes": loaded.classes, "preprocess": loaded.preprocess}  # fmt: skip
-    with atomic_write(run / "checkpoint.pt") as f:
-        torch.save(state, f)
+    state = {"model": found.state, "config": config.to_dict(), "iteration": found.iteration, "classes": found.classes,
+             **found.preprocessing.to_checkpoint()}  # fmt: skip
+    write_checkpoint(run / "checkpoint.pt", state)
     shutil.copy2(docs / name / "metrics.jsonl", run / "metrics.jsonl")
     shutil.copy2(docs / name / "config.json", run / "config.json")
     entry = manifest()[name]

@@ -34,10 +34,8 @@ from reslab.data.loader import channel_stats
 from reslab.data.views import preset
 from reslab.deploy.export import export
 from reslab.deploy.predict import Predictor
-from reslab.deploy.trained import load_trained
-from reslab.engine.config import TrainConfig
-from reslab.engine.recipes import get_recipe
-from reslab.engine.rundir import LoadedModel
+from reslab.models.trained import load_trained
+from reslab.weights.trained import Arch, Preprocessing, TrainedModel
 
 
 def timed(fn: Callable[[], object], batch: int, seconds: float) -> float:
@@ -50,16 +48,15 @@ def timed(fn: Callable[[], object], batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t)
 
 
-def imagenet_loaded() -> LoadedModel:
-    """ResNet-50 with random weights, as a `LoadedModel` with torchvision's preprocessing (224 crop)."""
+def imagenet_loaded() -> TrainedModel:
+    """ResNet-50 with random weights, as a `TrainedModel` with torchvision's preprocessing (224 crop)."""
     mean, std = channel_stats()
-    cfg = TrainConfig(model="resnet50", data="/imagenet", recipe=get_recipe("imagenet-torchvision"))  # a label only
-    return LoadedModel(create_model("resnet50").eval(), cfg, [str(i) for i in range(1000)], mean, 0,
-                       Path("resnet50 (random weights)"), {"large": asdict(preset("imagenet-torchvision")),
-                                                          "std": std})  # fmt: skip
+    pre = Preprocessing(mean, std, asdict(preset("imagenet-torchvision")))
+    return TrainedModel(create_model("resnet50").eval(), Arch("resnet50"), [str(i) for i in range(1000)], pre, 0,
+                        "resnet50 (random weights)")
 
 
-def rates(loaded: LoadedModel, batch: int, seconds: float, onnx_file: Path) -> dict[str, float]:
+def rates(loaded: TrainedModel, batch: int, seconds: float, onnx_file: Path) -> dict[str, float]:
     import onnxruntime as ort
 
     predictor = Predictor(loaded, device="cpu", batch_size=batch)
@@ -77,11 +74,11 @@ def rates(loaded: LoadedModel, batch: int, seconds: float, onnx_file: Path) -> d
             seconds), "onnxruntime": timed(lambda: session.run(None, feed), batch, seconds)}  # fmt: skip
 
 
-def load_trained_copy(loaded: LoadedModel) -> torch.nn.Module:
+def load_trained_copy(loaded: TrainedModel) -> torch.nn.Module:
     return copy.deepcopy(loaded.model).float().to(memory_format=torch.contiguous_format).eval()
 
 
-def agreement(loaded: LoadedModel, data: str) -> tuple[float, int, str]:
+def agreement(loaded: TrainedModel, data: str) -> tuple[float, int, str]:
     """Share of test images whose top-1 class is the same in reslab's path and in fp32."""
     ds = load_dataset(data)
     fast = Predictor(loaded, device="cpu", batch_size=500)

@@ -5,7 +5,7 @@
 
 For each model: `reslab train` with the recipe on the data (resumed if its run folder in ``--work`` has a
 checkpoint: rerun the same command after an interruption), then the finished run is written as a reslab
-safetensors file into ``src/reslab/deploy/weights/`` (or ``--weights-dir``) and entered in its ``manifest.json``:
+safetensors file into ``src/reslab/weights/files/`` (or ``--weights-dir``) and entered in its ``manifest.json``:
 file, sha256, recipe, data label, test error with 1 view and with the run's TTA views, iterations, commit, machine
 and date, all read from the run folder. The run's config.json, metrics.jsonl and summary.json are copied to
 ``docs/results/shipped/<model>/`` so that every number in the manifest has its source beside it.
@@ -19,12 +19,13 @@ import json
 import shutil
 from pathlib import Path
 
-from reslab.deploy.trained import save_safetensors
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import train
-from reslab.engine.rundir import RunDir, load_model
+from reslab.engine.rundir import RunDir
 from reslab.files import write_json
+from reslab.models.trained import load_trained
+from reslab.weights.tensorfile import write_tensorfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def ship(name: str, a: argparse.Namespace) -> dict[str, object]:
     summary = summary or json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     out = Path(a.weights_dir) / f"{name}.safetensors"
-    save_safetensors(load_model(run), out)
+    write_tensorfile(load_trained(run), out)
     docs = Path(a.docs) / name
     docs.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "metrics.jsonl", "summary.json"):
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=None, help="the recipe's length in epochs (default: its own)")
     p.add_argument("--iterations", type=int, default=None, help="instead of --epochs (for a quick check)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights-dir", default=str(ROOT / "src" / "reslab" / "deploy" / "weights"))
+    p.add_argument("--weights-dir", default=str(ROOT / "src" / "reslab" / "weights" / "files"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results" / "shipped"), help="where the runs' files go")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()

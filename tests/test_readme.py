@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 
 from reslab.cli import main
-from reslab.models.torchvision_weights import parse as parse_torchvision
+from reslab.weights.torchvision import parse as parse_torchvision
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

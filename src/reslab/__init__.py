@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 _ENGINE = {"create_model": "reslab.models", "complexity": "reslab.models", "list_models": "reslab.models",
            "train": "reslab.engine.run", "build_trainer": "reslab.engine.run", "Trainer": "reslab.engine.trainer",
            "TrainConfig": "reslab.engine.config", "get_recipe": "reslab.engine.recipes",
-           "evaluate_checkpoint": "reslab.engine.evaluate", "load_model": "reslab.engine.rundir",
+           "evaluate_checkpoint": "reslab.engine.evaluate", "load_trained": "reslab.models.trained",
            "ClassificationData": "reslab.tasks.classification",
            "create_detector": "reslab.detection.model"}  # fmt: skip
 
@@ -33,6 +33,6 @@ __all__ = [
     "evaluate_checkpoint",
     "get_recipe",
     "list_models",
-    "load_model",
+    "load_trained",
     "train",
 ]

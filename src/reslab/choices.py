@@ -4,4 +4,8 @@ imported by those owners, so that every command answers its flags and --help wit
 SPLITS = ("test", "val", "train")  # reslab.engine.evaluate: what `reslab eval --split` evaluates
 EVAL_MODES = ("center", "ten-crop", "multi-scale")  # reslab.data.loader: the large-image test views
 EXPORT_FORMATS = ("onnx", "safetensors", "pt2")  # reslab.deploy.export
+TASKS = ("classification", "detection")  # reslab.tasks.TASKS: what TrainConfig.task may be
 DETECTOR_DESIGNS = ("c4", "fpn")  # reslab.detection.model: the paper's C4 split, or an FPN
+# How a weights reference names its source, where it is not a path (`TrainConfig.init`, `load_trained`):
+SHIPPED = "shipped:"  # a model with shipped weights, as a config records it (--init resnet20 -> shipped:resnet20)
+TORCHVISION = "torchvision:"  # torchvision's ImageNet weights (reslab.weights.torchvision)

@@ -15,10 +15,9 @@ from torch import nn
 from reslab.cli import main
 from reslab.data.views import LargeAugment
 from reslab.deploy.export import export, export_model, input_size, onnx_metadata
-from reslab.deploy.trained import load_trained, read_safetensors
-from reslab.engine.config import TrainConfig
-from reslab.engine.rundir import LoadedModel
 from reslab.errors import ReslabError
+from reslab.models.trained import load_trained
+from reslab.weights.trained import Arch, Preprocessing, TrainedModel
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def run(small_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(run) -> LoadedModel:
+def model(run) -> TrainedModel:
     return load_trained(run)
 
 
@@ -39,7 +38,7 @@ def onnx_file(run, tmp_path_factory) -> Path:
     return out
 
 
-def logits(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+def logits(model: TrainedModel, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.model(x)
 
@@ -75,7 +74,7 @@ def test_onnx_metadata_holds_classes_and_preprocessing(onnx_file, model):
     assert props["normalization"] == "pixel" and json.loads(props["std"]) is None
     assert json.loads(props["mean_shape"]) == [3, 32, 32]
     mean = torch.tensor(json.loads(props["mean"]))
-    assert (mean - model.mean).abs().max().item() < 1e-6
+    assert (mean - model.preprocessing.mean).abs().max().item() < 1e-6
     assert len(json.loads(props["channel_mean"])) == 3
 
 
@@ -96,8 +95,8 @@ def test_safetensors_round_trip_is_exact(run, model, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     assert main(["export", str(run), "--format", "safetensors", "--out", str(out)]) == 0
     assert "max abs diff from PyTorch 0" in capsys.readouterr().out
-    again = read_safetensors(out)
-    assert again.classes == model.classes and torch.equal(again.mean, model.mean)
+    again = load_trained(out)
+    assert again.classes == model.classes and torch.equal(again.preprocessing.mean, model.preprocessing.mean)
     x = batch(4)
     with torch.no_grad():
         assert torch.equal(again.model(x), logits(model, x))
@@ -182,8 +181,8 @@ def test_unknown_format_is_refused_by_the_parser(run, capsys):
 def test_input_size_and_metadata_of_a_large_image_run():
     aug = LargeAugment.for_crop(48, style="rrc", lighting=0.0, normalization="channel")
     std = torch.tensor([0.229, 0.224, 0.225]).reshape(3, 1, 1)
-    loaded = LoadedModel(nn.Identity(), TrainConfig(model="resnet18"), ["a", "b"], torch.full((3, 1, 1), 0.5), 0,
-                         Path("run"), {"large": asdict(aug), "std": std})  # fmt: skip
+    loaded = TrainedModel(nn.Identity(), Arch("resnet18"), ["a", "b"],
+                          Preprocessing(torch.full((3, 1, 1), 0.5), std, asdict(aug)), 0, Path("run"))  # fmt: skip
     assert input_size(loaded) == (48, 48)
     meta = onnx_metadata(loaded)
     assert json.loads(meta["input_size"]) == [3, 48, 48]
@@ -195,5 +194,5 @@ def test_input_size_and_metadata_of_a_large_image_run():
 @pytest.mark.parametrize(("name", "size"), [("resnet18", (224, 224)), ("resnet20", (32, 32)),
                                             ("cifar_resnet", (32, 32))])  # fmt: skip
 def test_input_size_without_a_mean_image_follows_the_family(name, size):
-    loaded = LoadedModel(nn.Identity(), TrainConfig(model=name), ["a"], None, 0, Path("x"))
+    loaded = TrainedModel(nn.Identity(), Arch(name), ["a"], Preprocessing(None), 0, Path("x"))
     assert input_size(loaded) == size

@@ -15,10 +15,11 @@ from reslab.data import load_dataset
 from reslab.data.batches import normalize
 from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
-from reslab.deploy import load_trained, read_safetensors, save_safetensors
 from reslab.deploy.predict import Predictor, inference_model
-from reslab.deploy.shipped import load_shipped, manifest
 from reslab.errors import ModelError, ReslabError
+from reslab.models.trained import load_trained
+from reslab.weights.shipped import manifest
+from reslab.weights.tensorfile import write_tensorfile
 
 
 def _write_test_images(folder: Path, n: int = 12) -> tuple[list[Path], torch.Tensor]:
@@ -42,7 +43,7 @@ def test_predict_applies_the_training_preprocessing(small_run, tmp_path, capsys)
     paths, images = _write_test_images(tmp_path / "imgs")
     loaded = load_trained(small_run)
     with torch.no_grad():
-        expected = loaded.model(normalize(images, loaded.mean)).argmax(1)
+        expected = loaded.model(normalize(images, loaded.preprocessing.mean)).argmax(1)
     assert main(["predict", str(small_run), str(tmp_path / "imgs"), "--precision", "fp32", "--device", "cpu"]) == 0
     got = _predicted(capsys.readouterr().out)
     assert got == {str(p): loaded.classes[i] for p, i in zip(paths, expected.tolist(), strict=True)}
@@ -52,10 +53,10 @@ def test_predict_on_large_images_uses_the_centre_view_of_eval(large_run):
     run, data = large_run
     files = sorted((data / "val").rglob("*.*"))[:5]
     loaded = load_trained(run)
-    aug = LargeAugment(**loaded.preprocess["large"])
+    aug = LargeAugment(**loaded.preprocessing.view)
     views = torch.stack([center_view(f.read_bytes(), aug) for f in files])
     with torch.no_grad():
-        x = Normalizer(loaded.mean, loaded.preprocess.get("std"), torch.device("cpu"))(views)
+        x = Normalizer(loaded.preprocessing.mean, loaded.preprocessing.std, torch.device("cpu"))(views)
         expected = loaded.model(x).softmax(1)
     preds = list(Predictor(loaded, device="cpu", precision="fp32", batch_size=2).predict(files, top_k=3))
     for pred, p in zip(preds, expected, strict=True):
@@ -130,10 +131,10 @@ def _exit_code(args: list[str]) -> int:
 
 def test_safetensors_carry_everything_predict_needs(small_run, tmp_path):
     loaded = load_trained(small_run)
-    path = save_safetensors(loaded, tmp_path / "m.safetensors")
-    again = read_safetensors(path)
-    assert again.classes == loaded.classes and torch.equal(again.mean, loaded.mean)
-    assert again.config.model == loaded.config.model and again.config.model_kwargs == loaded.config.model_kwargs
+    path = write_tensorfile(loaded, tmp_path / "m.safetensors")
+    again = load_trained(path)
+    assert again.classes == loaded.classes and torch.equal(again.preprocessing.mean, loaded.preprocessing.mean)
+    assert again.arch == loaded.arch and again.config["seed"] == loaded.config["seed"]
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(again.model(x), loaded.model(x), rtol=0, atol=0)
@@ -186,9 +187,9 @@ def shipped(small_run, tmp_path, monkeypatch):
     """A weights folder holding small_run as the shipped weights of "cifar_resnet" (a generic builder name)."""
     import hashlib
 
-    from reslab.deploy import shipped as mod
+    from reslab.weights import shipped as mod
 
-    path = save_safetensors(load_trained(small_run), tmp_path / "cifar_resnet.safetensors")
+    path = write_tensorfile(load_trained(small_run), tmp_path / "cifar_resnet.safetensors")
     entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "test_error": 12.5}
     (tmp_path / "manifest.json").write_text(json.dumps({"models": {"cifar_resnet": entry}}))
     monkeypatch.setattr(mod, "WEIGHTS", tmp_path)
@@ -248,7 +249,7 @@ def real_cifar():
 def test_shipped_weights_reproduce_their_manifest_error(name, real_cifar):
     """Golden test: each shipped model, loaded by name (sha256 checked), makes on the copy's 10k test images the
     error its manifest states (measured by its training run), to within bf16-against-fp32 differences."""
-    loaded = load_shipped(name)
+    loaded = load_trained(name)
     ds = real_cifar
     predictor = Predictor(loaded, device="cpu", batch_size=1000, precision="fp32")
     wrong = sum(int((predictor.probabilities(ds.test_images[i : i + 1000]).argmax(1) != ds.test_labels[i : i + 1000])

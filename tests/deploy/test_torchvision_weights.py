@@ -13,10 +13,10 @@ from PIL import Image
 
 from reslab import create_model
 from reslab.cli import main
-from reslab.deploy import load_trained
 from reslab.deploy.predict import Predictor
 from reslab.errors import ModelError
-from reslab.models.torchvision_weights import parse
+from reslab.models.trained import load_trained
+from reslab.weights.torchvision import parse
 from tests.models.test_torchvision_compat import randomize_bn
 
 
@@ -64,8 +64,8 @@ def test_reslab_computes_torchvisions_function_with_its_classes_and_view(cache):
     loaded = load_trained("torchvision:resnet50.IMAGENET1K_V2")
     meta = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta
     assert loaded.classes == meta["categories"] and len(loaded.classes) == 1000
-    assert loaded.preprocess["large"]["test_short"] == 232 and loaded.preprocess["large"]["crop"] == 224
-    assert loaded.preprocess["large"]["normalization"] == "channel"
+    assert loaded.preprocessing.view["test_short"] == 232 and loaded.preprocessing.view["crop"] == 224
+    assert loaded.preprocessing.view["normalization"] == "channel"
     with pytest.raises(ModelError, match="stride_in_1x1=True"):
         create_model("resnet50", weights="torchvision:IMAGENET1K_V2", stride_in_1x1=True)
 
@@ -73,7 +73,7 @@ def test_reslab_computes_torchvisions_function_with_its_classes_and_view(cache):
 def test_predict_sees_what_torchvisions_transforms_give(cache, tmp_path):
     cache("torchvision:resnet18.IMAGENET1K_V1")
     loaded = load_trained("torchvision:resnet18")
-    assert loaded.preprocess["large"]["test_short"] == 256  # V1's resize
+    assert loaded.preprocessing.view["test_short"] == 256  # V1's resize
     predictor = Predictor(loaded, precision="fp32", device="cpu")
     photo = _photo(tmp_path / "photo.jpg")
     ours = predictor.normalizer(predictor.view(photo.read_bytes())[None].to(predictor.device))
@@ -93,7 +93,7 @@ def test_predict_export_and_eval_by_name(cache, tmp_path, capsys):
     out = tmp_path / "r18.safetensors"
     assert main(["export", "torchvision:resnet18", "--format", "safetensors", "--out", str(out)]) == 0
     again = load_trained(str(out))
-    assert again.classes[0] == "tench" and again.preprocess["large"]["test_short"] == 256
+    assert again.classes[0] == "tench" and again.preprocessing.view["test_short"] == 256
     capsys.readouterr()
     assert main(["eval", "torchvision:resnet18"]) == 2
     assert "pass --data" in capsys.readouterr().err

@@ -85,15 +85,15 @@ def test_backbone_weights_come_from_a_classification_run(tmp_path):
     from reslab.engine.config import TrainConfig
     from reslab.engine.recipes import get_recipe
     from reslab.engine.run import train
-    from reslab.engine.rundir import load_model
+    from reslab.models.trained import load_trained
 
     run = tmp_path / "run"
     train(TrainConfig(model="resnet20", data="synthetic:256", recipe=get_recipe("paper", iterations=2, batch_size=32),
                       precision="fp32", device="cpu", out=str(run), progress=False, log_every=2))  # fmt: skip
     model = create_detector("fasterrcnn_resnet20_c4", num_classes=2, backbone_weights=run)
-    loaded = load_model(run)
+    loaded = load_trained(run)
     assert torch.equal(model.backbone.stem[0].weight, loaded.model.conv1.weight)
-    expected = loaded.mean.mean((1, 2))
+    expected = loaded.preprocessing.mean.mean((1, 2))
     assert model.transform.image_mean == pytest.approx(expected.tolist()) and model.transform.image_std == [1.0] * 3
     with pytest.raises(ModelError, match="are a resnet20, not a resnet56"):
         create_detector("fasterrcnn_resnet56_c4", num_classes=2, backbone_weights=run)

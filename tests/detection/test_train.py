@@ -9,8 +9,8 @@ from reslab.detection.canvas import make_canvases
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import train
-from reslab.engine.rundir import read_checkpoint
 from reslab.errors import ReslabError
+from reslab.weights.checkpoint import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     assert main(["runs", str(tmp_path / "run")]) == 0
     assert "| fasterrcnn_resnet20_c4 | detection |" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "run")]) == 2  # the classification commands point the way
-    assert "is a detection run: use reslab detect eval" in capsys.readouterr().err
+    assert "is a detection run (fasterrcnn_resnet20_c4): use reslab detect eval" in capsys.readouterr().err
 
 
 def test_detect_train_from_the_command_line(canvases, tmp_path, capsys):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from reslab.cli import main
-from reslab.engine.rundir import read_checkpoint
+from reslab.weights.checkpoint import read_checkpoint
 
 TINY = ["--model", "resnet20", "--data", "synthetic:128", "--iterations", "6", "--batch-size", "16",
         "--precision", "fp32", "--log-every", "3"]  # fmt: skip
@@ -145,7 +145,7 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic", "--recipe", "fast", "--epochs", "none"], "exactly one of them"),
         (["train", "--data", "synthetic", "--checkpoint-minutes", "-1"], "checkpoint_minutes must be"),
         (["train", "--data", "synthetic", "--resume"], "--resume: no checkpoint in"),
-        (["eval", "/no/such/checkpoint.pt"], "checkpoint not found"),
+        (["eval", "/no/such/checkpoint.pt"], "no such file, run folder or model name"),
         (["runs", "/no/such/run"], "no reslab run folder among /no/such/run"),
         (["eval", "/no/such/checkpoint.pt", "--tta-shift", "1"], "needs the flip views too"),
         (["train", "--data", "synthetic", "--tta-shift", "1"], "needs the flip views too"),

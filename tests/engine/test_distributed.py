@@ -21,7 +21,8 @@ from reslab import create_model
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import train
-from reslab.engine.rundir import RunDir, read_checkpoint
+from reslab.engine.rundir import RunDir
+from reslab.weights.checkpoint import read_checkpoint
 
 ITERS, BATCH = 4, 16
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}

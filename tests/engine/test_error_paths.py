@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from reslab.cli import _one_line_warning, main
-from reslab.engine.rundir import RunDir, read_checkpoint
+from reslab.engine.rundir import RunDir
 from reslab.engine.trainer import stop_at_once
 from reslab.errors import ReslabError, TrainingInterrupted, class_mismatch
+from reslab.weights.checkpoint import read_checkpoint
 
 TINY = ["--model", "resnet20", "--data", "synthetic:128", "--iterations", "4", "--batch-size", "16",
         "--precision", "fp32", "--log-every", "2", "--quiet"]  # fmt: skip

@@ -12,8 +12,8 @@ from PIL import Image
 from reslab.cli import main
 from reslab.engine.finetune import FrozenStatsBatchNorm2d
 from reslab.engine.run import build_trainer, train
-from reslab.engine.rundir import read_checkpoint
 from reslab.errors import ConfigError, ModelError
+from reslab.weights.checkpoint import read_checkpoint
 
 
 def _three_classes(root: Path, per_class: int = 16) -> Path:

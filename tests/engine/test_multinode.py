@@ -16,7 +16,7 @@ from pathlib import Path
 from reslab import create_model
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
-from reslab.engine.rundir import read_checkpoint
+from reslab.weights.checkpoint import read_checkpoint
 from tests.engine.test_distributed import assert_matches_one_process
 
 

@@ -14,9 +14,10 @@ import torch
 
 from reslab.cli import main
 from reslab.engine.config import TrainConfig
-from reslab.engine.rundir import RunDir, RunInUse, read_checkpoint
+from reslab.engine.rundir import RunDir, RunInUse
 from reslab.errors import ConfigError, ReslabError
 from reslab.files import atomic_write
+from reslab.weights.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["train", "--model", "resnet20", "--data", "synthetic:256", "--iterations", "12", "--batch-size", "32",

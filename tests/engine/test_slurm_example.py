@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from reslab.engine.rundir import read_checkpoint
+from reslab.weights.checkpoint import read_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "slurm" / "train.sbatch"
 ARGS = ["--iterations", "300", "--batch-size", "8", "--log-every", "10", "--eval-every", "300", "--precision", "fp32",

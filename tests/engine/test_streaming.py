@@ -17,8 +17,9 @@ from reslab.cli import main
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import Plateau, get_recipe
 from reslab.engine.run import train
-from reslab.engine.rundir import RunDir, read_checkpoint
+from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError
+from reslab.weights.checkpoint import read_checkpoint
 
 
 def wait_for(condition, timeout: float = 120.0) -> None:

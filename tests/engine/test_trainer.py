@@ -12,10 +12,12 @@ from reslab.data import load_dataset
 from reslab.data.batches import normalize
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import build_trainer, train
-from reslab.engine.rundir import RUN_FILES, RunDir, load_model, read_checkpoint
+from reslab.engine.rundir import RUN_FILES, RunDir
 from reslab.engine.trainer import TrainingDiverged
 from reslab.errors import ConfigError, ModelError
+from reslab.models.trained import load_trained
 from reslab.tasks.classification import ClassificationData
+from reslab.weights.checkpoint import read_checkpoint
 
 
 def records(run, kind="train_error"):
@@ -33,10 +35,10 @@ def test_run_writes_config_metrics_checkpoint_summary(tiny_config, tmp_path):
     assert json.loads((run / "summary.json").read_text())["test_error"] == summary["test_error"]
     assert read_checkpoint(run / "checkpoint.pt")["iteration"] == 12
     # The summary's test error is the checkpoint's, recomputed here by hand: argmax over the mean-subtracted images.
-    loaded = load_model(run)
+    loaded = load_trained(run)
     ds = load_dataset("synthetic:256")
     with torch.no_grad():
-        logits = loaded.model.eval()(normalize(ds.test_images, loaded.mean))
+        logits = loaded.model.eval()(normalize(ds.test_images, loaded.preprocessing.mean))
     wrong = (logits.argmax(1) != ds.test_labels).float()
     assert summary["test_error"] == pytest.approx(100 * wrong.mean().item())
     per_class = [100 * wrong[ds.test_labels == k].mean().item() for k in range(10)]
@@ -224,7 +226,7 @@ def test_a_custom_source_trains_without_loading_config_data(tiny_config, tmp_pat
     def forbidden(*args, **kwargs):
         raise AssertionError("config.data was loaded although the data was given")
 
-    monkeypatch.setattr("reslab.engine.run.load_dataset", forbidden)
+    monkeypatch.setattr("reslab.tasks.classification_run.load_dataset", forbidden)
     data = custom_data()
     summary = train(tiny_config(data=str(tmp_path / "not-there")), data=data)
     assert summary["iterations"] == 12 and summary["dataset"] == "custom list"
@@ -242,7 +244,7 @@ def test_a_custom_source_trains_without_loading_config_data(tiny_config, tmp_pat
 def test_a_custom_model_is_recorded_as_such(tiny_config, tmp_path):
     train(tiny_config(), model=Poisoned(10**9))
     with pytest.raises(Exception, match="holds a model passed in from Python \\(Poisoned\\)"):
-        load_model(tmp_path / "run")
+        load_trained(tmp_path / "run")
 
 
 def test_an_unwritable_run_folder_is_a_one_line_error(tiny_config, monkeypatch):
@@ -325,7 +327,7 @@ def test_model_keywords_are_checked_before_any_data_is_loaded(tiny_config, monke
     def forbidden(*args, **kwargs):
         raise AssertionError("data loaded before the model's keywords were checked")
 
-    monkeypatch.setattr("reslab.engine.run.load_dataset", forbidden)
+    monkeypatch.setattr("reslab.tasks.classification_run.load_dataset", forbidden)
     with pytest.raises(ModelError, match=r"6n\+2"):
         train(tiny_config(model_kwargs={"depth": 21}))
     with pytest.raises(ModelError, match="unknown model 'resnet21'"):

@@ -357,10 +357,11 @@ def test_all_runs_every_experiment_and_writes_the_scorecard(out: Path) -> None:
 def test_fast_budget_is_the_fast_recipe_and_its_runs_are_the_shipped_ones(tmp_path: Path) -> None:
     """`--budget fast` trains the `fast` recipe on the whole training set, Table 6 shares Fig. 6's runs, and a run of
     it computes exactly what the shipped weights' run computed (so benchmarks/adopt_shipped.py may reuse them)."""
-    from reslab.deploy.shipped import manifest
-    from reslab.deploy.trained import load_trained
+    from reslab.engine.config import TrainConfig
     from reslab.engine.recipes import get_recipe
     from reslab.experiments import depth
+    from reslab.models.trained import load_trained
+    from reslab.weights.shipped import manifest
 
     budget = get_budget("fast")
     assert budget.recipe() == get_recipe("fast") and budget.train_subset is None
@@ -369,6 +370,6 @@ def test_fast_budget_is_the_fast_recipe_and_its_runs_are_the_shipped_ones(tmp_pa
     ctx = Context("depth", runner, tmp_path / "out" / "depth")
     assert [s.name for s in depth.specs(ctx)] == [f"resnet{d}-s0" for d in (20, 32, 44, 56, 110)]
     for name in manifest():
-        shipped = load_trained(name).config
+        shipped = TrainConfig.from_dict(load_trained(name).config)
         wanted = runner.config(RunSpec(name, shipped.seed))
         assert wanted.differences(dataclasses.replace(shipped, data=wanted.data)) == [], name

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from reslab.engine.config import TrainConfig
 from reslab.engine.finetune import init_mean, read_init
-from reslab.engine.rundir import load_model
 from reslab.errors import ModelError
 from reslab.models import create_model
 from reslab.models.blocks import ZeroPadShortcut
-from reslab.models.peers import IMAGENET_MEAN, IMAGENET_STD
-from reslab.models.weights import ForeignWeightsWarning
+from reslab.models.trained import load_trained
+from reslab.weights.peers import IMAGENET_MEAN, IMAGENET_STD
+from reslab.weights.state import ForeignWeightsWarning
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -61,11 +61,11 @@ def test_create_model_builds_akamasters_network(tmp_path, wrapped):
 def test_eval_predict_and_init_read_it_with_its_preprocessing(tmp_path):
     path, source = akamaster_file(tmp_path, depth=32)
     with pytest.warns(ForeignWeightsWarning):
-        loaded = load_model(path)
-    assert loaded.config.model == "resnet32" and loaded.config.model_kwargs == {"zero_pad": "both"}
-    assert loaded.classes[:2] == ["airplane", "automobile"] and loaded.mean.shape == (3, 32, 32)
+        loaded = load_trained(path)
+    assert loaded.arch.name == "resnet32" and loaded.arch.kwargs == {"zero_pad": "both"}
+    assert loaded.classes[:2] == ["airplane", "automobile"] and loaded.preprocessing.mean.shape == (3, 32, 32)
     pixels = torch.rand(4, 3, 32, 32)
-    ours = loaded.model.eval()(pixels - loaded.mean)  # reslab's preprocessing: the mean image subtracted
+    ours = loaded.model.eval()(pixels - loaded.preprocessing.mean)  # reslab's preprocessing: the mean image subtracted
     torch.testing.assert_close(ours, source((pixels - MEAN) / STD), atol=1e-4, rtol=1e-4)
     # --init: the run's config gets the placement, its weights the folded stem, its mean the per-channel mean
     config = TrainConfig(model="resnet32", init=str(path), data="synthetic")
@@ -90,18 +90,18 @@ def test_a_bare_state_dict_of_another_layout_is_not_taken_for_akamasters(tmp_pat
 def test_weights_recorded_as_another_architecture_are_refused(tmp_path):
     """A reslab checkpoint records its architecture: loading plain-20's weights into ResNet-20 (same keys), or
     weights with zeros placed otherwise, is one line instead of a network that computes something else."""
-    from reslab.deploy.trained import save_safetensors
-    from reslab.engine.rundir import LoadedModel
+    from reslab.weights.tensorfile import write_tensorfile
+    from reslab.weights.trained import Arch, Preprocessing, TrainedModel
 
     plain = create_model("plain20")
-    loaded = LoadedModel(plain, TrainConfig(model="plain20", data="synthetic"), [str(i) for i in range(10)],
-                         torch.zeros(3, 32, 32), 0, tmp_path)  # fmt: skip
-    save_safetensors(loaded, tmp_path / "plain20.safetensors")
+    loaded = TrainedModel(plain, Arch("plain20"), [str(i) for i in range(10)], Preprocessing(torch.zeros(3, 32, 32)),
+                          0, tmp_path, TrainConfig(model="plain20", data="synthetic").to_dict())  # fmt: skip
+    write_tensorfile(loaded, tmp_path / "plain20.safetensors")
     with pytest.raises(ModelError, match="trained as plain20 with mode='plain'; resnet20 here has the default mode"):
         create_model("resnet20", weights=tmp_path / "plain20.safetensors")
     create_model("plain20", weights=tmp_path / "plain20.safetensors")  # the right network loads
-    both = LoadedModel(create_model("resnet20", zero_pad="both"), TrainConfig(model="resnet20", data="synthetic",
-                       model_kwargs={"zero_pad": "both"}), loaded.classes, loaded.mean, 0, tmp_path)  # fmt: skip
-    save_safetensors(both, tmp_path / "both.safetensors")
+    both = TrainedModel(create_model("resnet20", zero_pad="both"), Arch("resnet20", {"zero_pad": "both"}),
+                        loaded.classes, loaded.preprocessing, 0, tmp_path)  # fmt: skip
+    write_tensorfile(both, tmp_path / "both.safetensors")
     with pytest.raises(ModelError, match="zero_pad='both'"):
         create_model("resnet20", weights=tmp_path / "both.safetensors")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reslab import ModelError, create_model
-from reslab.models.weights import load_weights, read_state_dict
+from reslab.weights.state import load_weights, read_state_dict
 
 
 def test_state_dict_files_with_and_without_the_ddp_prefix(tmp_path):

@@ -92,26 +92,26 @@ def run_make_dataset(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     import json
 
-    from reslab.detection.coco import coco_eval, format_stats, to_coco_results
-    from reslab.detection.run import load_detector, open_coco
+    from reslab.detection.coco import coco_eval, format_stats, open_coco, to_coco_results
     from reslab.detection.task import detect
     from reslab.engine.precision import autocast, resolve_device, resolve_precision
     from reslab.errors import DataError
+    from reslab.tasks.detection import load_detector
 
     device = resolve_device(args.device)
     loaded = load_detector(args.run, device)
-    (test,) = open_coco(args.data or loaded.config.data, ("test",))
+    (test,) = open_coco(args.data or loaded.config["data"], ("test",))
     if test.classes != loaded.classes:
         few = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
-        raise DataError(f"the test set's classes ({few(test.classes)}) are not the ones {loaded.path} was trained "
+        raise DataError(f"the test set's classes ({few(test.classes)}) are not the ones {loaded.source} was trained "
                         f"on ({few(loaded.classes)})")  # fmt: skip
     with autocast(resolve_precision(args.precision, device), device):
         outputs = detect(loaded.model, test, batch_size=args.batch_size, device=device)
     stats = coco_eval(test, to_coco_results(test, outputs))
     if args.json:
-        print(json.dumps({"run": str(loaded.path), "images": len(test), **stats}, indent=2))
+        print(json.dumps({"run": str(loaded.source), "images": len(test), **stats}, indent=2))
     else:
-        print(f"{loaded.path}: {len(test)} test images, COCO box statistics (%):")
+        print(f"{loaded.source}: {len(test)} test images, COCO box statistics (%):")
         print(format_stats(stats))
     return 0
 
@@ -123,12 +123,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
+    from reslab.deploy.detect import detect_files
     from reslab.deploy.predict import image_files
-    from reslab.detection.predict import detect_files
-    from reslab.detection.run import load_detector
     from reslab.engine.precision import resolve_device, resolve_precision
     from reslab.errors import DataError
     from reslab.files import write_text
+    from reslab.tasks.detection import load_detector
 
     files = list(image_files(args.images))
     device = resolve_device(args.device)

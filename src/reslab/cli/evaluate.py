@@ -46,10 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from reslab.deploy.trained import load_trained
     from reslab.engine.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(load_trained(args.checkpoint), data=args.data, data_dir=args.data_dir, split=args.split,
+    r = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir, split=args.split,
                             flip=args.tta, shift=args.tta_shift, device=args.device, precision=args.precision,
                             batch_size=args.batch_size, mode=args.mode, scales=args.scales,
                             workers=args.workers)  # fmt: skip

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from reslab.deploy.export import default_out, export_model, require_onnx
-    from reslab.deploy.trained import load_trained
+    from reslab.models.trained import load_trained
 
     if args.format == "onnx":
         require_onnx()  # before loading the model: a missing extra should be the first thing said

@@ -34,8 +34,8 @@ def shown(path: str) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     from reslab.deploy.predict import Predictor, image_files
-    from reslab.deploy.trained import load_trained
     from reslab.errors import DataError
+    from reslab.models.trained import load_trained
 
     files = list(image_files(args.images))  # a missing path fails here, before the model is loaded
     predictor = Predictor(load_trained(args.model), device=args.device, precision=args.precision,

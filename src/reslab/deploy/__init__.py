@@ -1,5 +1,2 @@
-"""Trained models on new images: loading any trained model (`load_trained`), prediction, export, shipped weights."""
-
-from reslab.deploy.trained import load_trained, read_safetensors, save_safetensors
-
-__all__ = ["load_trained", "read_safetensors", "save_safetensors"]
+"""Trained models on new images: prediction (`predict`) and export (`export`). Any trained model comes in through
+`reslab.models.trained.load_trained` as a `reslab.weights.trained.TrainedModel`."""

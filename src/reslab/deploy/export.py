@@ -6,7 +6,7 @@ Three formats:
   [N, classes]), with the class names and the preprocessing in the model's ``metadata_props`` (`onnx_metadata`), for
   onnxruntime, TensorRT and the like. Needs the ``export`` extra (onnx, onnxruntime, onnxscript).
 * ``safetensors``: the weights, with the configuration, classes and preprocessing as metadata
-  (`reslab.deploy.trained.save_safetensors`); `load_trained` reads it back without the run folder.
+  (`reslab.weights.tensorfile`); `reslab.models.trained.load_trained` reads it back without the run folder.
 * ``pt2``: a ``torch.export`` program (any batch size): PyTorch without reslab, ``torch.export.load(f).module()``.
 
 Every export is checked before it is kept: the file as written is read back and run on a random batch, and its
@@ -37,9 +37,12 @@ import torch
 from torch import nn
 
 from reslab.choices import EXPORT_FORMATS
-from reslab.engine.rundir import LoadedModel
 from reslab.errors import ReslabError
 from reslab.files import atomic_path
+from reslab.models.registry import family_and_depth, list_models, model_spec
+from reslab.models.trained import load_tensorfile
+from reslab.weights.tensorfile import write_tensorfile
+from reslab.weights.trained import TrainedModel
 
 FORMATS = EXPORT_FORMATS
 INPUT, OUTPUT = "images", "logits"  # the ONNX graph's input and output names
@@ -67,37 +70,31 @@ class Exported:
         if self.max_abs_diff is None:
             check = "not checked"
         else:
-            by = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "reslab.read_safetensors"}
+            by = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "reslab.load_trained"}
             check = f"checked with {by[self.format]}: max abs diff from PyTorch {self.max_abs_diff:.2g}"
         return f"wrote {self.path} ({_size(self.size)}, {what}); {check}"
 
 
-def input_size(loaded: LoadedModel) -> tuple[int, int]:
-    """The (height, width) the model was trained on: the large-image crop, else the mean image's size, else the
-    model family's usual size (32 for CIFAR networks, 224 for ImageNet ones)."""
-    large = loaded.preprocess.get("large")
-    if large:
-        return int(large["crop"]), int(large["crop"])
-    mean = loaded.mean
-    if mean is not None and mean.dim() == 3 and mean.shape[1] > 1:  # a per-pixel mean image; [3, 1, 1] says nothing
-        return int(mean.shape[1]), int(mean.shape[2])
-    from reslab.models import list_models, model_spec
-    from reslab.models.registry import family_and_depth
-
-    name = loaded.config.model
+def input_size(loaded: TrainedModel) -> tuple[int, int]:
+    """The (height, width) the model was trained on (its preprocessing says), else the model family's usual size
+    (32 for CIFAR networks, 224 for ImageNet ones)."""
+    size = loaded.preprocessing.input_size
+    if size is not None:
+        return size
+    name = loaded.arch.name
     if name in list_models():
         _, h, w = model_spec(name).input_size
         return h, w
-    family, _ = family_and_depth(name, **loaded.config.model_kwargs)  # a generic builder, e.g. cifar_resnet
+    family, _ = family_and_depth(name, **loaded.arch.kwargs)  # a generic builder, e.g. cifar_resnet
     return (32, 32) if family == "cifar" else (224, 224)
 
 
-def default_out(loaded: LoadedModel, fmt: str) -> Path:
+def default_out(loaded: TrainedModel, fmt: str) -> Path:
     """``<model name>.<format>`` in the current folder."""
-    return Path(f"{loaded.config.model}.{fmt}")
+    return Path(f"{loaded.arch.name}.{fmt}")
 
 
-def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
+def onnx_metadata(loaded: TrainedModel) -> dict[str, str]:
     """What a deployer needs beside the graph, as ONNX ``metadata_props`` (strings; JSON where structured).
 
     ``classes``: the class names in logit order. ``input_size``: [3, H, W]. ``preprocessing``: how an image becomes
@@ -106,21 +103,22 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
     average, what a different-sized image subtracts), ``std`` (or null) and ``resize`` (or null).
     """
     h, w = input_size(loaded)
-    large = loaded.preprocess.get("large") or {}
-    std = loaded.preprocess.get("std")
+    pre = loaded.preprocessing
+    large = pre.view or {}
+    std = pre.std
     normalization = large.get("normalization", "pixel")
-    mean = loaded.mean
+    mean = pre.mean
     if large:
         resize = (f"shorter side to {large['test_short']} px, then the central {large['crop']}x{large['crop']} "
                   "crop")  # fmt: skip
-    elif loaded.config.image_size:
-        resize = f"shorter side to {loaded.config.image_size} px, then the central square"
+    elif pre.image_size:
+        resize = f"shorter side to {pre.image_size} px, then the central square"
     else:
         resize = None
     steps = "RGB pixels scaled to [0, 1], minus `mean`" + (", divided by `std`" if std is not None else "")
     meta = {
-        "model": loaded.config.model,
-        "model_kwargs": json.dumps(loaded.config.model_kwargs),
+        "model": loaded.arch.name,
+        "model_kwargs": json.dumps(loaded.arch.kwargs),
         "classes": json.dumps(loaded.classes),
         "input_size": json.dumps([3, h, w]),
         "input": f"{INPUT}: float32 [N, 3, {h}, {w}], any N; output {OUTPUT}: float32 [N, {len(loaded.classes)}]",
@@ -133,19 +131,19 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, str]:
         "channel_mean": json.dumps(_rounded(mean.reshape(3, -1).mean(1)) if mean is not None else None),
         "std": json.dumps(_rounded(std.reshape(-1)) if isinstance(std, torch.Tensor) else None),
         "iteration": str(loaded.iteration),
-        "source": str(loaded.path),
+        "source": str(loaded.source),
         "reslab_version": _version(),
     }
     return meta
 
 
-def export(loaded: LoadedModel, fmt: str, out: str | Path, *, check: bool = True) -> Path:
+def export(loaded: TrainedModel, fmt: str, out: str | Path, *, check: bool = True) -> Path:
     """Write ``loaded`` as ``fmt`` (one of `FORMATS`) to ``out`` and, with ``check``, verify it (module docstring);
     a failure is a one-line `ReslabError` and leaves no file. Returns the path written."""
     return export_model(loaded, fmt, out, check=check).path
 
 
-def export_model(loaded: LoadedModel, fmt: str, out: str | Path, *, check: bool = True) -> Exported:
+def export_model(loaded: TrainedModel, fmt: str, out: str | Path, *, check: bool = True) -> Exported:
     """`export`, returning what was written, its size and the check's largest difference (`Exported`)."""
     if fmt not in FORMATS:
         raise ReslabError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -156,7 +154,7 @@ def export_model(loaded: LoadedModel, fmt: str, out: str | Path, *, check: bool 
     if folder or out.is_dir():
         out = out / default_out(loaded, fmt).name
     with contextlib.suppress(OSError):
-        if out.resolve() == Path(loaded.path).resolve():
+        if out.resolve() == Path(loaded.source).resolve():
             raise ReslabError(f"--out {out} is the model being exported: choose another file")
     model = _cpu_fp32(loaded.model)
     h, w = input_size(loaded)
@@ -172,13 +170,13 @@ def export_model(loaded: LoadedModel, fmt: str, out: str | Path, *, check: bool 
 
 
 # -- the formats ---------------------------------------------------------------------------------------------------
-def _write_onnx(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
+def _write_onnx(loaded: TrainedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
                 tmp: Path) -> tuple[float | None, str]:  # fmt: skip
     import onnx
 
-    proto, exporter = _onnx_proto(model, example, loaded.config.model)
+    proto, exporter = _onnx_proto(model, example, loaded.arch.name)
     onnx.helper.set_model_props(proto, onnx_metadata(loaded))
-    proto.doc_string = (f"reslab {loaded.config.model}: {INPUT} float32 [N, 3, H, W] -> {OUTPUT} [N, "
+    proto.doc_string = (f"reslab {loaded.arch.name}: {INPUT} float32 [N, 3, H, W] -> {OUTPUT} [N, "
                         f"{len(loaded.classes)}]; see metadata_props for the classes and preprocessing")  # fmt: skip
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     detail = f"opset {opset}, {exporter} exporter"
@@ -186,7 +184,7 @@ def _write_onnx(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, pr
         try:
             onnx.checker.check_model(proto, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            raise ReslabError(f"the ONNX export of {loaded.config.model} is not a valid ONNX model: "
+            raise ReslabError(f"the ONNX export of {loaded.arch.name} is not a valid ONNX model: "
                               f"{_first_line(e)}") from e  # fmt: skip
     onnx.save_model(proto, str(tmp))
     if probe is None:
@@ -199,7 +197,7 @@ def _write_onnx(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, pr
         session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
         got = session.run([OUTPUT], {INPUT: probe.numpy()})[0]
     except Exception as e:  # onnxruntime's own exception types (Fail, InvalidGraph, ...) share no public base
-        raise ReslabError(f"onnxruntime cannot run the ONNX export of {loaded.config.model}: "
+        raise ReslabError(f"onnxruntime cannot run the ONNX export of {loaded.arch.name}: "
                           f"{_first_line(e)}") from e  # fmt: skip
     return _compare("onnx", "onnxruntime", model, probe, torch.as_tensor(got)), detail
 
@@ -236,13 +234,13 @@ def _onnx_proto(model: nn.Module, example: torch.Tensor, name: str) -> tuple[Any
     return onnx.load_from_string(buf.getvalue()), "TorchScript"
 
 
-def _write_pt2(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
+def _write_pt2(loaded: TrainedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
                tmp: Path) -> tuple[float | None, str]:  # fmt: skip
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as e:  # a capture failure (torch._dynamo / torch.export error types vary by version)
-        raise ReslabError(f"torch.export cannot capture {loaded.config.model}: {_first_line(e)}") from e
+        raise ReslabError(f"torch.export cannot capture {loaded.arch.name}: {_first_line(e)}") from e
     # Through a buffer: torch.export.save and load treat a path whose name does not end in .pt2 (the temporary
     # name, or a user's --out) as another kind of archive.
     buf = io.BytesIO()
@@ -257,17 +255,15 @@ def _write_pt2(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, pro
     return _compare("pt2", "torch.export.load", model, probe, got), "dynamic batch"
 
 
-def _write_safetensors(loaded: LoadedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
+def _write_safetensors(loaded: TrainedModel, model: nn.Module, example: torch.Tensor, probe: torch.Tensor | None,
                        tmp: Path) -> tuple[float | None, str]:  # fmt: skip
-    from reslab.deploy.trained import read_safetensors, save_safetensors
-
-    save_safetensors(loaded, tmp)
+    write_tensorfile(loaded, tmp)
     if probe is None:
         return None, "weights + metadata"
-    again = read_safetensors(tmp).model.eval()
+    again = load_tensorfile(tmp).model.eval()
     with torch.no_grad():
         got = again(probe)
-    return _compare("safetensors", "read_safetensors", model, probe, got), "weights + metadata"
+    return _compare("safetensors", "load_trained", model, probe, got), "weights + metadata"
 
 
 # -- checking ------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Class probabilities for image files, each preprocessed exactly as the model's evaluation data was.
 
-The preprocessing is read from the model (`LoadedModel`), never asked of the user:
+The preprocessing is read from the model (`TrainedModel`), never asked of the user:
 
 * a model trained on images held in memory (CIFAR-style): the image resized so that it covers the training size
   and centre-cropped to it (what ``--image-size`` did to the training folder), scaled to [0, 1], and the stored
@@ -35,8 +35,8 @@ from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
 from reslab.data.loader import Normalizer
 from reslab.data.views import LargeAugment, center_view
 from reslab.engine.precision import autocast, dtype_of, resolve_device, resolve_precision
-from reslab.engine.rundir import LoadedModel
 from reslab.errors import ConfigError
+from reslab.weights.trained import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Predictor:
     """Batched prediction with a loaded model on ``device`` (auto: CUDA if present) in ``precision`` (auto: bf16
     where native), through `inference_model`'s copy of it (``loaded.model`` itself is left as it was)."""
 
-    def __init__(self, loaded: LoadedModel, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
+    def __init__(self, loaded: TrainedModel, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
                  channels_last: bool = True) -> None:  # fmt: skip
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -102,14 +102,14 @@ class Predictor:
         self.model = inference_model(loaded.model, self.device, self.precision, channels_last)
         self.dtype = dtype_of(self.precision) if self.precision == "bf16" else torch.float32
         self.autocast = "fp16" if self.precision == "fp16" else "fp32"  # bf16: the weights are bf16 already
-        large = loaded.preprocess.get("large")
-        self.large = LargeAugment(**large) if large else None
-        if loaded.mean is None:
-            raise ConfigError(f"{loaded.path} records no preprocessing (it was trained on a custom batch source)")
-        self.mean = loaded.mean.float()
+        pre = loaded.preprocessing
+        self.large = LargeAugment(**pre.view) if pre.view else None
+        if pre.mean is None:
+            raise ConfigError(f"{loaded.source} records no preprocessing (it was trained on a custom batch source)")
+        self.mean = pre.mean.float()
         self.shape = (self.large.crop,) * 2 if self.large else (int(self.mean.shape[-2]), int(self.mean.shape[-1]))
         self.size = self.shape[1]
-        self.normalizer = Normalizer(self.mean, loaded.preprocess.get("std"), self.device) if self.large else None
+        self.normalizer = Normalizer(self.mean, pre.std, self.device) if self.large else None
 
     def view(self, data: bytes) -> torch.Tensor:
         """uint8 [3, S, S]: the model's evaluation view of one encoded image."""

@@ -176,3 +176,32 @@ def format_stats(stats: dict[str, float]) -> str:
     head = "| " + " | ".join(STATS) + " |"
     cells = "| " + " | ".join("n/a" if v < 0 else f"{100 * v:.1f}" for v in stats.values()) + " |"
     return "\n".join([head, "|" + "---:|" * len(STATS), cells])
+
+
+def open_coco(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -> tuple[CocoDetection, ...]:
+    """The named splits (``train``, ``test``) of a COCO-format folder: ``train/`` and ``test/`` (or ``val/``), each
+    with ``images/`` and ``instances.json`` (`reslab detect make-dataset`'s layout), or COCO's own ``train2017/``,
+    ``val2017/`` and ``annotations/instances_{train,val}2017.json``. Only the splits asked for are read (COCO's
+    training annotations alone are 450 MB)."""
+    root = Path(root)
+    ann = root / "annotations"
+    layouts = [{"train": (root / "train" / "images", root / "train" / "instances.json"),
+                "test": (root / test / "images", root / test / "instances.json")} for test in ("test", "val")]
+    layouts.append({"train": (root / "train2017", ann / "instances_train2017.json"),
+                    "test": (root / "val2017", ann / "instances_val2017.json")})  # fmt: skip
+    for layout in layouts:
+        if all(layout[s][1].is_file() for s in splits):
+            return tuple(load_coco(*layout[s]) for s in splits)
+    raise DataError(f"{root} is not a COCO-format folder with {' and '.join(splits)} splits: expected train/ and "
+                    "test/ (or val/) with images/ and instances.json each, or COCO's train2017/, val2017/ and "
+                    "annotations/instances_*2017.json")  # fmt: skip
+
+
+def subset(data: CocoDetection, n: int | None) -> CocoDetection:
+    """The first ``n`` images (all if None), with the ground truth COCOeval reads cut to match."""
+    if n is None or n >= len(data):
+        return data
+    keep = {int(im["id"]) for im in data.images[:n]}
+    gt = {**data.gt, "images": data.images[:n], "annotations": [a for a in data.gt.get("annotations", [])
+                                                                if int(a["image_id"]) in keep]}  # fmt: skip
+    return CocoDetection(data.root, data.images[:n], data.targets[:n], data.classes, data.category_ids, gt)

@@ -55,9 +55,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from reslab.choices import DETECTOR_DESIGNS
-from reslab.errors import ModelError
+from reslab.errors import ModelError, ReslabError
 from reslab.models import ResNet, create_model
 from reslab.models.registry import is_model_name, resolve
+from reslab.models.trained import load_trained
 
 DESIGNS = DETECTOR_DESIGNS
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # at stride 16 (the ImageNet nets' conv4_x)
@@ -168,19 +169,17 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
 
 def _classifier(backbone: str, weights: str | Path | None) -> tuple[nn.Module, tuple, tuple]:
     """The classification network (with ``weights`` if given) and the input statistics it was trained with."""
-    from reslab.deploy.trained import load_trained
-    from reslab.errors import ReslabError
-
     if weights is None:
         return create_model(backbone), IMAGENET_MEAN, IMAGENET_STD
     try:
         loaded = load_trained(weights)
     except ReslabError:  # not a model reslab trained (a bare state dict): its weights, ImageNet's statistics
         return create_model(backbone, weights=weights), IMAGENET_MEAN, IMAGENET_STD
-    if _architecture(loaded.config.model, loaded.config.model_kwargs) != _architecture(backbone, {}):
-        raise ModelError(f"backbone weights {weights} are a {loaded.config.model}, not a {backbone}")
-    mean = loaded.mean.float().mean((1, 2)) if loaded.mean is not None else torch.tensor(IMAGENET_MEAN)
-    std = loaded.preprocess.get("std")
+    if _architecture(loaded.arch.name, loaded.arch.kwargs) != _architecture(backbone, {}):
+        raise ModelError(f"backbone weights {weights} are a {loaded.arch.name}, not a {backbone}")
+    pre = loaded.preprocessing
+    mean = pre.mean.float().mean((1, 2)) if pre.mean is not None else torch.tensor(IMAGENET_MEAN)
+    std = pre.std
     std = std.flatten() if isinstance(std, torch.Tensor) else torch.ones(3)
     return loaded.model, tuple(mean.tolist()), tuple(std.tolist())
 

@@ -14,6 +14,7 @@ import types
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from reslab.choices import SHIPPED, TASKS, TORCHVISION
 from reslab.data.spec import resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
@@ -56,6 +57,8 @@ class TrainConfig:
     val_split: int = _opt(0, "hold out N training images as the validation set (the paper: 5000)")
     augment: bool = _opt(True, "pad-crop-flip augmentation (Sec. 4.2)")
     recipe: Recipe = PAPER
+    task: str | None = _opt(None, "what the run trains (reslab.tasks): classification, or detection; default: "
+                            "the recipe's (detection for --recipe detection)")  # fmt: skip
     seed: int = _opt(0, "seed of the initial weights and of the data order and augmentation")
     precision: str = _opt("auto", "auto: bf16 where the CPU or GPU has it natively, else fp32 (fp16 on old GPUs)")
     channels_last: bool = _opt(True, "NHWC memory format (faster convolutions on CPUs and tensor cores)")
@@ -82,6 +85,13 @@ class TrainConfig:
             raise ConfigError(f"--compile-mode {self.compile_mode} is a mode of --compile, which is off")
         if not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
+        trains = "detection" if self.recipe.augmentation == "detection" else "classification"
+        if self.task is None:
+            object.__setattr__(self, "task", trains)
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task != trains:
+            raise ConfigError(f"--recipe {self.recipe.name} trains {trains}, not {self.task}")
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
         if self.init is not None:
             object.__setattr__(self, "init", resolve_init(self.init))
@@ -114,7 +124,7 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.detects:
+        if self.task == "detection":
             from reslab.detection.model import parse_name
 
             parse_name(self.model)  # a detector's name, or one line saying what one looks like
@@ -140,7 +150,7 @@ class TrainConfig:
         for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.detects and not _models().is_model_name(self.model):
+        if self.task != "detection" and not _models().is_model_name(self.model):
             raise ModelError(_models().unknown_model(self.model))
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
@@ -150,17 +160,12 @@ class TrainConfig:
         """Images per evaluation batch: ``eval_batch_size``, or its default for the kind of data."""
         if self.eval_batch_size is not None:
             return self.eval_batch_size
-        return 8 if self.detects else 50 if self.streams else 1000
+        return 8 if self.task == "detection" else 50 if self.streams else 1000
 
     @property
     def streams(self) -> bool:
         """Whether this run streams large images from disk (the imagenet augmentations) or holds its data in memory."""
         return self.recipe.augmentation not in ("cifar", "detection")
-
-    @property
-    def detects(self) -> bool:
-        """Whether this run trains a detector (Faster R-CNN on a COCO-format set) rather than a classifier."""
-        return self.recipe.augmentation == "detection"
 
     @property
     def run_dir(self) -> str:
@@ -193,8 +198,6 @@ class TrainConfig:
         return cls(**{**d, "recipe": Recipe(**recipe)})
 
 
-SHIPPED = "shipped:"  # how a config records the name of a model with shipped weights given to --init
-TORCHVISION = "torchvision:"  # --init's prefix for torchvision's ImageNet weights (`models.torchvision_weights`)
 
 
 def model_of_init(init: str | None) -> str | None:
@@ -204,12 +207,12 @@ def model_of_init(init: str | None) -> str | None:
     if not init:
         return None
     if init.startswith(TORCHVISION):
-        from reslab.models.torchvision_weights import parse
+        from reslab.weights.torchvision import parse
 
         return parse(init).model
     if init.startswith(SHIPPED) or (not os.path.exists(os.path.expanduser(init)) and _models().is_model_name(init)):
         return init.removeprefix(SHIPPED)
-    from reslab.models.weights import read_weights
+    from reslab.weights.state import read_weights
 
     try:
         found = read_weights(os.path.expanduser(init))
@@ -233,7 +236,7 @@ def peer_kwargs(init: str) -> dict[str, Any]:
     """The model keywords that ``init``'s weights need, where they are in a recognised foreign format (or
     torchvision's: the bottleneck's stride on the 3x3)."""
     if init.startswith(TORCHVISION):
-        from reslab.models.torchvision_weights import MODEL_KWARGS  # torch: see _models
+        from reslab.weights.torchvision import MODEL_KWARGS  # torch: see _models
 
         return dict(MODEL_KWARGS)
     path = os.path.expanduser(init)
@@ -247,7 +250,7 @@ def peer_kwargs(init: str) -> dict[str, Any]:
 def _peer_kwargs(path: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...]:
     # keyed by size and mtime too: a file replaced under the same name is read again
     try:
-        from reslab.models.weights import read_weights  # torch: see _models
+        from reslab.weights.state import read_weights  # torch: see _models
 
         foreign = read_weights(path).foreign
     except ModelError:
@@ -262,7 +265,7 @@ def resolve_init(text: str) -> str:
     if text.startswith(SHIPPED):
         return text
     if text.startswith(TORCHVISION):  # recorded in one spelling, with the weights it chose: torchvision:resnet50.V2
-        from reslab.models.torchvision_weights import parse  # torchvision: see _models
+        from reslab.weights.torchvision import parse  # torchvision: see _models
 
         return parse(text).ref
     path = os.path.expanduser(text)

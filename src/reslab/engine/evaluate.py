@@ -11,15 +11,18 @@ from reslab.choices import SPLITS
 from reslab.data.dataset import holdout_split, resolve_spec
 from reslab.data.loader import EVAL_MODES, EvalStream, default_workers
 from reslab.data.views import LargeAugment
+from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
-from reslab.engine.run import load_data, open_stream
-from reslab.engine.rundir import LoadedModel, load_model
+from reslab.engine.recipes import PAPER, get_recipe
 from reslab.errors import ConfigError, DataError, ReslabError, class_mismatch
+from reslab.models.trained import TORCHVISION_AUGMENTATION, load_trained
 from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
+from reslab.tasks.classification_run import load_data, open_stream
+from reslab.weights.trained import TrainedModel
 
 
 def evaluate_checkpoint(
-    path: str | LoadedModel,
+    path: str | TrainedModel,
     *,
     data: str | None = None,
     data_dir: str | None = None,
@@ -55,60 +58,64 @@ def evaluate_checkpoint(
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
-    loaded = path if isinstance(path, LoadedModel) else load_model(path, dev)
+    loaded = path if isinstance(path, TrainedModel) else load_trained(path, dev)
     loaded.model.to(dev)
-    cfg = loaded.config
-    if loaded.preprocess.get("source") and data is None:  # torchvision's weights: trained on data not here
-        raise ConfigError(f"{loaded.preprocess['source']}: pass --data (the ImageNet folder or tar to evaluate on)")
-    if loaded.mean is None:
-        raise ReslabError(f"{loaded.path} was trained on a custom batch source: it records no preprocessing to "
+    pre = loaded.preprocessing
+    if not loaded.config:  # weights trained elsewhere (torchvision's, another project's): on data not recorded here
+        if data is None:
+            raise ConfigError(f"{loaded.source} records no training data: pass --data (the data to evaluate on)")
+        cfg = TrainConfig(model=loaded.arch.name, model_kwargs=dict(loaded.arch.kwargs), data=data,
+                          recipe=get_recipe(TORCHVISION_AUGMENTATION) if pre.view else PAPER)  # fmt: skip
+    else:
+        cfg = TrainConfig.from_dict(loaded.config)
+    if pre.mean is None:
+        raise ReslabError(f"{loaded.source} was trained on a custom batch source: it records no preprocessing to "
                           "evaluate with; evaluate it from Python")  # fmt: skip
     if cfg.streams:
-        return _evaluate_large(loaded, data, split, flip, shift, mode, scales, dev, precision, batch_size, workers)
+        return _evaluate_large(loaded, cfg, data, split, flip, shift, mode, scales, dev, precision, batch_size, workers)
     if mode != "center":
         raise ConfigError(f"{mode} testing is for large images (a run trained with --recipe imagenet-*); "
-                          f"{loaded.path} holds {list(loaded.mean.shape[1:])} images in memory")  # fmt: skip
+                          f"{loaded.source} holds {list(pre.mean.shape[1:])} images in memory")  # fmt: skip
     try:
         ds = load_data(replace(cfg, data=data or cfg.data, data_dir=data_dir if data_dir is not None else cfg.data_dir))
     except DataError as e:
         if data is None:
-            raise DataError(f"{e}; this is the data {loaded.path} was trained on: pass --data to evaluate on a "
+            raise DataError(f"{e}; this is the data {loaded.source} was trained on: pass --data to evaluate on a "
                             "copy of it elsewhere") from e  # fmt: skip
         raise
     _check_classes(ds.classes, loaded)
-    if tuple(ds.test_images.shape[1:]) != tuple(loaded.mean.shape):
+    if tuple(ds.test_images.shape[1:]) != tuple(pre.mean.shape):
         raise DataError(f"the data's images are {list(ds.test_images.shape[1:])}, the checkpoint was trained on "
-                        f"{list(loaded.mean.shape)}")  # fmt: skip
+                        f"{list(pre.mean.shape)}")  # fmt: skip
     if split == "val" and not cfg.val_split:
-        raise ConfigError(f"{loaded.path} was trained without a validation split (--val-split): use test or train")
+        raise ConfigError(f"{loaded.source} was trained without a validation split (--val-split): use test or train")
     held = holdout_split(ds, cfg.val_split) if cfg.val_split else ds  # the split training made, reproduced
     images, labels = {"test": (ds.test_images, ds.test_labels), "val": (held.test_images, held.test_labels),
                       "train": (held.train_images, held.train_labels)}[split]  # fmt: skip
-    batches = EvalBatches(images, labels, loaded.mean, batch_size or cfg.eval_batch, str(dev))
+    batches = EvalBatches(images, labels, pre.mean, batch_size or cfg.eval_batch, str(dev))
     with autocast(resolve_precision(precision, dev), dev):
         result = evaluate(loaded.model, batches, len(loaded.classes), flip=flip, shift=shift, device=dev,
                           channels_last=cfg.channels_last)  # fmt: skip
     return {**result, "dataset": ds.name, "data_label": ds.label, "split": split, "views": views_label(flip, shift),
-            "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip
+            "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.source)}  # fmt: skip
 
 
-def _check_classes(classes: list[str], loaded: LoadedModel) -> None:
-    if loaded.preprocess.get("source") and len(classes) == len(loaded.classes):
+def _check_classes(classes: list[str], loaded: TrainedModel) -> None:
+    if loaded.preprocessing.source and len(classes) == len(loaded.classes):
         return  # torchvision's class names for ImageNet's folders (n01440764, ...): the same order, sorted by wnid
     if list(classes) != loaded.classes:
         raise DataError(class_mismatch(list(classes), loaded.classes))
 
 
-def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: bool, shift: int, mode: str,
-                    scales: tuple[int, ...] | None, dev: torch.device, precision: str, batch_size: int | None,
-                    workers: int | None) -> dict[str, Any]:  # fmt: skip
-    cfg = loaded.config
+def _evaluate_large(loaded: TrainedModel, cfg: TrainConfig, data: str | None, split: str, flip: bool, shift: int,
+                    mode: str, scales: tuple[int, ...] | None, dev: torch.device, precision: str,
+                    batch_size: int | None, workers: int | None) -> dict[str, Any]:  # fmt: skip
     large, _ = open_stream(replace(cfg, data=resolve_spec(data) if data else cfg.data, test_subset=None,
                                    train_subset=None if data else cfg.train_subset))  # fmt: skip
     _check_classes(large.classes, loaded)
-    aug = LargeAugment(**loaded.preprocess["large"])
+    aug = LargeAugment(**loaded.preprocessing.view)
     index = large.splits["train" if split == "train" else "val"]
-    stream = EvalStream(index, aug, loaded.mean, loaded.preprocess.get("std"), mode=mode, scales=scales,
+    stream = EvalStream(index, aug, loaded.preprocessing.mean, loaded.preprocessing.std, mode=mode, scales=scales,
                         batch_size=batch_size or cfg.eval_batch, device=dev,
                         workers=default_workers() if workers is None else workers)  # fmt: skip
     with autocast(resolve_precision(precision, dev), dev):
@@ -120,4 +127,4 @@ def _evaluate_large(loaded: LoadedModel, data: str | None, split: str, flip: boo
                             "mirrored"}[mode]  # fmt: skip
     return {**result, "dataset": large.name, "data_label": large.name, "split": "train" if split == "train" else "val",
             "views": views, "mode": mode, "skipped": stream.skips.count, "classes": loaded.classes,
-            "iteration": loaded.iteration, "checkpoint": str(loaded.path)}  # fmt: skip
+            "iteration": loaded.iteration, "checkpoint": str(loaded.source)}  # fmt: skip

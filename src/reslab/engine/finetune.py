@@ -20,12 +20,16 @@ here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` f
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from reslab.choices import SHIPPED, TORCHVISION
 from reslab.errors import ConfigError, ModelError
+from reslab.weights.shipped import shipped_file
+from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
+from reslab.weights.tensorfile import read_tensorfile
+from reslab.weights.torchvision import parse as parse_torchvision
 
 HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
 
@@ -47,18 +51,12 @@ def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
 
 
 def read_init(ref: str) -> dict[str, torch.Tensor]:
-    """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, or ``shipped:NAME``."""
-    from reslab.engine.config import SHIPPED, TORCHVISION
-    from reslab.models.weights import read_weights
-
+    """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, ``shipped:NAME`` or
+    torchvision's weights (``torchvision:resnet50.IMAGENET1K_V2``)."""
     if ref.startswith(SHIPPED):
-        from reslab.deploy.shipped import load_shipped
-
-        return load_shipped(ref[len(SHIPPED) :]).model.state_dict()
+        return read_tensorfile(shipped_file(ref[len(SHIPPED) :])).state
     if ref.startswith(TORCHVISION):
-        from reslab.models.torchvision_weights import parse
-
-        return parse(ref).state_dict()
+        return parse_torchvision(ref).state_dict()
     found = read_weights(ref)
     # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
     return found.foreign.folded() if found.foreign is not None else found.state
@@ -67,36 +65,17 @@ def read_init(ref: str) -> dict[str, torch.Tensor]:
 def init_mean(ref: str) -> torch.Tensor | None:
     """The mean image the ``init`` weights were trained with, if they record one (reslab checkpoints, reslab
     safetensors files, shipped weights, recognised foreign checkpoints: their per-channel mean); None for plain
-    weights."""
-    from reslab.engine.config import SHIPPED, TORCHVISION
-    from reslab.engine.rundir import CHECKPOINT, NotACheckpoint, read_checkpoint
-    from reslab.errors import ReslabError
-    from reslab.models.weights import read_weights
-
+    weights and for torchvision's (a per-channel mean and std: the streamed path's channel normalisation,
+    `engine.run.open_stream`)."""
     if ref.startswith(TORCHVISION):
-        return None  # a per-channel mean and std: the streamed path's channel normalisation (`engine.run.open_stream`)
-    if ref.startswith(SHIPPED):
-        from reslab.deploy.shipped import load_shipped
-
-        return load_shipped(ref[len(SHIPPED) :]).mean
-    path = Path(ref) / CHECKPOINT if Path(ref).is_dir() else Path(ref)
-    try:
-        if path.suffix == ".safetensors":
-            from reslab.deploy.trained import read_safetensors
-
-            return read_safetensors(path).mean
-        return read_checkpoint(path, mmap=True)["mean"]
-    except NotACheckpoint:
-        foreign = read_weights(path).foreign
-        return foreign.mean_image() if foreign is not None else None
-    except (ReslabError, OSError):
-        return None  # plain weights, or unreadable: load_init reports the latter
+        return None
+    path = shipped_file(ref[len(SHIPPED) :]) if ref.startswith(SHIPPED) else ref
+    pre = recorded_preprocessing(path)
+    return None if pre is None else pre.mean
 
 
 def load_init(model: nn.Module, ref: str, log: Callable[[str], None] = print) -> None:
     """Load ``ref`` into ``model``; a classifier of another size is left as initialised (and logged)."""
-    from reslab.models.weights import fit_weights
-
     state = read_init(ref)
     own = model.state_dict()
     head = [k for k in own if k.startswith(f"{HEAD}.")]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from reslab.data.presets import PRESETS
+from reslab.data.tta import count_views
 from reslab.errors import ConfigError
-from reslab.tasks.tta import count_views
 
 if TYPE_CHECKING:
     import torch

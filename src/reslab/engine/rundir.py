@@ -11,7 +11,8 @@ RUN/
 ```
 
 Also here: whether a folder can be started or resumed (`RunDir.check_start`), whether a checkpoint can continue a
-configuration (`check_resumable`), rebuilding a model from a checkpoint (`load_model`) and reading results.
+configuration (`check_resumable`) and reading results. The checkpoint file itself is `reslab.weights.checkpoint`'s;
+rebuilding its network is `reslab.models.trained.load_trained`'s.
 """
 
 from __future__ import annotations
@@ -20,64 +21,31 @@ import contextlib
 import json
 import math
 import os
-import pickle
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError, ReslabError
-from reslab.files import atomic_write, json_text, read_json, write_json, write_text
-from reslab.models import create_model
-from reslab.models.peers import Foreign
-from reslab.models.weights import ForeignWeightsWarning, fit_weights, read_weights
+from reslab.files import json_text, read_json, write_json, write_text
+from reslab.weights.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 
 try:
     import fcntl
 except ImportError:  # not a POSIX system: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-CONFIG, METRICS, SUMMARY, CHECKPOINT, LOCK = "config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", ".lock"
+CONFIG, METRICS, SUMMARY, LOCK = "config.json", "metrics.jsonl", "summary.json", ".lock"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
-# The entries every reslab checkpoint has (what `reslab eval` needs); resuming needs those of `RESUME_KEYS` too.
-REQUIRED = ("model", "config", "iteration", "mean", "classes")
+# A checkpoint's entries beyond those every reslab checkpoint has (`weights.checkpoint.REQUIRED`): what resuming needs.
 RESUME_KEYS = ("optimizer", "scaler", "stream", "schedule", "interval_stats", "train_seconds", "rng_cpu")
 
 
 class RunInUse(ReslabError):
     """Another process holds the run folder's lock."""
-
-
-class NotACheckpoint(ReslabError):
-    """A readable weights-only file that is not a reslab checkpoint (a state dict, another project's format)."""
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A reslab checkpoint, read as untrusted input (tensors and plain containers only: no pickled code).
-
-    ``mmap`` maps the tensors instead of reading them: cheap when only the small entries are wanted.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ReslabError(f"checkpoint not found: {path}")
-    try:
-        with warnings.catch_warnings():  # torch's notes (e.g. on pickle protocols) would come before our one line
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # a truncated, foreign or malicious file: refuse it in one line
-        why = "it holds more than tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
-        raise ReslabError(f"cannot read checkpoint {path}: not a valid reslab checkpoint ({why})") from e
-    if not isinstance(state, dict):
-        raise NotACheckpoint(f"{path} is not a reslab checkpoint (not a dictionary)")
-    missing = [k for k in REQUIRED if k not in state]
-    if missing:
-        raise NotACheckpoint(f"{path} is not a reslab checkpoint (no {missing[0]!r} entry)")
-    return state
 
 
 @dataclass(frozen=True)
@@ -249,8 +217,7 @@ class RunDir:
                 os.close(fd)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        with atomic_write(self.checkpoint_path) as f:
-            torch.save(state, f)
+        write_checkpoint(self.checkpoint_path, state)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / SUMMARY, summary)
@@ -313,54 +280,3 @@ def _logged_iter(line: str) -> float:
         return json.loads(line)["iter"]
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, with what evaluating it needs."""
-
-    model: nn.Module
-    config: TrainConfig
-    classes: list[str]
-    mean: torch.Tensor | None
-    iteration: int
-    path: Path
-    preprocess: dict[str, Any] = field(default_factory=dict)  # the large-image path's sizes and std
-
-
-def from_foreign(foreign: Foreign, path: Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A recognised foreign checkpoint (`reslab.models.peers`) as a `LoadedModel` that reslab's preprocessing feeds
-    correctly: built as its project built it, the per-channel mean as the mean image, the std folded into the stem
-    convolution. Says so in one warning."""
-    warnings.warn(foreign.note(path), ForeignWeightsWarning, stacklevel=3)
-    config = TrainConfig(model=foreign.model, model_kwargs=dict(foreign.model_kwargs))
-    model = create_model(foreign.model, num_classes=len(foreign.classes), **foreign.model_kwargs)
-    fit_weights(model, foreign.folded(), path)
-    return LoadedModel(model.to(device), config, list(foreign.classes), foreign.mean_image(), 0, path)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the registered model a checkpoint (or a run folder's checkpoint) was trained as, with its weights; a
-    recognised foreign checkpoint as `from_foreign` builds it."""
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    try:
-        state = read_checkpoint(path)
-    except NotACheckpoint:
-        foreign = read_weights(path).foreign
-        if foreign is None:
-            raise
-        return from_foreign(foreign, path, device)
-    config = TrainConfig.from_dict(state["config"])
-    if config.detects:
-        raise ReslabError(f"{path} is a detection run: use reslab detect eval / reslab detect predict")
-    if state.get("custom_model"):
-        raise ReslabError(f"{path} holds a model passed in from Python ({state['custom_model']}): build it again and "
-                          "load the checkpoint's 'model' entry into it")  # fmt: skip
-    classes = list(state["classes"])
-    model = create_model(config.model, num_classes=len(classes), **config.model_kwargs)
-    fit_weights(model, state["model"], path)
-    return LoadedModel(model.to(device), config, classes, state["mean"], int(state["iteration"]), path,
-                       dict(state.get("preprocess") or {}))  # fmt: skip

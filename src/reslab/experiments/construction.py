@@ -25,7 +25,6 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
 from reslab.experiments.report import (
     NOT_REPRODUCED,
@@ -38,6 +37,7 @@ from reslab.experiments.report import (
 )
 from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.models import ResNet, create_model
+from reslab.models.trained import load_trained
 from reslab.tasks.classification import EvalBatches, evaluate
 
 SHALLOW, DEEP = 20, 56
@@ -115,18 +115,19 @@ def run(ctx: Context) -> Path:
     s = specs(ctx)
     trained = ctx.runner.run_all([s["shallow"], s["deep"], s["resnet"]])
     ds = ctx.runner.dataset
-    shallow = load_model(trained[s["shallow"].name].path)
+    shallow = load_trained(trained[s["shallow"].name].path)
     deep = construct(shallow.model, DEEP)
     ctx.out.mkdir(parents=True, exist_ok=True)
     torch.save(deep.state_dict(), s["sgd"].init)
-    test = EvalBatches(ds.test_images, ds.test_labels, shallow.mean, 500)
+    mean = shallow.preprocessing.mean
+    test = EvalBatches(ds.test_images, ds.test_labels, mean, 500)
     diff = (logits(deep, test) - logits(shallow.model, test)).abs().max().item()
     results = {**trained, **ctx.runner.run_all([s["sgd"]])}
-    nets = {f"plain-{SHALLOW}": load_model(trained[s["shallow"].name].path).model,
+    nets = {f"plain-{SHALLOW}": load_trained(trained[s["shallow"].name].path).model,
             f"plain-{DEEP} constructed": deep,
-            f"plain-{DEEP} from scratch": load_model(trained[s["deep"].name].path).model,
-            f"ResNet-{DEEP} from scratch": load_model(trained[s["resnet"].name].path).model,
-            f"plain-{DEEP} constructed, then SGD": load_model(results[s["sgd"].name].path).model}  # fmt: skip
+            f"plain-{DEEP} from scratch": load_trained(trained[s["deep"].name].path).model,
+            f"ResNet-{DEEP} from scratch": load_trained(trained[s["resnet"].name].path).model,
+            f"plain-{DEEP} constructed, then SGD": load_trained(results[s["sgd"].name].path).model}  # fmt: skip
     runs = {f"plain-{SHALLOW}": s["shallow"], f"plain-{DEEP} from scratch": s["deep"],
             f"ResNet-{DEEP} from scratch": s["resnet"], f"plain-{DEEP} constructed, then SGD": s["sgd"]}  # fmt: skip
     how = {f"plain-{SHALLOW}": "trained", f"plain-{DEEP} constructed": f"plain-{SHALLOW} + identity units, no training",
@@ -138,8 +139,8 @@ def run(ctx: Context) -> Path:
         run_ = runs.get(label)
         logged = results[run_.name].final_train_error(TAIL) if run_ else None
         table.append({"net": label, "how": how[label],
-                      "training error (%)": errors(model, ds.train_images, ds.train_labels, shallow.mean, k),
-                      "test error (%)": errors(model, ds.test_images, ds.test_labels, shallow.mean, k),
+                      "training error (%)": errors(model, ds.train_images, ds.train_labels, mean, k),
+                      "test error (%)": errors(model, ds.test_images, ds.test_labels, mean, k),
                       "logged training error (%)": logged if logged is not None else ""})  # fmt: skip
     row = {r["net"]: r for r in table}
     p20, built = row[f"plain-{SHALLOW}"], row[f"plain-{DEEP} constructed"]

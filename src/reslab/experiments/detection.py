@@ -31,11 +31,10 @@ import torch
 from matplotlib.figure import Figure
 
 from reslab import paper
+from reslab.deploy.detect import Detections, found_boxes
 from reslab.detection.canvas import MIN_VISIBLE, make_canvases
-from reslab.detection.coco import CocoDetection, coco_eval, to_coco_results
+from reslab.detection.coco import CocoDetection, coco_eval, open_coco, subset, to_coco_results
 from reslab.detection.model import create_detector
-from reslab.detection.predict import Detections, found_boxes
-from reslab.detection.run import load_detector, open_coco, subset
 from reslab.detection.task import detect
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
@@ -54,6 +53,7 @@ from reslab.experiments.report import (
 )
 from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.files import write_json
+from reslab.tasks.detection import load_detector
 
 SHOWN = 4  # test canvases drawn with their predicted boxes
 
@@ -190,7 +190,7 @@ def boxes_figure(path: Path, runs: dict[str, Path], test: CocoDetection, device:
     dev = resolve_device(device)
     for net, run in runs.items():
         loaded = load_detector(run, dev)
-        with autocast(resolve_precision(loaded.config.precision, dev), dev):
+        with autocast(resolve_precision(loaded.config["precision"], dev), dev):
             outputs = detect(loaded.model, first, device=dev)
         rows.append((net, [found_boxes(loaded.classes, o["labels"], o["boxes"], o["scores"]) for o in outputs]))
     fig = Figure(figsize=(2.6 * n, 2.7 * len(rows)), layout="constrained")

@@ -19,11 +19,11 @@ from torch import nn
 
 from reslab.data.batches import eval_batches
 from reslab.engine.precision import resolve_device
-from reslab.engine.rundir import load_model
 from reslab.experiments import comparison
 from reslab.experiments.degradation import compare, train_claim
 from reslab.experiments.report import write_report, write_results
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
+from reslab.models.trained import load_trained
 
 DEPTHS = (20, 56)
 KINDS = {"plain": "plain", "resnet": "ResNet", "highway": "highway"}
@@ -66,7 +66,7 @@ def gate_means(run: Path, images: torch.Tensor, labels: torch.Tensor, device: st
     """Mean transform gate T = sigmoid(gate(x)) of each unit of a trained highway net over the given images (inference
     mode): T = 0 carries the input unchanged, T = 1 passes only F(x)."""
     dev = resolve_device(device)
-    loaded = load_model(run, dev)
+    loaded = load_trained(run, dev)
     units = [u for u in loaded.model.eval().units() if u.gate is not None]
     sums = torch.zeros(len(units), dtype=torch.float64)
 
@@ -78,7 +78,7 @@ def gate_means(run: Path, images: torch.Tensor, labels: torch.Tensor, device: st
 
     handles = [u.gate.register_forward_hook(hook(i)) for i, u in enumerate(units)]
     try:
-        for x, _ in eval_batches(images, labels, loaded.mean, batch_size=500, device=str(dev)):
+        for x, _ in eval_batches(images, labels, loaded.preprocessing.mean, batch_size=500, device=str(dev)):
             loaded.model(x)
     finally:
         for h in handles:

@@ -20,7 +20,6 @@ from torch import nn
 
 from reslab.data.batches import eval_batches
 from reslab.engine.precision import resolve_device
-from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
 from reslab.experiments.report import (
     NOT_REPRODUCED,
@@ -33,6 +32,7 @@ from reslab.experiments.report import (
 )
 from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.models import ResNet
+from reslab.models.trained import load_trained
 
 
 def specs(ctx: Context) -> list[RunSpec]:
@@ -58,7 +58,7 @@ def response_bns(model: ResNet) -> list[nn.BatchNorm2d]:
 def layer_stds(run: Path, images: torch.Tensor, labels: torch.Tensor, device: str = "auto") -> list[float]:
     """Std of every 3x3 layer's BN output over the given images, for the model in the run folder's checkpoint."""
     dev = resolve_device(device)
-    loaded = load_model(run, dev)
+    loaded = load_trained(run, dev)
     model = loaded.model.eval()  # eval mode: BN uses its running statistics, as at test time
     bns = response_bns(model)
     sums = torch.zeros(len(bns), 3, dtype=torch.float64)  # (sum, sum of squares, count) per layer
@@ -72,7 +72,7 @@ def layer_stds(run: Path, images: torch.Tensor, labels: torch.Tensor, device: st
 
     handles = [bn.register_forward_hook(hook(i)) for i, bn in enumerate(bns)]
     try:
-        for x, _ in eval_batches(images, labels, loaded.mean, batch_size=500, device=str(dev)):
+        for x, _ in eval_batches(images, labels, loaded.preprocessing.mean, batch_size=500, device=str(dev)):
             model(x)
     finally:
         for h in handles:

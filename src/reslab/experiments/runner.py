@@ -17,10 +17,11 @@ from typing import Any
 
 from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
-from reslab.engine.run import load_data, train
+from reslab.engine.run import train
 from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.experiments.budgets import BUDGETS, Budget, get_budget
+from reslab.tasks.classification_run import load_data
 
 __all__ = ["BUDGETS", "Budget", "get_budget"]  # declared in reslab.experiments.budgets (light: --help reads them)
 from reslab.models import model_spec

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from reslab.engine.rundir import load_model
 from reslab.experiments import degradation
 from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, claim, markdown_table, write_report, write_results
 from reslab.experiments.responses import conv_bn_pairs
 from reslab.experiments.runner import Context, RunSpec
 from reslab.models import ResNet, create_model
+from reslab.models.trained import load_trained
 from reslab.tasks.classification import EvalBatches
 
 DEPTHS = (20, 56)
@@ -188,9 +188,9 @@ def run(ctx: Context) -> Path:
     n_batches, batch_size = (1 if ctx.budget.name == "smoke" else BATCHES), ctx.budget.batch_size
     changes: dict[str, tuple[list[float], int, int]] = {}
     for r in results.values():
-        trained = load_model(r.path)
+        trained = load_trained(r.path)
         initial = initial_model(r.spec, ds.num_classes)
-        batches = probe_batches(ds.train_images, ds.train_labels, trained.mean, n_batches, batch_size)
+        batches = probe_batches(ds.train_images, ds.train_labels, trained.preprocessing.mean, n_batches, batch_size)
         net = degradation.label(r.spec.model)
         signals[net, "initialisation"] = measure(initial, batches)
         signals[net, "end of training"] = measure(trained.model, batches)

@@ -21,8 +21,11 @@ from torch import nn
 from reslab.errors import ModelError
 from reslab.models.features import FeatureNet
 from reslab.models.resnet import ResNet
-from reslab.models.torchvision_weights import MODEL_KWARGS, is_torchvision_ref
-from reslab.models.torchvision_weights import parse as parse_torchvision
+from reslab.weights.shipped import shipped_file
+from reslab.weights.state import ForeignWeightsWarning, fit_weights, read_weights
+from reslab.weights.tensorfile import read_tensorfile
+from reslab.weights.torchvision import MODEL_KWARGS, is_torchvision_ref
+from reslab.weights.torchvision import parse as parse_torchvision
 
 
 @dataclass(frozen=True)
@@ -135,18 +138,17 @@ def _signature_defaults(builder: Callable[..., nn.Module]) -> dict[str, Any]:
 
 
 def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
-    from reslab.models.weights import ForeignWeightsWarning, fit_weights, read_weights
-
     if pretrained and weights is not None:
         raise ModelError("give pretrained=True or weights=PATH, not both")
     if pretrained:
-        from reslab.deploy.shipped import load_shipped
-
         if not is_model_name(name):
             raise ModelError(unknown_model(name))
         if kwargs:
             raise ModelError(f"{name}'s shipped weights fix its architecture; got keywords {', '.join(kwargs)}")
-        return load_shipped(name).model.train()
+        file = shipped_file(name)
+        found = read_tensorfile(file)
+        model = create_model(found.arch.name, num_classes=len(found.classes), **found.arch.kwargs)
+        return fit_weights(model, found.state, file)
     if is_torchvision_ref(weights):
         tv = parse_torchvision(str(weights), name)
         if kwargs.get("stride_in_1x1", False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from reslab.errors import ModelError
 from reslab.models.counting import model_complexity
 from reslab.models.registry import list_models, model_spec
+from reslab.weights.shipped import manifest
 
 COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs",
            "shipped weights")
@@ -15,8 +16,6 @@ def model_rows(pattern: str | None = None) -> list[dict[str, object]]:
     names = list_models(pattern)
     if not names:
         raise ModelError(f"no registered model matches {pattern!r}; `reslab models` lists them all")
-    from reslab.deploy.shipped import manifest
-
     shipped = manifest()
     rows = []
     for name in names:

@@ -1,13 +1,13 @@
-"""Tasks of the training loop: what a batch is, the loss, the metrics and the evaluation (classification today).
+"""The tasks the training engine runs, registered by name: each makes the `reslab.engine.parts.TaskParts` of a run
+from its `TrainConfig` (model, data, loss and evaluation); the engine runs ``TASKS[config.task]`` and names none.
+The names are declared once, light, in `reslab.choices.TASKS` (what a config may say)."""
 
-The names below are imported on first use, so that `reslab.tasks.tta` can be read without loading torch.
-"""
+from reslab.choices import TASKS as NAMES
+from reslab.engine.parts import MakeParts
+from reslab.tasks.classification_run import classification_parts
+from reslab.tasks.detection import detection_parts
 
-from reslab.lazy import lazy_names
+TASKS: dict[str, MakeParts] = {"classification": classification_parts, "detection": detection_parts}
+assert tuple(TASKS) == NAMES, "reslab.choices.TASKS lists the registered tasks"
 
-_NAMES = ("ClassificationData", "ClassificationTask", "evaluate", "in_memory")
-
-
-__getattr__ = lazy_names("reslab.tasks", dict.fromkeys(_NAMES, "reslab.tasks.classification"))
-
-__all__ = list(_NAMES)
+__all__ = ["TASKS"]

@@ -26,9 +26,9 @@ from reslab.data.batches import BatchStream, eval_batches, pixel_mean
 from reslab.data.dataset import ImageDataset, holdout_split
 from reslab.data.large import LargeData
 from reslab.data.loader import EvalStream, StreamingBatches
+from reslab.data.tta import count_views, views_label
 from reslab.data.views import LargeAugment
 from reslab.errors import ConfigError, OutOfMemory, is_out_of_memory
-from reslab.tasks.tta import count_views, views_label
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

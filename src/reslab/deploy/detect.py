@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
-from reslab.detection.run import LoadedDetector
 from reslab.engine.precision import autocast
+from reslab.weights.trained import TrainedModel
 
 
 @dataclass
@@ -48,7 +48,7 @@ def found_boxes(classes: list[str], labels: torch.Tensor, boxes: torch.Tensor, s
             zip(labels.tolist(), scores, boxes.float().cpu().tolist(), strict=True) if v >= threshold]  # fmt: skip
 
 
-def detect_files(loaded: LoadedDetector, files: Iterable[Path], *, threshold: float = 0.5,
+def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: float = 0.5,
                  device: torch.device | str = "cpu", precision: str = "fp32") -> Iterator[Detections]:  # fmt: skip
     """`Detections` per file, in order; files that cannot be decoded come back with ``error`` set."""
     device = torch.device(device)

@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from reslab.choices import TORCHVISION as PREFIX
 from reslab.errors import ModelError
 
-PREFIX = "torchvision:"
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # torchvision's names = reslab's names
 MODEL_KWARGS: dict[str, Any] = {"stride_in_1x1": False}  # torchvision's "v1.5" bottleneck (see the module doc)
 

@@ -1,6 +1,6 @@
-"""Weights that ship inside the package: ``src/reslab/deploy/weights/`` holds one reslab safetensors file per
-model and ``manifest.json``, which says for each where it came from (recipe, data, test error, sha256, commit, date).
-Nothing is downloaded: a name without shipped weights is a one-line error naming those that have them.
+"""Weights that ship inside the package: ``files/`` holds one reslab safetensors file per model and
+``manifest.json``, which says for each where it came from (recipe, data, test error, sha256, commit, date). Nothing is
+downloaded: a name without shipped weights is a one-line error naming those that have them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from reslab.engine.rundir import LoadedModel
 from reslab.errors import ModelError
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parent / "files"
 
 
 @cache
@@ -29,10 +26,8 @@ def has_weights(name: str) -> bool:
     return name in manifest()
 
 
-def load_shipped(name: str, device: str | torch.device = "cpu") -> LoadedModel:
-    """The shipped weights of ``name`` (checked against the manifest's sha256), as a `LoadedModel`."""
-    from reslab.deploy.trained import read_safetensors
-
+def shipped_file(name: str) -> Path:
+    """The safetensors file of ``name``'s shipped weights, checked against the manifest's sha256."""
     entry = manifest().get(name)
     if entry is None:
         have = ", ".join(sorted(manifest())) or "none yet"
@@ -44,4 +39,4 @@ def load_shipped(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     if digest != entry["sha256"]:
         raise ModelError(f"shipped weights {path} are damaged (sha256 {digest[:12]}..., manifest says "
                          f"{entry['sha256'][:12]}...): reinstall reslab")  # fmt: skip
-    return read_safetensors(path, device)
+    return path

@@ -3,22 +3,26 @@
 Files are untrusted input: read with ``torch.load(weights_only=True)`` (tensors and plain containers only). The
 ``module.`` prefix that ``DataParallel`` and ``DistributedDataParallel`` add to every key is removed. A mismatch is
 one line naming the first missing or unexpected key, never a wall of keys. Other projects' formats that load but
-compute something else unless built differently are recognised (`reslab.models.peers`).
+compute something else unless built differently are recognised (`reslab.weights.peers`).
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from reslab.errors import ModelError
-from reslab.models.peers import Foreign, recognise
+from reslab.errors import ModelError, ReslabError
+from reslab.weights.checkpoint import NotACheckpoint, checkpoint_file, read_checkpoint
+from reslab.weights.peers import Foreign, recognise
+from reslab.weights.tensorfile import is_tensorfile, read_tensorfile
+from reslab.weights.trained import Preprocessing
 
 
 class ForeignWeightsWarning(UserWarning):
@@ -79,21 +83,13 @@ def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _read_safetensors(path: Path) -> Weights:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+    if is_tensorfile(path):  # reslab's own: the run's configuration comes with it
+        found = read_tensorfile(path)
+        return Weights(_unwrapped(found.state), found.config)
     try:
-        state = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        return Weights(_unwrapped(load_file(str(path))))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"cannot read weights from {path}: not a safetensors file") from e
-    try:
-        config = json.loads(meta["config"]) if meta.get("format") == "reslab" else None
-    except (KeyError, ValueError):
-        config = None
-    state = _unwrapped({k: v for k, v in state.items() if not k.startswith("reslab.")})  # not reslab's mean image
-    return Weights(state, config if isinstance(config, dict) else None)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -118,3 +114,19 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | 
                          f"{list(own[wrong].shape)} in the model")  # fmt: skip
     model.load_state_dict(state)
     return model
+
+
+def recorded_preprocessing(path: str | Path) -> Preprocessing | None:
+    """The preprocessing a weights file records, read without building anything: a reslab checkpoint's or run
+    folder's, a reslab safetensors file's, a recognised foreign checkpoint's (its per-channel mean as a mean image);
+    None for plain weights and for files that cannot be read (loading them says why)."""
+    path = checkpoint_file(path)
+    try:
+        if path.suffix == ".safetensors":
+            return read_tensorfile(path).preprocessing if is_tensorfile(path) else None
+        return Preprocessing.from_checkpoint(read_checkpoint(path, mmap=True))
+    except NotACheckpoint:
+        foreign = read_weights(path).foreign
+        return Preprocessing(foreign.mean_image()) if foreign is not None else None
+    except (ReslabError, OSError):
+        return None
