@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from reslab.cli import main
-from reslab.engine.finetune import FrozenStatsBatchNorm2d
 from reslab.engine.run import build_trainer, train
 from reslab.errors import ConfigError, ModelError
+from reslab.models.parts import FrozenStatsBatchNorm2d
 from reslab.weights.checkpoint import read_checkpoint
 
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from reslab.engine.config import TrainConfig
 from reslab.engine.finetune import init_mean, read_init
 from reslab.errors import ModelError
 from reslab.models import create_model
 from reslab.models.blocks import ZeroPadShortcut
 from reslab.models.trained import load_trained
-from reslab.weights.peers import IMAGENET_MEAN, IMAGENET_STD
 from reslab.weights.state import ForeignWeightsWarning
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

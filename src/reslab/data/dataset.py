@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from reslab.data.spec import SYNTHETIC_DEFAULT_SIZE, _is_builtin, _parse_synthetic_size, resolve_spec
+from reslab.data.spec import SYNTHETIC_DEFAULT_SIZE, is_builtin, parse_synthetic_size, resolve_spec
 from reslab.errors import DataError
 
 __all__ = ["resolve_spec"]  # the --data parser lives in reslab.data.spec; dataset keeps its old name for it
@@ -115,14 +115,14 @@ def _load(
     from reslab.data.folders import load_image_folder
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if _is_builtin(spec):
+    if is_builtin(spec):
         if image_size not in (None, _SYNTHETIC_HW):
             raise DataError(
                 f"image size {image_size} not supported for {spec!r}: it is 32x32 (resizing is for folders)"
             )
         if spec == "cifar10":
             return load_cifar10(cache, download=download)
-        return make_synthetic(_parse_synthetic_size(spec))
+        return make_synthetic(parse_synthetic_size(spec))
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"data not found: {path} (expected 'cifar10', 'synthetic[:N]', a folder with train/ and "

@@ -55,7 +55,7 @@ def load_image_folder(
     is_tar = path.is_file() and path.name.lower().endswith(TAR_SUFFIXES)
     if not path.is_dir() and not is_tar:
         raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
-    listing = None if is_tar else _scan_directory(path)
+    listing = None if is_tar else scan_directory(path)
     key = _cache_key(path, listing, image_size)
     cache_file = Path(cache_dir).expanduser() / "folders" / f"{key}.pt"
     arrays = _read_cache(cache_file)
@@ -75,7 +75,7 @@ def load_image_folder(
     )
 
 
-def _split_rel(name: str) -> Rel | None:
+def split_rel(name: str) -> Rel | None:
     """Components of a member name; None for anything that must be ignored (parent refs, hidden/metadata files)."""
     parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
     # Hidden entries are skipped because macOS tars carry "._x.jpg" resource forks that are not images.
@@ -84,11 +84,11 @@ def _split_rel(name: str) -> Rel | None:
     return parts
 
 
-def _is_image(rel: Rel) -> bool:
+def is_image(rel: Rel) -> bool:
     return os.path.splitext(rel[-1])[1].lower() in IMAGE_EXTENSIONS
 
 
-def _scan_directory(root: Path) -> tuple[set[Rel], dict[Rel, Source]]:
+def scan_directory(root: Path) -> tuple[set[Rel], dict[Rel, Source]]:
     dirs: set[Rel] = set()
     files: dict[Rel, Source] = {}
     seen: set[tuple[int, int]] = set()  # (device, inode) of every folder walked: a symlink loop is walked once
@@ -100,12 +100,12 @@ def _scan_directory(root: Path) -> tuple[set[Rel], dict[Rel, Source]]:
         seen.add((st.st_dev, st.st_ino))
         base = Path(dirpath)
         for d in dirnames:
-            rel = _split_rel((base / d).relative_to(root).as_posix())
+            rel = split_rel((base / d).relative_to(root).as_posix())
             if rel:
                 dirs.add(rel)
         for f in filenames:
-            rel = _split_rel((base / f).relative_to(root).as_posix())
-            if rel and _is_image(rel):
+            rel = split_rel((base / f).relative_to(root).as_posix())
+            if rel and is_image(rel):
                 files[rel] = base / f
     return dirs, files
 
@@ -117,12 +117,12 @@ def _read_tar(path: Path) -> tuple[set[Rel], dict[Rel, Source]]:
     try:
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
-                rel = _split_rel(member.name)
+                rel = split_rel(member.name)
                 if rel is None:
                     continue
                 if member.isdir():
                     dirs.add(rel)
-                elif member.isfile() and _is_image(rel):
+                elif member.isfile() and is_image(rel):
                     files[rel] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read tar {path}: {exc}") from exc
@@ -187,7 +187,7 @@ def _write_cache(cache_file: Path, arrays: dict) -> None:
         warnings.warn(f"could not write data cache: {exc}", stacklevel=3)
 
 
-def _find_root(rels: Iterable[Rel], where: Path) -> Rel:
+def find_root(rels: Iterable[Rel], where: Path) -> Rel:
     """The prefix holding train/: the top level, or a single folder wrapping everything."""
     rels = list(rels)
     if any(r[0] == "train" for r in rels):
@@ -198,7 +198,7 @@ def _find_root(rels: Iterable[Rel], where: Path) -> Rel:
     raise DataError(f"no train/ folder in {where} (expected train/<class>/... and test/<class>/...)")
 
 
-def _classes_of(split: str, dirs: set[Rel], files: dict[Rel, Source]) -> dict[str, list[Rel]]:
+def classes_of(split: str, dirs: set[Rel], files: dict[Rel, Source]) -> dict[str, list[Rel]]:
     """Class name -> sorted image paths for one split (paths relative to the root)."""
     by_class: dict[str, list[Rel]] = {d[1]: [] for d in dirs if len(d) == 2 and d[0] == split}
     for rel in files:
@@ -246,7 +246,7 @@ _GREY16 = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _NO_RANGE = {"I": "32-bit integer pixels", "F": "32-bit float pixels"}
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     # PNG has no 32-bit greys, and older Pillow versions open its 16-bit greys as mode "I".
     if img.mode in _GREY16 or (img.mode == "I" and img.format == "PNG"):
         return Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
@@ -281,7 +281,7 @@ def decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, str]:
         encoding = _encoding(img)
         if image_size is not None:
             img = _reduced(img, image_size)
-        img = _to_rgb(img)
+        img = to_rgb(img)
     if image_size is not None:
         w, h = img.size
         scale = image_size / min(w, h)
@@ -348,12 +348,12 @@ class _Decoder:
 
 def _layout(path: Path, dirs: set[Rel], files: dict[Rel, Source]) -> tuple[list[str], dict[str, list]]:
     """Check the folder structure; return the classes and, per split, the (name, source, label) items in order."""
-    root = _find_root([*dirs, *files], path)
+    root = find_root([*dirs, *files], path)
     dirs = {d[len(root) :] for d in dirs if d[: len(root)] == root and len(d) > len(root)}
     files = {f[len(root) :]: s for f, s in files.items() if f[: len(root)] == root}
     prefix = "/".join((str(path), *root))
     test_split = "test" if any(r[0] == "test" for r in (*dirs, *files)) else "val"
-    train, test = _classes_of("train", dirs, files), _classes_of(test_split, dirs, files)
+    train, test = classes_of("train", dirs, files), classes_of(test_split, dirs, files)
     classes = sorted(train)
     if not classes:
         raise DataError(f"no class folders with images in {prefix}/train")

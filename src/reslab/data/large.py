@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reslab.data.folders import IMAGE_EXTENSIONS, _classes_of, _find_root, _is_image, _scan_directory, _split_rel
+from reslab.data.folders import IMAGE_EXTENSIONS, classes_of, find_root, is_image, scan_directory, split_rel
 from reslab.errors import DataError
 
 SHARD_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -124,8 +124,8 @@ def open_large(path: str | Path) -> LargeData:
     # not shards).
     if train.is_dir() and _shards(train) and not any(p.is_dir() for p in train.iterdir()):
         return _webdataset(path)
-    dirs, files = _scan_directory(path)
-    root = _find_root([*dirs, *files], path)
+    dirs, files = scan_directory(path)
+    root = find_root([*dirs, *files], path)
     val_name = "val" if (path.joinpath(*root) / "val").is_dir() else "test"
     val_dir = path.joinpath(*root, val_name)
     flat = val_dir.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in val_dir.iterdir())
@@ -151,12 +151,12 @@ Where = tuple[str, int, int]  # (file, offset, size); offset -1: the whole file
 def _from_listing(path: Path, dirs: set, files: dict, layout: str, flat_val: Path | None = None) -> LargeData:
     """The splits of an ImageFolder listing; with ``flat_val`` the validation images come from that folder and its
     labels file instead of class folders."""
-    root = _find_root([*dirs, *files], path)
+    root = find_root([*dirs, *files], path)
     dirs = {d[len(root) :] for d in dirs if d[: len(root)] == root and len(d) > len(root)}
     files = {f[len(root) :]: w for f, w in files.items() if f[: len(root)] == root}
     # val/ is the evaluation split; test/ only where there is no val/ (ImageNet's test/ has no labels).
     val_name = "val" if any(r[0] == "val" for r in (*dirs, *files)) else "test"
-    train, val = _classes_of("train", dirs, files), _classes_of(val_name, dirs, files)
+    train, val = classes_of("train", dirs, files), classes_of(val_name, dirs, files)
     classes = sorted(train)
     _check_classes(path, classes, train, val if flat_val is None else None, val_name)
     splits = {}
@@ -211,12 +211,12 @@ def _tar_members(path: Path) -> list[tarfile.TarInfo]:
 def _folder_in_tar(path: Path) -> LargeData:
     dirs, files = set(), {}
     for m in _tar_members(path):
-        rel = _split_rel(m.name)
+        rel = split_rel(m.name)
         if rel is None:
             continue
         if m.isdir():
             dirs.add(rel)
-        elif m.isfile() and _is_image(rel):
+        elif m.isfile() and is_image(rel):
             files[rel] = (str(path), m.offset_data, m.size)
             dirs.update(rel[:k] for k in range(1, len(rel)))  # tars need not list their folders
     return _from_listing(path, dirs, files, "ImageFolder tar")

@@ -30,11 +30,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from reslab.choices import EVAL_MODES
 from reslab.data.batches import check_batch_size, seeded_generator
 from reslab.data.large import ImageIndex
+from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from reslab.data.views import (
     PCA_EIGVAL,
     PCA_EIGVEC,
-    TORCHVISION_MEAN,
-    TORCHVISION_STD,
     LargeAugment,
     center_view,
     crop_view,
@@ -89,7 +88,7 @@ class Normalizer:
 
 def channel_stats() -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's ImageNet per-channel mean and std, [3, 1, 1] in [0, 1] units."""
-    return torch.tensor(TORCHVISION_MEAN)[:, None, None], torch.tensor(TORCHVISION_STD)[:, None, None]
+    return torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
 
 
 # -- the datasets the workers index ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from reslab.errors import DataError
 SYNTHETIC_DEFAULT_SIZE = 512
 
 
-def _is_builtin(spec: str) -> bool:
+def is_builtin(spec: str) -> bool:
     return spec == "cifar10" or spec == "synthetic" or spec.startswith("synthetic:")
 
 
@@ -20,11 +20,11 @@ def resolve_spec(spec: str) -> str:
     if not isinstance(spec, str) or not spec:
         raise DataError(f"bad data spec {spec!r}: expected 'cifar10', 'synthetic[:N]', a folder or a .tar")
     if spec.startswith("synthetic:"):
-        _parse_synthetic_size(spec)
-    return spec if _is_builtin(spec) else os.path.abspath(os.path.expanduser(spec))
+        parse_synthetic_size(spec)
+    return spec if is_builtin(spec) else os.path.abspath(os.path.expanduser(spec))
 
 
-def _parse_synthetic_size(spec: str) -> int:
+def parse_synthetic_size(spec: str) -> int:
     if spec == "synthetic":
         return SYNTHETIC_DEFAULT_SIZE
     text = spec.partition(":")[2]

@@ -34,7 +34,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from reslab.data.folders import _to_rgb
+from reslab.data.folders import to_rgb
 from reslab.data.presets import PRESETS
 from reslab.errors import ConfigError, DataError
 
@@ -45,7 +45,6 @@ PAPER_SCALES = (224, 256, 384, 480, 640)  # Sec. 3.4, multi-scale testing
 # [0, 1]), as in fb.resnet.torch, which the paper's authors pointed to for their training details.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
-TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class LargeAugment:
@@ -121,7 +120,7 @@ def decode(data: bytes, need: float = 1.0) -> torch.Tensor:
     with Image.open(io.BytesIO(data)) as img:
         if img.format == "JPEG" and need < 1:
             img.draft("RGB", (math.ceil(img.size[0] * need), math.ceil(img.size[1] * need)))
-        return torch.from_numpy(np.array(_to_rgb(img))).permute(2, 0, 1)
+        return torch.from_numpy(np.array(to_rgb(img))).permute(2, 0, 1)
 
 
 def decode_jpegs(data: list[torch.Tensor], device: torch.device | str, names: list[str]) -> list[torch.Tensor]:

@@ -52,18 +52,20 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from reslab.choices import DETECTOR_DESIGNS
+from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from reslab.errors import ModelError, ReslabError
 from reslab.models import ResNet, create_model
+from reslab.models.features import FeatureInfo, features
+from reslab.models.parts import freeze_batchnorm
+from reslab.models.parts import parts as resnet_parts
 from reslab.models.registry import is_model_name, resolve
 from reslab.models.trained import load_trained
 
 DESIGNS = DETECTOR_DESIGNS
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # at stride 16 (the ImageNet nets' conv4_x)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -76,22 +78,6 @@ def parse_name(name: str) -> tuple[str, str]:
     if not is_model_name(backbone):
         raise ModelError(f"unknown backbone {backbone!r} in {name!r}; `reslab models` lists them")
     return backbone, design
-
-
-def freeze_bn(module: nn.Module) -> nn.Module:
-    """Every BatchNorm2d in ``module`` replaced by a FrozenBatchNorm2d holding its statistics and affine values."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            with torch.no_grad():
-                frozen.weight.copy_(child.weight)
-                frozen.bias.copy_(child.bias)
-                frozen.running_mean.copy_(child.running_mean)
-                frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_bn(child)
-    return module
 
 
 class C4Trunk(nn.Module):
@@ -141,12 +127,12 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
     net, mean, std = _classifier(backbone, backbone_weights)
     if not isinstance(net, ResNet):
         raise ModelError(f"{backbone} is not a reslab ResNet; detection needs its stem and stages")
-    parts = [nn.ModuleList([net.conv1, net.bn1])] + [getattr(net, n) for n in net.stage_names]
+    parts = [nn.ModuleList(modules) for modules in resnet_parts(net).values()]  # stem, then the stages
     if not 0 <= trainable_stages <= len(parts):
         raise ModelError(f"trainable_stages must be in [0, {len(parts)}] for {backbone}, got {trainable_stages}")
     for part in parts[: len(parts) - trainable_stages]:
         part.requires_grad_(False)
-    freeze_bn(net)
+    freeze_batchnorm(net)
     common = dict(min_size=min_size, max_size=max_size, image_mean=list(image_mean or mean),
                   image_std=list(image_std or std), rpn_post_nms_top_n_test=proposals_test,
                   box_batch_size_per_image=rois_per_image)  # fmt: skip
@@ -192,13 +178,10 @@ def _architecture(name: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any
 
 
 def _stage_channels(net: ResNet) -> list[int]:
-    """Output channels of each stage: its last convolution's (every unit's last conv yields the unit's width)."""
-    return [[m for m in getattr(net, n).modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-            for n in net.stage_names]  # fmt: skip
+    """Output channels of each stage (`reslab.models.features`: the same feature maps ``features_only`` returns)."""
+    return FeatureInfo(features(net)[1:]).channels()
 
 
 def _stride(net: ResNet, stages: int) -> int:
-    """The total stride after the stem and the first ``stages`` stages: the ImageNet stem's conv and max pool
-    stride 4 (the CIFAR stem 1), and every stage after the first halves the map (`ResNet`)."""
-    stem = 1 if isinstance(net.maxpool, nn.Identity) else 4
-    return stem * 2 ** max(0, stages - 1)
+    """The total stride after the stem and the first ``stages`` stages (`reslab.models.features`)."""
+    return features(net)[stages].reduction

@@ -71,9 +71,9 @@ class TrainConfig:
                                      free=True)  # fmt: skip
     stop_at: int | None = _opt(None, "stop (with a checkpoint) after this iteration, as if interrupted", free=True)
     sync_bn: bool = _opt(False, "synchronised BN across processes (CUDA under torchrun)")
-    compile: bool = _opt(False, "torch.compile the model (slower than eager on the CPUs we measured)")
-    compile_mode: str = _opt("default", "torch.compile's mode with --compile: default, reduce-overhead (CUDA graphs: "
-                             "2.3-3.0x the eager speed of ResNet-20/56 on an H100, docs/results/gpu) or max-autotune")
+    compile: bool = _opt(False, "torch.compile the model (measured against eager in README's throughput tables)")
+    compile_mode: str = _opt("default", "torch.compile's mode with --compile: default, reduce-overhead (CUDA "
+                             "graphs) or max-autotune")  # fmt: skip
     eval_batch_size: int | None = _opt(None, "images per evaluation batch (default: 1000 in memory, 50 for streamed "
                                        "large images)", free=True)  # fmt: skip
     progress: bool = _opt(True, "progress bar and log lines on stderr", free=True)

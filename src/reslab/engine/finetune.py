@@ -26,28 +26,13 @@ from torch import nn
 
 from reslab.choices import SHIPPED, TORCHVISION
 from reslab.errors import ConfigError, ModelError
+from reslab.models.parts import freeze_statistics, parts
 from reslab.weights.shipped import shipped_file
 from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
 from reslab.weights.tensorfile import read_tensorfile
 from reslab.weights.torchvision import parse as parse_torchvision
 
 HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
-
-
-class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
-    """A BatchNorm2d that always normalises with its running statistics and never updates them: ``train()`` leaves
-    it in inference mode. Same parameters and buffers as ``nn.BatchNorm2d``, so checkpoints load into plain models."""
-
-    def train(self, mode: bool = True) -> FrozenStatsBatchNorm2d:
-        return super().train(False)
-
-
-def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """The names ``freeze`` accepts and the modules each one covers."""
-    stages = getattr(model, "stage_names", None)
-    if stages is None:
-        raise ConfigError(f"freezing needs a reslab ResNet (stem, stages, fc); {type(model).__name__} has no stages")
-    return {"stem": [model.conv1, model.bn1], **{name: [getattr(model, name)] for name in stages}}
 
 
 def read_init(ref: str) -> dict[str, torch.Tensor]:
@@ -99,16 +84,9 @@ def freeze(model: nn.Module, names: tuple[str, ...], freeze_bn: bool) -> None:
     for name in names:
         for module in available[name]:
             module.requires_grad_(False)
-            _freeze_stats(module)
+            freeze_statistics(module)
     if freeze_bn:
-        _freeze_stats(model)
-
-
-def _freeze_stats(module: nn.Module) -> None:
-    for m in module.modules():
-        if type(m) is nn.BatchNorm2d:
-            m.__class__ = FrozenStatsBatchNorm2d  # the same attributes: swapped in place, the state dict unchanged
-            m.eval()
+        freeze_statistics(model)
 
 
 def head_parameters(model: nn.Module) -> set[int]:

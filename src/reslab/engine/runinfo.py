@@ -9,7 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
+
+from reslab import __version__
+from reslab.engine.precision import cpu_has_native_bf16
 
 
 def git_commit() -> str:
@@ -35,8 +39,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from reslab.engine.precision import cpu_has_native_bf16
-
     # The development machines change between sessions, with and without native bf16: every figure names its CPU.
     desc = f"{cpu}, {os.cpu_count()} cores, {'native' if cpu_has_native_bf16() else 'no native'} bf16"
     if torch.cuda.is_available():
@@ -45,10 +47,6 @@ def machine() -> str:
 
 
 def run_info() -> dict[str, Any]:
-    import numpy
-
-    from reslab import __version__
-
     return {
         "reslab": __version__,
         "git_commit": git_commit(),

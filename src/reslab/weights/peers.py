@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
