@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
+from reslab.choices import (
+    DETECTION_THRESHOLD,
+    DETECTOR_BACKBONE,
+    DETECTOR_DESIGN,
+    DETECTOR_MAX_SIZE,
+    DETECTOR_MIN_SIZE,
+)
 from reslab.choices import DETECTOR_DESIGNS as DESIGNS
 from reslab.cli.options import add_device_args, positive_int
 from reslab.cli.parser import COMMANDS
@@ -21,11 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "annotations/): the paper's C4 design (Sec. 4.3, Appendix A) or FPN. --init takes the "
                         "backbone's weights (any reslab classification run or weights file). Every flag of `reslab "
                         "train` applies; the run folder, resume and torchrun work as there.")  # fmt: skip
-    t.add_argument("--backbone", default="resnet50", help="a reslab network (`reslab models`), e.g. resnet101")
-    t.add_argument("--design", choices=DESIGNS, default="c4", help="c4 (the paper's) or fpn (default: c4)")
-    t.add_argument("--min-size", type=positive_int, default=600, help="shorter image side the detector resizes to "
-                   "(the paper: 600)")  # fmt: skip
-    t.add_argument("--max-size", type=positive_int, default=1000, help="longest side at most (default: 1000)")
+    t.add_argument("--backbone", default=DETECTOR_BACKBONE, help="a reslab network (`reslab models`), e.g. "
+                   f"resnet101 (default: {DETECTOR_BACKBONE})")  # fmt: skip
+    t.add_argument("--design", choices=DESIGNS, default=DETECTOR_DESIGN,
+                   help=f"c4 (the paper's) or fpn (default: {DETECTOR_DESIGN})")  # fmt: skip
+    t.add_argument("--min-size", type=positive_int, default=DETECTOR_MIN_SIZE, help="shorter image side the "
+                   f"detector resizes to (default: {DETECTOR_MIN_SIZE}, the paper's)")  # fmt: skip
+    t.add_argument("--max-size", type=positive_int, default=DETECTOR_MAX_SIZE,
+                   help=f"longest side at most (default: {DETECTOR_MAX_SIZE})")  # fmt: skip
     add_run_arguments(t, default_recipe="detection")
     t.set_defaults(func=run_train)
     e = cmds.add_parser("eval", help="COCO mAP of a detection run on a COCO-format split",
@@ -33,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "detection run on the test split of its data (or --data), as a table, or JSON.")  # fmt: skip
     e.add_argument("run", help="a detection run folder or its checkpoint.pt")
     e.add_argument("--data", default=None, help="a COCO-format folder (default: the run's)")
-    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--batch-size", type=positive_int, default=None, help="images per batch (default: the run's "
+                   "evaluation batch size)")  # fmt: skip
     e.add_argument("--json", action="store_true")
     add_device_args(e)
     e.set_defaults(func=run_eval)
@@ -44,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("run", help="a detection run folder or its checkpoint.pt")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True, help="folder for the drawn images")
-    pr.add_argument("--threshold", type=float, default=0.5, help="smallest score shown (default: 0.5)")
+    pr.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                    help=f"smallest score shown (default: {DETECTION_THRESHOLD})")  # fmt: skip
     add_device_args(pr)
     pr.set_defaults(func=run_predict)
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
@@ -90,65 +104,26 @@ def run_make_dataset(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import json
+    from reslab.detection.coco import format_stats
+    from reslab.tasks.detection import evaluate_detector
 
-    from reslab.detection.coco import coco_eval, format_stats, open_coco, to_coco_results
-    from reslab.detection.task import detect
-    from reslab.engine.precision import autocast, resolve_device, resolve_precision
-    from reslab.errors import DataError
-    from reslab.tasks.detection import load_detector
-
-    device = resolve_device(args.device)
-    loaded = load_detector(args.run, device)
-    (test,) = open_coco(args.data or loaded.config["data"], ("test",))
-    if test.classes != loaded.classes:
-        few = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
-        raise DataError(f"the test set's classes ({few(test.classes)}) are not the ones {loaded.source} was trained "
-                        f"on ({few(loaded.classes)})")  # fmt: skip
-    with autocast(resolve_precision(args.precision, device), device):
-        outputs = detect(loaded.model, test, batch_size=args.batch_size, device=device)
-    stats = coco_eval(test, to_coco_results(test, outputs))
+    r = evaluate_detector(args.run, data=args.data, batch_size=args.batch_size, device=args.device,
+                          precision=args.precision)  # fmt: skip
     if args.json:
-        print(json.dumps({"run": str(loaded.source), "images": len(test), **stats}, indent=2))
+        print(json.dumps(r, indent=2))
     else:
-        print(f"{loaded.source}: {len(test)} test images, COCO box statistics (%):")
-        print(format_stats(stats))
+        print(f"{r['run']}: {r['images']} test images, COCO box statistics (%):")
+        print(format_stats(r))
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
+    from reslab.deploy.detect import draw_to_folder, predict_files
 
-    from PIL import Image
-
-    from reslab.deploy.detect import detect_files
-    from reslab.deploy.predict import image_files
-    from reslab.engine.precision import resolve_device, resolve_precision
-    from reslab.errors import DataError
-    from reslab.files import write_text
-    from reslab.tasks.detection import load_detector
-
-    files = list(image_files(args.images))
-    device = resolve_device(args.device)
-    loaded = load_detector(args.run, device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    taken: set[str] = set()
-    for det in detect_files(loaded, files, threshold=args.threshold, device=device,
-                            precision=resolve_precision(args.precision, device)):  # fmt: skip
+    for det in draw_to_folder(predict_files(args.run, args.images, threshold=args.threshold, device=args.device,
+                                            precision=args.precision), args.out):  # fmt: skip
         if det.error is not None:
             print(f"reslab: skipped {det.path}: {det.error}", file=sys.stderr)
-            continue
-        name = next(n for k in range(len(taken) + 1) if (n := det.path.stem + (f"-{k}" if k else "")) not in taken)
-        taken.add(name)  # a/x.jpg and b/x.jpg: x.png and x-1.png, never one over the other
-        target = out / f"{name}.png"
-        Image.fromarray(det.drawn()).save(target)
-        lines.append(json.dumps({**det.as_dict(), "drawn": str(target)}))
-        print(lines[-1])
-    if not lines:
-        raise DataError("no image could be read" if files else "no image files found")
-    write_text(out / "detections.jsonl", "\n".join(lines) + "\n")
+        else:
+            print(json.dumps({**det.as_dict(), "drawn": str(det.drawn_path)}))
     return 0

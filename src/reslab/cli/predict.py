@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from reslab.choices import PREDICT_BATCH
 from reslab.cli.options import add_device_args, add_trained_model, positive_int
 from reslab.cli.parser import COMMANDS
 
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=None,
                    help="classes shown per image (default: 5, or all of a model's if it has fewer)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=positive_int, default=PREDICT_BATCH,
+                   help=f"images per forward pass (default: {PREDICT_BATCH})")  # fmt: skip
     add_device_args(p)
     p.set_defaults(func=run_predict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,12 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
-from reslab.engine.precision import autocast
+from reslab.choices import DETECTION_THRESHOLD
+from reslab.deploy.predict import image_files
+from reslab.engine.precision import autocast, resolve_device, resolve_precision
+from reslab.errors import DataError
+from reslab.files import write_text
+from reslab.tasks.detection import load_detector
 from reslab.weights.trained import TrainedModel
 
 
@@ -23,6 +29,7 @@ class Detections:
     found: list[tuple[str, float, list[float]]] = field(default_factory=list)
     image: torch.Tensor | None = None  # uint8 [3, H, W]
     error: str | None = None
+    drawn_path: Path | None = None  # where `draw_to_folder` wrote it
 
     def as_dict(self) -> dict[str, object]:
         if self.error is not None:
@@ -40,7 +47,7 @@ class Detections:
 
 
 def found_boxes(classes: list[str], labels: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor | None = None,
-                threshold: float = 0.5) -> list[tuple[str, float, list[float]]]:  # fmt: skip
+                threshold: float = DETECTION_THRESHOLD) -> list[tuple[str, float, list[float]]]:  # fmt: skip
     """A detector's output (or ground truth: no ``scores``, drawn as 1.00) as `Detections.found` triples, the boxes
     scoring below ``threshold`` left out; ``labels`` count from 1 (0 is the background)."""
     scores = torch.ones(len(labels)) if scores is None else scores.float().cpu()
@@ -48,7 +55,7 @@ def found_boxes(classes: list[str], labels: torch.Tensor, boxes: torch.Tensor, s
             zip(labels.tolist(), scores, boxes.float().cpu().tolist(), strict=True) if v >= threshold]  # fmt: skip
 
 
-def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: float = 0.5,
+def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: float = DETECTION_THRESHOLD,
                  device: torch.device | str = "cpu", precision: str = "fp32") -> Iterator[Detections]:  # fmt: skip
     """`Detections` per file, in order; files that cannot be decoded come back with ``error`` set."""
     device = torch.device(device)
@@ -63,3 +70,35 @@ def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: floa
             out = loaded.model([image.to(device).float().div_(255)])[0]
         yield Detections(Path(f), found_boxes(loaded.classes, out["labels"], out["boxes"], out["scores"], threshold),
                          image)
+
+
+def predict_files(run: str | Path, images: Iterable[str | Path], *, threshold: float = DETECTION_THRESHOLD,
+                  device: str = "auto", precision: str = "auto") -> Iterator[Detections]:  # fmt: skip
+    """`Detections` for the image files and folders ``images`` (walked) by the detector the run ``run`` trained."""
+    files = list(image_files(images))
+    dev = resolve_device(device)
+    loaded = load_detector(run, dev)
+    yield from detect_files(loaded, files, threshold=threshold, device=dev, precision=resolve_precision(precision, dev))
+
+
+def draw_to_folder(detections: Iterable[Detections], out: str | Path) -> Iterator[Detections]:
+    """Write each readable image with its boxes drawn into ``out`` (``NAME.png``; ``NAME-1.png`` for a second image
+    of the same name, never one over another) and all readable images' detections to ``out/detections.jsonl``;
+    yields every `Detections` (``drawn`` set to the PNG's path) as it goes, unreadable ones too."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    taken: set[str] = set()
+    seen = 0
+    for det in detections:
+        seen += 1
+        if det.error is None:
+            name = next(n for k in range(len(taken) + 1) if (n := det.path.stem + (f"-{k}" if k else "")) not in taken)
+            taken.add(name)
+            det.drawn_path = out / f"{name}.png"
+            Image.fromarray(det.drawn()).save(det.drawn_path)
+            lines.append(json.dumps({**det.as_dict(), "drawn": str(det.drawn_path)}))
+        yield det
+    if not lines:
+        raise DataError("no image could be read" if seen else "no image files found")
+    write_text(out / "detections.jsonl", "\n".join(lines) + "\n")

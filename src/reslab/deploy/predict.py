@@ -30,6 +30,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.fx.experimental.optimization import fuse
 
+from reslab.choices import PREDICT_BATCH
 from reslab.data.batches import normalize
 from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
 from reslab.data.loader import Normalizer
@@ -92,8 +93,8 @@ class Predictor:
     """Batched prediction with a loaded model on ``device`` (auto: CUDA if present) in ``precision`` (auto: bf16
     where native), through `inference_model`'s copy of it (``loaded.model`` itself is left as it was)."""
 
-    def __init__(self, loaded: TrainedModel, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 channels_last: bool = True) -> None:  # fmt: skip
+    def __init__(self, loaded: TrainedModel, *, device: str = "auto", precision: str = "auto",
+                 batch_size: int = PREDICT_BATCH, channels_last: bool = True) -> None:  # fmt: skip
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)

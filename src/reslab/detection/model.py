@@ -53,7 +53,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from reslab.choices import DETECTOR_DESIGNS
+from reslab.choices import DETECTOR_DESIGNS, DETECTOR_MAX_SIZE, DETECTOR_MIN_SIZE
 from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from reslab.errors import ModelError, ReslabError
 from reslab.models import ResNet, create_model
@@ -108,7 +108,7 @@ class C4Head(nn.Module):
 
 
 def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path | None = None,
-                    trainable_stages: int = 3, min_size: int = 600, max_size: int = 1000,
+                    trainable_stages: int = 3, min_size: int = DETECTOR_MIN_SIZE, max_size: int = DETECTOR_MAX_SIZE,
                     anchor_sizes: tuple[int, ...] | None = None, proposals_test: int = 300,
                     rois_per_image: int = 128, image_mean: tuple[float, ...] | None = None,
                     image_std: tuple[float, ...] | None = None, **kwargs: Any) -> FasterRCNN:  # fmt: skip

@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
-from reslab.detection.coco import open_coco, subset
+from reslab.detection.coco import coco_eval, open_coco, subset, to_coco_results
 from reslab.detection.model import create_detector
-from reslab.detection.task import DetectionBatches, DetectionData, DetectionTask
+from reslab.detection.task import DetectionBatches, DetectionData, DetectionTask, detect
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
 from reslab.engine.parts import TaskParts
+from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.errors import ConfigError, DataError, ReslabError
 from reslab.weights.checkpoint import checkpoint_file, read_checkpoint
 from reslab.weights.state import fit_weights
@@ -80,3 +81,20 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Train
     pre = Preprocessing(state["mean"], torch.tensor(state["preprocess"]["image_std"]))
     return TrainedModel(model.to(device).eval(), Arch(config.model, dict(config.model_kwargs)), classes, pre,
                         int(state["iteration"]), path, dict(state["config"]))  # fmt: skip
+
+
+def evaluate_detector(run: str | Path, *, data: str | None = None, batch_size: int | None = None,
+                      device: str = "auto", precision: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """COCO's box statistics (mAP@[.5,.95], mAP@.5, ...) of the detection run ``run`` on the test split of its data
+    (or of ``data``, whose classes must be the run's), with ``run``, ``images`` and ``stats`` entries."""
+    dev = resolve_device(device)
+    loaded = load_detector(run, dev)
+    (test,) = open_coco(data or loaded.config["data"], ("test",))
+    if test.classes != loaded.classes:
+        few = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
+        raise DataError(f"the test set's classes ({few(test.classes)}) are not the ones {loaded.source} was trained "
+                        f"on ({few(loaded.classes)})")  # fmt: skip
+    with autocast(resolve_precision(precision, dev), dev):
+        outputs = detect(loaded.model, test, batch_size=batch_size or TrainConfig.from_dict(loaded.config).eval_batch,
+                         device=dev)  # fmt: skip
+    return {"run": str(loaded.source), "images": len(test), **coco_eval(test, to_coco_results(test, outputs))}
