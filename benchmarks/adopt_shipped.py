@@ -47,8 +47,14 @@ def adopt(name: str, runner: Runner, docs: Path) -> str:
     shutil.copy2(docs / name / "metrics.jsonl", run / "metrics.jsonl")
     shutil.copy2(docs / name / "config.json", run / "config.json")
     entry = manifest()[name]
-    write_json(run / "adopted.json", {"from": f"shipped weights {entry['file']}", "sha256": entry["sha256"],
-                                      "run_files": f"docs/results/shipped/{name}"})
+    write_json(
+        run / "adopted.json",
+        {
+            "from": f"shipped weights {entry['file']}",
+            "sha256": entry["sha256"],
+            "run_files": f"docs/results/shipped/{name}",
+        },
+    )
     shutil.copy2(docs / name / "summary.json", run / "summary.json")  # last: the run counts as finished from here
     return f"{name}: adopted as {run}"
 

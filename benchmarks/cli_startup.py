@@ -44,8 +44,12 @@ def main() -> None:
     info = run_info()
     rows = {name: median_seconds(argv, a.repeat) for name, argv in COMMANDS.items()}
     ref = rows["python -c pass (reference)"]
-    lines = [f"CLI start-up, median of {a.repeat} (s); {info['machine']}; {info['date']}; reslab {info['git_commit']}",
-             "", "| command | seconds | x reference |", "|---|---:|---:|"]
+    lines = [
+        f"CLI start-up, median of {a.repeat} (s); {info['machine']}; {info['date']}; reslab {info['git_commit']}",
+        "",
+        "| command | seconds | x reference |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| `{name}` | {sec:.3f} | {sec / ref:.1f} |" for name, sec in rows.items()]
     text = "\n".join(lines) + "\n"
     print(text)

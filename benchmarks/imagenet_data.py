@@ -105,8 +105,14 @@ def reslab_batches(root: Path, augmentation: str, workers: int, batch: int) -> S
 
 
 def reference_batches(root: Path, workers: int, batch: int) -> Iterable:
-    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     ds = torchvision.datasets.ImageFolder(str(root / "train"), transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)  # fmt: skip
@@ -165,7 +171,9 @@ def main() -> None:
         res.print()
         pipelines = {
             "reslab imagenet-paper": lambda w: reslab_batches(root, "imagenet-paper", w, a.batch),
-            "reslab imagenet-paper, uint8": lambda w: endless(reslab_batches(root, "imagenet-paper", w, a.batch).loader),  # noqa: E501
+            "reslab imagenet-paper, uint8": lambda w: endless(
+                reslab_batches(root, "imagenet-paper", w, a.batch).loader
+            ),
             "reslab imagenet-torchvision": lambda w: reslab_batches(root, "imagenet-torchvision", w, a.batch),
             "torchvision reference": lambda w: reference_batches(root, w, a.batch),
         }

@@ -52,8 +52,14 @@ def imagenet_loaded() -> TrainedModel:
     """ResNet-50 with random weights, as a `TrainedModel` with torchvision's preprocessing (224 crop)."""
     mean, std = channel_stats()
     pre = Preprocessing(mean, std, asdict(preset("imagenet-torchvision")))
-    return TrainedModel(create_model("resnet50").eval(), Arch("resnet50"), [str(i) for i in range(1000)], pre, 0,
-                        "resnet50 (random weights)")
+    return TrainedModel(
+        create_model("resnet50").eval(),
+        Arch("resnet50"),
+        [str(i) for i in range(1000)],
+        pre,
+        0,
+        "resnet50 (random weights)",
+    )
 
 
 def rates(loaded: TrainedModel, batch: int, seconds: float, onnx_file: Path) -> dict[str, float]:

@@ -110,7 +110,12 @@ def tutorial_rate(model_name: str, root: Path, batch: int, steps: int, warmup: i
     ])  # fmt: skip
     folder = torchvision.datasets.ImageFolder(root / "train", tf)
     loader = torch.utils.data.DataLoader(
-        folder, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=True,
+        folder,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=True,
         pin_memory=device.type == "cuda",
     )
     model = create_model(model_name).to(device)
@@ -167,8 +172,17 @@ def main() -> None:
     data = load_dataset(args.data)
     root = None if args.skip_tutorial else extract(args.data)
     variants = [False, True] if args.compile else [False]
-    heads = ("model", "batch", "precision", "compiled", "reslab img/s", "tutorial img/s", "ratio", "ceiling img/s",
-             "of ceiling")
+    heads = (
+        "model",
+        "batch",
+        "precision",
+        "compiled",
+        "reslab img/s",
+        "tutorial img/s",
+        "ratio",
+        "ceiling img/s",
+        "of ceiling",
+    )
     heads += ("no BN/ReLU img/s", "its ratio") if args.bound else ()
     out.print(" ".join(f"{h:>16}" for h in heads))
     for name in args.models.split(","):

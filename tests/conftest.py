@@ -39,8 +39,11 @@ def write_tiny_tar(path: Path, train: int = 8, test: int = 2) -> Path:
         for split, n in (("train", train), ("test", test)):
             for cls in ("cat", "dog"):
                 for i in range(n):
-                    _add(tar, f"{split}/{cls}/{i}.png", _encode(Image.new("RGB", (32, 32), (15 * i % 256, 200 if cls
-                                                                                 == "cat" else 20, 90)), "PNG"))
+                    _add(
+                        tar,
+                        f"{split}/{cls}/{i}.png",
+                        _encode(Image.new("RGB", (32, 32), (15 * i % 256, 200 if cls == "cat" else 20, 90)), "PNG"),
+                    )
     return path
 
 

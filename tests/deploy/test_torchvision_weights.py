@@ -121,9 +121,34 @@ def test_fine_tuning_from_torchvision_weights(cache, large_data, tmp_path, capsy
     cache("torchvision:resnet18.IMAGENET1K_V1")
     data = large_data("folder", n_train=8, n_val=3)
     out = tmp_path / "run"
-    args = ["train", "--init", "torchvision:resnet18", "--data", str(data), "--recipe", "imagenet-torchvision",
-            "--image-size", "32", "--iterations", "2", "--epochs", "none", "--batch-size", "4", "--workers", "0",
-            "--freeze", "stem,layer1", "--head-lr-scale", "10", "--device", "cpu", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--init",
+        "torchvision:resnet18",
+        "--data",
+        str(data),
+        "--recipe",
+        "imagenet-torchvision",
+        "--image-size",
+        "32",
+        "--iterations",
+        "2",
+        "--epochs",
+        "none",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--freeze",
+        "stem,layer1",
+        "--head-lr-scale",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["model"] == "resnet18" and config["model_kwargs"] == {"stride_in_1x1": False}  # from --init

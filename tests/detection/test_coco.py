@@ -84,13 +84,19 @@ def test_a_perfect_prediction_scores_1_and_an_empty_one_0(tmp_path):
     ("mutate", "message"),
     [
         (lambda gt: gt.pop("categories"), "not a COCO instances file"),
-        (lambda gt: gt["annotations"].append({"id": 9, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}),
-         "names image 99, which is not listed"),
-        (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1]}),
-         "names category 5"),
+        (
+            lambda gt: gt["annotations"].append({"id": 9, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}),
+            "names image 99, which is not listed",
+        ),
+        (
+            lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1]}),
+            "names category 5",
+        ),
         (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 3}), "malformed record .*bbox"),
-        (lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 2]}),
-         "malformed record .*ValueError"),
+        (
+            lambda gt: gt["annotations"].append({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 2]}),
+            "malformed record .*ValueError",
+        ),
         (lambda gt: gt["images"][0].pop("file_name"), "malformed record .*file_name"),
         (lambda gt: gt["categories"].append({"name": "no id"}), "malformed record"),
     ],

@@ -136,8 +136,10 @@ def test_both_designs_compute_the_classification_networks_own_features(tmp_path)
         (lambda: create_detector("fasterrcnn_resnet51_c4", num_classes=2), "unknown backbone 'resnet51'"),
         (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=0), "num_classes must be a positive"),
         (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, trainable_stages=9), r"in \[0, 5\]"),
-        (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, backbone_weights="/no/such.pt"),
-         "weights not found"),
+        (
+            lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, backbone_weights="/no/such.pt"),
+            "weights not found",
+        ),
     ],
 )
 def test_bad_input_is_one_line(call, message):

@@ -89,7 +89,8 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
 
 def test_a_dead_rank_ends_the_job_with_its_error(tmp_path):
     script = tmp_path / "die.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os
         from torch import nn
         from reslab import create_model
@@ -111,7 +112,8 @@ def test_a_dead_rank_ends_the_job_with_its_error(tmp_path):
         cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out={str(tmp_path / "run")!r},
                           recipe=get_recipe("paper", iterations=50, batch_size=16), progress=False)
         train(cfg, model=Dying())
-    """))
+    """)
+    )
     proc = torchrun(str(script), timeout=180)
     assert proc.returncode != 0
     # torchrun's report names the rank that failed and its own exit code
@@ -121,7 +123,8 @@ def test_a_dead_rank_ends_the_job_with_its_error(tmp_path):
 def test_two_process_stop_and_resume_matches_straight(tmp_path):
     """Exact resume under DDP too: the checkpoint carries the interval statistics summed over ranks."""
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         from reslab.engine.config import TrainConfig
         from reslab.engine.recipes import get_recipe
@@ -132,7 +135,8 @@ def test_two_process_stop_and_resume_matches_straight(tmp_path):
         cfg = TrainConfig(model="resnet20", data="synthetic:256", precision="fp32", out=out, stop_at=stop,
                           recipe=get_recipe("paper", iterations=4, batch_size=16), log_every=3, progress=False)
         train(cfg, resume=RunDir(out).status().iteration is not None)
-    """))
+    """)
+    )
     for out, stop in (("straight", 0), ("split", 2), ("split", 0)):
         proc = torchrun(str(script), str(tmp_path / out), str(stop))
         assert proc.returncode == 0, failure(proc)
@@ -167,8 +171,18 @@ def test_streamed_large_images_under_torchrun_match_one_process(tmp_path, large_
     """Each rank reads its half of every global batch of streamed images, and the plateau rule's decisions (taken
     from rank 0's evaluations) reach every rank: the weights equal one process's on the same global batches."""
     data, out = large_data("shards"), tmp_path / "ddp"
-    recipe = ["--recipe", "imagenet-paper", "--iterations", "6", "--batch-size", "8", "--plateau-patience", "1",
-              "--plateau-threshold", "100"]  # every evaluation after the first is a plateau: lr / 10 at 4 and 6
+    recipe = [
+        "--recipe",
+        "imagenet-paper",
+        "--iterations",
+        "6",
+        "--batch-size",
+        "8",
+        "--plateau-patience",
+        "1",
+        "--plateau-threshold",
+        "100",
+    ]  # every evaluation after the first is a plateau: lr / 10 at 4 and 6
     proc = torchrun("-m", "reslab.cli", "train", "--model", "resnet18", "--data", str(data), "--image-size", "32",
                     "--workers", "0", "--precision", "fp32", "--eval-every", "2", "--log-every", "2", *recipe,
                     "--out", str(out))  # fmt: skip

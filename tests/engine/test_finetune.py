@@ -89,8 +89,19 @@ def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, ca
         build_trainer(tiny_config(model="resnet20", model_kwargs={}, init=str(pretrained), out=None))
     with pytest.raises(ModelError, match="reslab ships no weights for 'resnet1202'"):
         build_trainer(tiny_config(init="resnet1202", out=None))
-    code = main(["train", "--data", "synthetic:256", "--batch-size", "32", "--init", str(tmp_path / "no.pt"),
-                 "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "train",
+            "--data",
+            "synthetic:256",
+            "--batch-size",
+            "32",
+            "--init",
+            str(tmp_path / "no.pt"),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2 and "weights not found" in capsys.readouterr().err
 
 

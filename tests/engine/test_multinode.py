@@ -52,8 +52,23 @@ def _two_nodes(tmp_path: Path, data: Path, args: list[str], timeout: int = 240) 
 
 def test_two_nodes_in_memory_match_one_process_each_with_its_own_cache(tmp_path, tiny_tar_maker):
     data = tiny_tar_maker(tmp_path / "tiny.tar", train=16, test=4)
-    args = ["--model", "resnet20", "--data", f"{{node}}/{data.name}", "--precision", "fp32", "--iterations", "4",
-            "--batch-size", "8", "--log-every", "2", "--out", "{node}/run", "--quiet"]
+    args = [
+        "--model",
+        "resnet20",
+        "--data",
+        f"{{node}}/{data.name}",
+        "--precision",
+        "fp32",
+        "--iterations",
+        "4",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "2",
+        "--out",
+        "{node}/run",
+        "--quiet",
+    ]
     node0, node1 = _two_nodes(tmp_path, data, args)
     assert list((node0 / "cache" / "folders").glob("*.pt")) and list((node1 / "cache" / "folders").glob("*.pt"))
     assert not (node1 / "run").exists()  # rank 0 alone writes the run folder
@@ -79,8 +94,21 @@ def test_two_nodes_streaming_large_images_match_one_process(tmp_path, large_data
 
 def test_a_lost_node_ends_the_other_with_one_line(tmp_path):
     port, roots = _port(), [tmp_path / "node0", tmp_path / "node1"]
-    args = ["--model", "resnet20", "--data", "synthetic:64", "--iterations", "100000", "--batch-size", "8",
-            "--log-every", "1", "--out", "{node}/run", "--quiet"]
+    args = [
+        "--model",
+        "resnet20",
+        "--data",
+        "synthetic:64",
+        "--iterations",
+        "100000",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        "--out",
+        "{node}/run",
+        "--quiet",
+    ]
     for root in roots:
         root.mkdir()
     survivor, lost = (_node(root, port, args) for root in roots)

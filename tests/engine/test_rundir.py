@@ -71,13 +71,20 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     before = (out / "checkpoint.pt").read_bytes()
     # The resumed session may write files of at most 64 KiB, less than a checkpoint (2.2 MB): the checkpoint's
     # torch.save fails inside its C++ writer, the way a full disk makes it fail.
-    proc = python("""
+    proc = python(
+        """
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
         from reslab.cli import main
         sys.exit(main(sys.argv[1:]))
-    """, *TINY, "--out", str(out), "--resume", "--quiet")
+    """,
+        *TINY,
+        "--out",
+        str(out),
+        "--resume",
+        "--quiet",
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -28,9 +28,21 @@ def _slurm(tmp_path: Path, out: Path, args: list[str], python: str = sys.executa
         (bin_ / "python").write_text(f'#!/bin/bash\nexec {python} "$@"\n')
         for f in bin_.iterdir():
             f.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "", "SLURM_NNODES": "1",
-           "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_ID": "42", "GPUS": "2", "OUT": str(out), "DATA": "synthetic:64",
-           "MODEL": "resnet20", "RECIPE": "paper", "RESLAB_DATA": str(tmp_path / "cache"), "PORT": str(_port())}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_}:{os.environ['PATH']}",
+        "CUDA_VISIBLE_DEVICES": "",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_NODELIST": "node1",
+        "SLURM_JOB_ID": "42",
+        "GPUS": "2",
+        "OUT": str(out),
+        "DATA": "synthetic:64",
+        "MODEL": "resnet20",
+        "RECIPE": "paper",
+        "RESLAB_DATA": str(tmp_path / "cache"),
+        "PORT": str(_port()),
+    }
     return subprocess.Popen(["bash", str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
 

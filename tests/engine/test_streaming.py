@@ -165,13 +165,15 @@ def test_a_script_whose_streamed_run_is_interrupted_exits(large_data, tmp_path):
     multiprocessing sends them at interpreter exit a no-op: train() stops them itself."""
     out = tmp_path / "run"
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from reslab import TrainConfig, get_recipe, train
         recipe = get_recipe("imagenet-paper", iterations=3000, batch_size=8)
         train(TrainConfig(model="resnet18", data={str(large_data("folder"))!r}, image_size=32, recipe=recipe,
                           workers=2, precision="fp32", log_every=2, eval_every=100000, out={str(out)!r},
                           progress=False))
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(lambda: len(RunDir(out).metrics()) >= 2)
     os.killpg(proc.pid, signal.SIGINT)

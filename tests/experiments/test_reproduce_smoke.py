@@ -73,8 +73,9 @@ def test_degradation_report_and_cached_rerun(out: Path) -> None:
     assert "![Fig. 6](fig6_degradation.png)" in report and "(`synthetic:256`" in report
     assert "the degradation problem is **" in report and "- **ResNets:** ResNet-56 ends with" in report
     assert "last 10% of the iterations" in report and "| ResNet-56 | 56 |" in report
-    assert sorted(run_state(out)) == sorted([*(f"{k}{d}-s0" for k in ("plain", "resnet") for d in (20, 32, 44, 56)),
-                                             "resnet110-s0"])  # the smoke budget reaches ResNet-110, as fast does
+    assert sorted(run_state(out)) == sorted(
+        [*(f"{k}{d}-s0" for k in ("plain", "resnet") for d in (20, 32, 44, 56)), "resnet110-s0"]
+    )  # the smoke budget reaches ResNet-110, as fast does
     assert "- **ResNet-110:** training error" in report
     before = run_state(out)
     reproduce(out, "degradation")  # everything is cached: nothing is trained again
@@ -314,8 +315,14 @@ def test_detection_verdict_reads_seeds_and_the_floor() -> None:
     from reslab.experiments.detection import verdict
 
     def net(name: str, m: float, std: float) -> dict:
-        return {"net": name, "depth": 20, "mAP@[.5,.95]": m, "mAP std": std, "mAP@.5": 2 * m,
-                "backbone test error (%)": 100 - m}
+        return {
+            "net": name,
+            "depth": 20,
+            "mAP@[.5,.95]": m,
+            "mAP std": std,
+            "mAP@.5": 2 * m,
+            "backbone test error (%)": 100 - m,
+        }
 
     one = verdict([net("ResNet-20", 30.0, 0.0), net("plain-20", 30.0, 0.0)], floor=0.1, seeds=1)
     assert "0.00 points apart: equal" in one[0] and "70.00% against 70.00%" in one[1]

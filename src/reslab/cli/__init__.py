@@ -73,8 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # A torchrun job whose other process died: gloo's 40-line trace says only that; the checkpoint is intact.
         rank = os.environ.get("RANK", "?")
-        print(f"reslab: error: rank {rank} stopped: another process of the job died ({str(e).splitlines()[0][:120]}); "
-              "the last checkpoint is intact: continue with --resume", file=sys.stderr)
+        print(
+            f"reslab: error: rank {rank} stopped: another process of the job died ({str(e).splitlines()[0][:120]}); "
+            "the last checkpoint is intact: continue with --resume",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -14,8 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help=COMMANDS["eval"][1],
                        description="Evaluate a checkpoint (or a run folder) on a split of its data, preprocessed "
                        "as in training.")  # fmt: skip
-    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint.pt, a run folder, a reslab safetensors file, a "
-                   "model name with shipped weights, or torchvision's weights (torchvision:resnet50)")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help="a checkpoint.pt, a run folder, a reslab safetensors file, a "
+        "model name with shipped weights, or torchvision's weights (torchvision:resnet50)",
+    )
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     add_field(p, "data_dir", default=None, help="download/cache folder (default: the training run's)")
     p.add_argument("--split", default="test", choices=SPLITS,

@@ -19,8 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "decoded are reported on stderr and skipped.")  # fmt: skip
     add_trained_model(p)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--top-k", type=positive_int, default=None,
-                   help="classes shown per image (default: 5, or all of a model's if it has fewer)")
+    p.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=None,
+        help="classes shown per image (default: 5, or all of a model's if it has fewer)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     p.add_argument("--batch-size", type=positive_int, default=PREDICT_BATCH,
                    help=f"images per forward pass (default: {PREDICT_BATCH})")  # fmt: skip

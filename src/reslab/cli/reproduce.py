@@ -51,7 +51,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reslab.experiments import reproduce
+    from reslab.experiments.reproduce import reproduce
 
     try:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,

@@ -9,7 +9,7 @@ from reslab.lazy import lazy_names
 _WHERE = {
     "CIFAR10_MD5": "cifar10", "CIFAR10_URL": "cifar10", "download_cifar10": "cifar10", "load_cifar10": "cifar10",
     "parse_cifar10_archive": "cifar10", "ImageDataset": "dataset", "default_cache_dir": "dataset",
-    "holdout_split": "dataset", "load_dataset": "dataset", "make_synthetic": "dataset",
+    "holdout_split": "dataset", "load_dataset": "load", "make_synthetic": "dataset",
     "load_image_folder": "folders",
 }  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""The in-memory dataset type every loader returns, the `--data` dispatcher and the train/validation hold-out.
+"""The in-memory dataset type every loader returns, the synthetic set and the train/validation hold-out (the `--data`
+dispatcher is `reslab.data.load`).
 
 Images are kept as uint8 tensors ([N, 3, H, W]) rather than floats: CIFAR-10 is 184 MB that way instead of 737 MB,
 and normalisation/augmentation happen on the fly (on the GPU when there is one).
@@ -12,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from reslab.data.spec import SYNTHETIC_DEFAULT_SIZE, is_builtin, parse_synthetic_size, resolve_spec
+from reslab.data.spec import SYNTHETIC_DEFAULT_SIZE, resolve_spec
 from reslab.errors import DataError
 
 __all__ = ["resolve_spec"]  # the --data parser lives in reslab.data.spec; dataset keeps its old name for it
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _SYNTHETIC_CLASSES = 10
-_SYNTHETIC_HW = 32
+SYNTHETIC_HW = 32
 
 
 @dataclass(repr=False)
@@ -83,53 +84,6 @@ def default_cache_dir() -> Path:
     return base / "reslab"
 
 
-def load_dataset(
-    spec: str,
-    cache_dir: str | Path | None = None,
-    *,
-    strict: bool = False,
-    image_size: int | None = None,
-    download: bool = True,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-) -> ImageDataset:
-    """Load the dataset named by `spec` (the `--data` value).
-
-    - ``"cifar10"``: the official CIFAR-10 python archive, downloaded into `cache_dir` if absent (and `download`),
-      MD5-checked and parsed.
-    - ``"synthetic"`` / ``"synthetic:N"``: a small deterministic learnable dataset generated in memory (for tests and
-      smoke runs).
-    - anything else: a directory or .tar/.tar.gz/.tgz in ImageFolder layout (see `reslab.data.folders`).
-
-    `strict` and `image_size` only apply to image folders; the built-in datasets are 32x32 and `image_size` may only
-    be left unset or be 32 for them. `train_subset` and `test_subset` keep a random subset of each split (`subset`).
-    """
-    return subset(_load(spec, cache_dir, strict, image_size, download), train_subset, test_subset)
-
-
-def _load(
-    spec: str, cache_dir: str | Path | None, strict: bool, image_size: int | None, download: bool
-) -> ImageDataset:
-    # Imported here because cifar10/folders import ImageDataset from this module.
-    from reslab.data.cifar10 import load_cifar10
-    from reslab.data.folders import load_image_folder
-
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if is_builtin(spec):
-        if image_size not in (None, _SYNTHETIC_HW):
-            raise DataError(
-                f"image size {image_size} not supported for {spec!r}: it is 32x32 (resizing is for folders)"
-            )
-        if spec == "cifar10":
-            return load_cifar10(cache, download=download)
-        return make_synthetic(parse_synthetic_size(spec))
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"data not found: {path} (expected 'cifar10', 'synthetic[:N]', a folder with train/ and "
-                        "test/, or a .tar of one)")  # fmt: skip
-    return load_image_folder(path, cache, strict=strict, image_size=image_size)
-
-
 def make_synthetic(num_train: int = SYNTHETIC_DEFAULT_SIZE, seed: int = 0) -> ImageDataset:
     """A tiny deterministic dataset: `num_train` train and `num_train // 4` test 32x32 images in 10 classes.
 
@@ -141,7 +95,7 @@ def make_synthetic(num_train: int = SYNTHETIC_DEFAULT_SIZE, seed: int = 0) -> Im
 
     def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = (torch.arange(n) % _SYNTHETIC_CLASSES)[torch.randperm(n, generator=gen)]
-        noise = torch.randn(n, 3, _SYNTHETIC_HW, _SYNTHETIC_HW, generator=gen) * 32
+        noise = torch.randn(n, 3, SYNTHETIC_HW, SYNTHETIC_HW, generator=gen) * 32
         images = (means[labels][:, :, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
         return images.contiguous(), labels.to(torch.int64)
 

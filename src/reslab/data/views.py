@@ -46,6 +46,7 @@ PAPER_SCALES = (224, 256, 384, 480, 640)  # Sec. 3.4, multi-scale testing
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
+
 @dataclass(frozen=True)
 class LargeAugment:
     """How training images are augmented and test images resized; see the module doc.
@@ -86,8 +87,6 @@ class LargeAugment:
     def scales(self) -> tuple[int, ...]:
         """The multi-scale test sizes, Sec. 3.4's {224, 256, 384, 480, 640} scaled to this crop."""
         return tuple(round(v * self.crop / 224) for v in PAPER_SCALES)
-
-
 
 
 def preset(name: str, crop: int = 224) -> LargeAugment:
@@ -148,8 +147,10 @@ def decode_jpegs(data: list[torch.Tensor], device: torch.device | str, names: li
                 try:
                     out.append(decode(encoded.numpy().tobytes()).to(device))
                 except Exception as e:
-                    raise DataError(f"{name}: cannot be decoded ({type(e).__name__}); with --device-decode an "
-                                    "unreadable JPEG stops the run: train without it to skip such images") from e
+                    raise DataError(
+                        f"{name}: cannot be decoded ({type(e).__name__}); with --device-decode an "
+                        "unreadable JPEG stops the run: train without it to skip such images"
+                    ) from e
         return out
 
 

@@ -34,8 +34,12 @@ class Detections:
     def as_dict(self) -> dict[str, object]:
         if self.error is not None:
             return {"path": str(self.path), "error": self.error}
-        return {"path": str(self.path), "detections": [{"class": c, "score": round(s, 4),
-                                                        "box": [round(v, 1) for v in b]} for c, s, b in self.found]}
+        return {
+            "path": str(self.path),
+            "detections": [
+                {"class": c, "score": round(s, 4), "box": [round(v, 1) for v in b]} for c, s, b in self.found
+            ],
+        }
 
     def drawn(self) -> np.ndarray:
         """The image with its boxes, class names and scores drawn, as an RGB uint8 array [H, W, 3]."""
@@ -68,8 +72,9 @@ def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: floa
             continue
         with torch.inference_mode(), autocast(precision, device):
             out = loaded.model([image.to(device).float().div_(255)])[0]
-        yield Detections(Path(f), found_boxes(loaded.classes, out["labels"], out["boxes"], out["scores"], threshold),
-                         image)
+        yield Detections(
+            Path(f), found_boxes(loaded.classes, out["labels"], out["boxes"], out["scores"], threshold), image
+        )
 
 
 def predict_files(run: str | Path, images: Iterable[str | Path], *, threshold: float = DETECTION_THRESHOLD,

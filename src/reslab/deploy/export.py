@@ -312,7 +312,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-
 def _rounded(t: torch.Tensor | None) -> Any:
     return None if t is None else torch.round(t.detach().cpu().double(), decimals=7).tolist()
 

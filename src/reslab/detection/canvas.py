@@ -85,8 +85,10 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
     reproduce`` holds: any data reslab reads). The same seed gives the same canvases from the same input; a tar and
     the `ImageDataset` loaded from it may list their images in different orders, and so give different canvases."""
     if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1] and 0 <= min_visible <= 1):
-        raise DataError(f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1, "
-                        f"min_visible {min_visible} in [0, 1]")
+        raise DataError(
+            f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1, "
+            f"min_visible {min_visible} in [0, 1]"
+        )
     if isinstance(data, ImageDataset):
         _write(_dataset_splits(data), sorted(data.classes), Path(out), counts, f"{data.label} ({data.name})",
                size=size, objects=objects, scale=scale, min_visible=min_visible, quality=quality,

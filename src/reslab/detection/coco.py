@@ -107,8 +107,15 @@ def load_coco(images: str | Path, annotations: str | Path) -> CocoDetection:
     return CocoDetection(root, list(image_list), targets, [names[c] for c in category_ids], category_ids, gt)
 
 
-def _add(a: dict[str, Any], image_list: list[dict[str, Any]], index: dict[int, int], label_of: dict[int, int],
-         boxes: list[list[list[float]]], labels: list[list[int]], ann_path: Path) -> int:
+def _add(
+    a: dict[str, Any],
+    image_list: list[dict[str, Any]],
+    index: dict[int, int],
+    label_of: dict[int, int],
+    boxes: list[list[list[float]]],
+    labels: list[list[int]],
+    ann_path: Path,
+) -> int:
     """One annotation into its image's training targets, its defaults filled in and its box clipped to the image in
     ``a`` itself (what COCOeval then reads); 1 if it was dropped (no area inside the image), else 0."""
     if int(a["image_id"]) not in index:
@@ -185,8 +192,13 @@ def open_coco(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -> 
     training annotations alone are 450 MB)."""
     root = Path(root)
     ann = root / "annotations"
-    layouts = [{"train": (root / "train" / "images", root / "train" / "instances.json"),
-                "test": (root / test / "images", root / test / "instances.json")} for test in ("test", "val")]
+    layouts = [
+        {
+            "train": (root / "train" / "images", root / "train" / "instances.json"),
+            "test": (root / test / "images", root / test / "instances.json"),
+        }
+        for test in ("test", "val")
+    ]
     layouts.append({"train": (root / "train2017", ann / "instances_train2017.json"),
                     "test": (root / "val2017", ann / "instances_val2017.json")})  # fmt: skip
     for layout in layouts:

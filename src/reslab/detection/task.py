@@ -60,7 +60,7 @@ class DetectionBatches:
             self.epoch, self.batch = self.epoch + 1, 0
         order = torch.randperm(len(self.data), generator=seeded_generator(self.seed, self.epoch))
         idx = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size].tolist()
-        mirror = (torch.rand(self.batch_size, generator=seeded_generator(self.seed, self.epoch, self.batch)) < 0.5)
+        mirror = torch.rand(self.batch_size, generator=seeded_generator(self.seed, self.epoch, self.batch)) < 0.5
         self.batch += 1
         shard = self.batch_size // self.world
         images, targets = [], []

@@ -129,8 +129,10 @@ class TrainConfig:
 
             parse_name(self.model)  # a detector's name, or one line saying what one looks like
             if self.val_split or not self.augment or self.freeze or self.freeze_bn:
-                raise ConfigError("detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
-                                  "detector freezes BN and its lowest stages itself: model keyword trainable_stages)")
+                raise ConfigError(
+                    "detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
+                    "detector freezes BN and its lowest stages itself: model keyword trainable_stages)"
+                )
         elif self.model.startswith("fasterrcnn_"):
             raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
         elif self.init is not None and self.init.startswith(TORCHVISION) and not self.streams:
@@ -145,8 +147,10 @@ class TrainConfig:
                 raise ConfigError("--no-augment is for in-memory data; the imagenet recipes' augmentation is "
                                   "--recipe's (imagenet-paper or imagenet-torchvision)")  # fmt: skip
             if self.data == "cifar10" or self.data.startswith("synthetic"):
-                raise ConfigError(f"--recipe {self.recipe.name} streams large images from a folder or tar; "
-                                  f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast")
+                raise ConfigError(
+                    f"--recipe {self.recipe.name} streams large images from a folder or tar; "
+                    f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast"
+                )
         for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -196,8 +200,6 @@ class TrainConfig:
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
         return cls(**{**d, "recipe": Recipe(**recipe)})
-
-
 
 
 def model_of_init(init: str | None) -> str | None:

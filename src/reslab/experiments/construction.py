@@ -159,9 +159,11 @@ def run(ctx: Context) -> Path:
                  f"of its own layout (the margin of sampling noise is {margin:.2f}). The network has the capacity, so "
                  "its higher error is an optimisation failure, not one of capacity or overfitting.")  # fmt: skip
     else:
-        found = (f"- **Here SGD does as well**: trained from scratch, plain-{DEEP} ends at "
-                 f"{scratch['training error (%)']:.2f}% training error, {gap:+.2f} points from the constructed net "
-                 f"(within or below the margin of sampling noise, {margin:.2f}): no degradation at this budget.")
+        found = (
+            f"- **Here SGD does as well**: trained from scratch, plain-{DEEP} ends at "
+            f"{scratch['training error (%)']:.2f}% training error, {gap:+.2f} points from the constructed net "
+            f"(within or below the margin of sampling noise, {margin:.2f}): no degradation at this budget."
+        )
     drift = sgd["training error (%)"] - p20["training error (%)"]
     towards = "plain-20's" if abs(drift) < abs(sgd["training error (%)"] - scratch["training error (%)"]) else \
         f"plain-{DEEP}'s from scratch"  # fmt: skip

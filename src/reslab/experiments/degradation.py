@@ -118,11 +118,16 @@ def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, s
     if "resnet110" in groups:
         r110, _, deeper = compare(groups["resnet110"], groups["resnet56"])
         flags["resnet110_vs_resnet56_train_error"] = deeper
-        word = {"lower": "**lower**: deeper is better again (**reproduced**)", "higher": "**higher** (**not "
-                "reproduced**)", "within noise": "**within noise** (**not resolved** in these runs)"}[deeper]
+        word = {
+            "lower": "**lower**: deeper is better again (**reproduced**)",
+            "higher": "**higher** (**not reproduced**)",
+            "within noise": "**within noise** (**not resolved** in these runs)",
+        }[deeper]
         lines.append(f"- **ResNet-110:** training error {r110:.2f}% vs {r56:.2f}% for ResNet-56: {word}.")
-    lines.append("- A gap counts when it exceeds twice its standard error, estimated from the spread of the final "
-                 "records (as if independent) and the number of seeds.")
+    lines.append(
+        "- A gap counts when it exceeds twice its standard error, estimated from the spread of the final "
+        "records (as if independent) and the number of seeds."
+    )
     return lines, flags
 
 

@@ -93,9 +93,15 @@ def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
             diff = statistics.fmean(tests) - statistics.fmean(prev_tests)
             direction = "lower" if -diff > noise else "higher" if diff > noise else "within noise"
             expected = "higher" if depth == 1202 else "lower"
-            out.append(claim(f"Table 6: ResNet-{depth} {'above' if depth == 1202 else 'below'} ResNet-{prev_depth}",
-                             f"{paper_error(depth)}% vs {paper.CIFAR_TEST_ERROR[prev_depth]:.2f}%", ours,
-                             gap_verdict(direction, expected), f"gap {diff:+.2f}, noise {noise:.2f} ({how})"))
+            out.append(
+                claim(
+                    f"Table 6: ResNet-{depth} {'above' if depth == 1202 else 'below'} ResNet-{prev_depth}",
+                    f"{paper_error(depth)}% vs {paper.CIFAR_TEST_ERROR[prev_depth]:.2f}%",
+                    ours,
+                    gap_verdict(direction, expected),
+                    f"gap {diff:+.2f}, noise {noise:.2f} ({how})",
+                )
+            )
         previous = (depth, tests)
     return out
 
@@ -121,13 +127,25 @@ def run(ctx: Context) -> Path:
     table = rows(by_key(results))
     ctx.out.mkdir(parents=True, exist_ok=True)
     figure(ctx.out / "table6_depth.png", table, ctx.data_label)
-    shown = ["net", "params (M)", "paper params (M)", "seeds", "val error (%)", "test error (%)",
-             "test error, recipe's views (%)", "paper test error (%)", "akamaster test error (%)"]
+    shown = [
+        "net",
+        "params (M)",
+        "paper params (M)",
+        "seeds",
+        "val error (%)",
+        "test error (%)",
+        "test error, recipe's views (%)",
+        "paper test error (%)",
+        "akamaster test error (%)",
+    ]
     shown = [c for c in shown if any(r[c] != "" for r in table)]
     val = ctx.budget.val_split if ctx.budget.table6_holds_out else 0
-    held = (f"Training on {len(ctx.runner.dataset.train_labels) - val} images, {val} more held out for validation "
-            "(the paper fixed its schedule on a 45k/5k split); `val error` is the final model on them. " if val else
-            f"Training on all {len(ctx.runner.dataset.train_labels)} training images (the runs of Fig. 6). ")
+    held = (
+        f"Training on {len(ctx.runner.dataset.train_labels) - val} images, {val} more held out for validation "
+        "(the paper fixed its schedule on a 45k/5k split); `val error` is the final model on them. "
+        if val
+        else f"Training on all {len(ctx.runner.dataset.train_labels)} training images (the runs of Fig. 6). "
+    )
     sections = [
         "## Table 6: test error by depth\n\n" + markdown_table(table, shown),
         held + "`test error` is the final model on the whole test set, one view as the paper's (no selection on the "

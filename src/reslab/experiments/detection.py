@@ -215,11 +215,17 @@ def claims(table: list[dict[str, Any]], seeds: int) -> list[dict[str, str]]:
         gap = res["mAP@[.5,.95]"] - plain["mAP@[.5,.95]"]
         noise = 2 * math.hypot(res["mAP std"], plain["mAP std"]) / math.sqrt(seeds) if seeds > 1 else math.inf
         verdict = UNRESOLVED if abs(gap) <= noise else REPRODUCED if gap > 0 else NOT_REPRODUCED
-        out.append(claim(f"Detection: a residual backbone detects better (ResNet-{depth} vs plain-{depth}, C4)",
-                         f"COCO mAP {paper.COCO_MAP['resnet101']:.1f} (ResNet-101) vs {paper.COCO_MAP['vgg16']:.1f} "
-                         "(VGG-16), Table 8", f"mAP {res['mAP@[.5,.95]']:.2f} vs {plain['mAP@[.5,.95]']:.2f} "
-                         f"({seeds} seed{'s' if seeds > 1 else ''})", verdict,
-                         f"gap {gap:+.2f}, noise {noise:.2f}" if seeds > 1 else "one seed: no noise estimate"))
+        out.append(
+            claim(
+                f"Detection: a residual backbone detects better (ResNet-{depth} vs plain-{depth}, C4)",
+                f"COCO mAP {paper.COCO_MAP['resnet101']:.1f} (ResNet-101) vs {paper.COCO_MAP['vgg16']:.1f} "
+                "(VGG-16), Table 8",
+                f"mAP {res['mAP@[.5,.95]']:.2f} vs {plain['mAP@[.5,.95]']:.2f} "
+                f"({seeds} seed{'s' if seeds > 1 else ''})",
+                verdict,
+                f"gap {gap:+.2f}, noise {noise:.2f}" if seeds > 1 else "one seed: no noise estimate",
+            )
+        )
     return out
 
 
@@ -277,8 +283,14 @@ def run(ctx: Context) -> Path:
         groups.setdefault(net, []).append(det)
         backbone_of.setdefault(net, []).append(backbones[spec.name])
     table = [row(net, runs, backbone_of[net]) for net, runs in groups.items()]
-    table.append({"detector": f"untrained ({degradation.label(backbone_specs[0].model)} backbone, heads random)",
-                  "mAP@[.5,.95]": floor["mAP"], "mAP@.5": floor["mAP50"], "mAP@.75": floor["mAP75"]})
+    table.append(
+        {
+            "detector": f"untrained ({degradation.label(backbone_specs[0].model)} backbone, heads random)",
+            "mAP@[.5,.95]": floor["mAP"],
+            "mAP@.5": floor["mAP50"],
+            "mAP@.75": floor["mAP75"],
+        }
+    )
     ctx.out.mkdir(parents=True, exist_ok=True)
     curves(ctx.out / "detection_curves.png", groups, ctx.data_label)
     boxes_figure(ctx.out / "detection_boxes.png", {net: runs[0].path for net, runs in groups.items()}, test_set,

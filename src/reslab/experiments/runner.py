@@ -131,8 +131,15 @@ class Runner:
         return self.out / "runs" / spec.name
 
     def config(self, spec: RunSpec) -> TrainConfig:
-        return replace(self.base, model=spec.model, model_kwargs=dict(spec.model_kwargs), val_split=spec.val_split,
-                       seed=spec.seed, init=spec.init, out=str(self.run_dir(spec)))
+        return replace(
+            self.base,
+            model=spec.model,
+            model_kwargs=dict(spec.model_kwargs),
+            val_split=spec.val_split,
+            seed=spec.seed,
+            init=spec.init,
+            out=str(self.run_dir(spec)),
+        )
 
     def is_done(self, spec: RunSpec) -> bool:
         return RunDir(self.run_dir(spec)).status().finished

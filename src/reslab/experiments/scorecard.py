@@ -68,8 +68,8 @@ def write_scorecard(out: Path, runner: Runner, command: str = "", seconds: float
         f"- Data: {runner.dataset.label}",
         f"- Budget: `{runner.budget.name}`: {runner.budget.note}",
         f"- Machine: {info['machine']}; torch {info['torch']}; reslab {info['reslab']} ({info['git_commit']})",
-        f"- Date: {info['date']}" + (f"; this command {seconds / 60:.1f} min (runs found finished cost nothing)"
-                                      if seconds is not None else ""),
+        f"- Date: {info['date']}"
+        + (f"; this command {seconds / 60:.1f} min (runs found finished cost nothing)" if seconds is not None else ""),
         f"- Verdicts: {summary}",
         "",
         "A verdict counts a gap only when it exceeds its noise margin (the `margin` column says which); `baseline` "
@@ -80,6 +80,11 @@ def write_scorecard(out: Path, runner: Runner, command: str = "", seconds: float
     ]
     path = out / "README.md"
     write_text(path, "\n".join(lines) + "\n")
-    write_text(out / "scorecard.json", json.dumps({"budget": runner.budget.name, "date": info["date"],
-                                                   "machine": info["machine"], "claims": rows}, indent=2) + "\n")
+    write_text(
+        out / "scorecard.json",
+        json.dumps(
+            {"budget": runner.budget.name, "date": info["date"], "machine": info["machine"], "claims": rows}, indent=2
+        )
+        + "\n",
+    )
     return path

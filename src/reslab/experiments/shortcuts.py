@@ -77,10 +77,15 @@ def order_claim(table: list[dict[str, Any]], net: str) -> dict[str, str]:
         noise, how = test_noise(tests[better], tests[worse])
         diff = statistics.fmean(tests[worse]) - statistics.fmean(tests[better])
         steps.append("lower" if diff > noise else "higher" if -diff > noise else "within noise")
-    verdict = (NOT_REPRODUCED if "higher" in steps else REPRODUCED if steps == ["lower", "lower"] else UNRESOLVED)
+    verdict = NOT_REPRODUCED if "higher" in steps else REPRODUCED if steps == ["lower", "lower"] else UNRESOLVED
     paper_order = " < ".join(sorted(OPTIONS, key=lambda o: paper.IMAGENET_TOP1_10CROP[f"resnet34_{o}"]))
-    return claim(f"Shortcuts: C < B < A in error, {net}", f"{paper_order} (Table 3, ImageNet ResNet-34)",
-                 ordering(table, net), verdict, f"noise {noise:.2f} ({how})")
+    return claim(
+        f"Shortcuts: C < B < A in error, {net}",
+        f"{paper_order} (Table 3, ImageNet ResNet-34)",
+        ordering(table, net),
+        verdict,
+        f"noise {noise:.2f} ({how})",
+    )
 
 
 def run(ctx: Context) -> Path:

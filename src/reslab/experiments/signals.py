@@ -272,7 +272,13 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
     low = min(plain, key=lambda r: r["smallest / last"])
     std = min(r["smallest response std"] for r in plain)
     alive = low["smallest / last"] >= 0.1 and std >= 0.1
-    return [claim("Plain nets with BN: signals do not vanish", "forward responses and gradients keep non-zero "
-                  "variances (Sec. 4.1)", f"smallest layer ‖dL/dW‖ {low['smallest / last']:.2g} of the last layer's "
-                  f"({low['net']}, {low['state']}); smallest response std {std:.2g}",
-                  REPRODUCED if alive else NOT_REPRODUCED, "a layer counts as vanished below 0.1 of the last's")]
+    return [
+        claim(
+            "Plain nets with BN: signals do not vanish",
+            "forward responses and gradients keep non-zero variances (Sec. 4.1)",
+            f"smallest layer ‖dL/dW‖ {low['smallest / last']:.2g} of the last layer's "
+            f"({low['net']}, {low['state']}); smallest response std {std:.2g}",
+            REPRODUCED if alive else NOT_REPRODUCED,
+            "a layer counts as vanished below 0.1 of the last's",
+        )
+    ]

@@ -66,8 +66,14 @@ def run(ctx: Context) -> Path:
     sections.append("## Verdict\n\n" + "\n".join(statements))
     claims = []
     for d in DEPTHS:  # the paper's claim is "no advantage": as high as plain, or higher, agrees with it
-        c = train_claim(f"Single-layer units give no advantage over plain at {d} layers", "no advantage observed "
-                        "(Sec. 3.1)", groups, model_name("resnet{}_1layer", d), model_name("plain", d), "lower")
+        c = train_claim(
+            f"Single-layer units give no advantage over plain at {d} layers",
+            "no advantage observed (Sec. 3.1)",
+            groups,
+            model_name("resnet{}_1layer", d),
+            model_name("plain", d),
+            "lower",
+        )
         c["verdict"] = REPRODUCED if flags[f"one_vs_plain_{d}"] != "lower" else NOT_REPRODUCED
         claims.append(c)
     write_results(ctx, table, {**flags, "claims": claims})

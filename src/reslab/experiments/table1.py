@@ -82,12 +82,20 @@ def run(ctx: Context) -> Path:
     off = max(abs(r["GMACs"] - paper.IMAGENET_GMACS[r["depth"]]) / paper.IMAGENET_GMACS[r["depth"]]
               for r in imagenet if r["model"] in TABLE1)  # fmt: skip
     claims = [
-        claim("Table 1: multiply-adds of ResNet-18/34/50/101/152", "1.8 / 3.6 / 3.8 / 7.6 / 11.3 GFLOPs",
-              " / ".join(f"{r['GMACs']:.2f}" for r in imagenet if r["model"] in TABLE1),
-              REPRODUCED if off < 0.05 else NOT_REPRODUCED, f"largest deviation {off:.1%} (5% allowed: rounding)"),
-        claim("ResNet-34 costs 18% of VGG-19", "3.6 of 19.6 GFLOPs (Sec. 3.3)",
-              f"{r34['GMACs']:.2f} of {vgg19['GMACs']:.2f} ({share:.0%})",
-              REPRODUCED if abs(share - 0.18) < 0.02 else NOT_REPRODUCED, "2 points allowed (rounding)"),
+        claim(
+            "Table 1: multiply-adds of ResNet-18/34/50/101/152",
+            "1.8 / 3.6 / 3.8 / 7.6 / 11.3 GFLOPs",
+            " / ".join(f"{r['GMACs']:.2f}" for r in imagenet if r["model"] in TABLE1),
+            REPRODUCED if off < 0.05 else NOT_REPRODUCED,
+            f"largest deviation {off:.1%} (5% allowed: rounding)",
+        ),
+        claim(
+            "ResNet-34 costs 18% of VGG-19",
+            "3.6 of 19.6 GFLOPs (Sec. 3.3)",
+            f"{r34['GMACs']:.2f} of {vgg19['GMACs']:.2f} ({share:.0%})",
+            REPRODUCED if abs(share - 0.18) < 0.02 else NOT_REPRODUCED,
+            "2 points allowed (rounding)",
+        ),
     ]
     write_results(ctx, [*imagenet, *vgg, *cifar], {"claims": claims})
     return write_report(ctx, "Table 1 and Table 6: parameters and multiply-adds", "Table 1 and Table 6", sections,

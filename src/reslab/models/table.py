@@ -7,8 +7,17 @@ from reslab.models.counting import model_complexity
 from reslab.models.registry import list_models, model_spec
 from reslab.weights.shipped import manifest
 
-COLUMNS = ("model", "family", "depth", "input", "params (M)", "paper params (M)", "GMACs", "paper GMACs",
-           "shipped weights")
+COLUMNS = (
+    "model",
+    "family",
+    "depth",
+    "input",
+    "params (M)",
+    "paper params (M)",
+    "GMACs",
+    "paper GMACs",
+    "shipped weights",
+)
 
 
 def model_rows(pattern: str | None = None) -> list[dict[str, object]]:

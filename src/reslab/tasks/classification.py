@@ -117,8 +117,10 @@ def evaluate(
                     every.add(total / k, y)
             except Exception as e:
                 if is_out_of_memory(e):
-                    raise OutOfMemory(f"out of memory evaluating batches of {len(y)} images on {device}: use "
-                                      "smaller ones (reslab train --eval-batch-size, reslab eval --batch-size)") from e
+                    raise OutOfMemory(
+                        f"out of memory evaluating batches of {len(y)} images on {device}: use "
+                        "smaller ones (reslab train --eval-batch-size, reslab eval --batch-size)"
+                    ) from e
                 raise
     finally:
         model.train(was_training)
@@ -181,7 +183,12 @@ class ClassificationData:
 
 
 def in_memory(
-    ds: ImageDataset, *, batch_size: int, eval_batch_size: int, val_split: int = 0, mean: torch.Tensor | None = None,
+    ds: ImageDataset,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    val_split: int = 0,
+    mean: torch.Tensor | None = None,
     **stream: Any,
 ) -> ClassificationData:
     """The built-in source: images held in memory as uint8, augmented a whole batch at a time (`BatchStream`, which

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from reslab.choices import TORCHVISION
-from reslab.data.dataset import ImageDataset, load_dataset
+from reslab.data.dataset import ImageDataset
 from reslab.data.large import LargeData, open_large, subset_index
+from reslab.data.load import load_dataset
 from reslab.data.loader import channel_stats, default_workers, estimate_pixel_mean
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
