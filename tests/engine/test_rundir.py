@@ -161,7 +161,7 @@ def test_the_lock_is_held_while_training(tmp_path):
 def test_sigterm_stops_with_a_checkpoint_that_resumes(tmp_path, capsys):
     """SIGINT and SIGTERM finish the current step, write a checkpoint, say where, and exit with 128 + signal."""
     out = tmp_path / "run"
-    args = [*TINY[:-6], "--iterations", "300", "--log-every", "5", "--eval-every", "1000", "--out", str(out)]
+    args = [*TINY[:-6], "--iterations", "120", "--log-every", "5", "--eval-every", "1000", "--out", str(out)]
     for sig in (signal.SIGINT, signal.SIGTERM):
         logged = len(RunDir(out).metrics())
         proc = subprocess.Popen([sys.executable, "-m", "reslab.cli", *args, *(["--resume"] if logged else [])],
@@ -171,12 +171,12 @@ def test_sigterm_stops_with_a_checkpoint_that_resumes(tmp_path, capsys):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + sig, err
         state = read_checkpoint(out / "checkpoint.pt")
-        line = (f"reslab: {signal.Signals(sig).name}: stopped at iteration {state['iteration']} of 300; checkpoint "
+        line = (f"reslab: {signal.Signals(sig).name}: stopped at iteration {state['iteration']} of 120; checkpoint "
                 f"written to {out / 'checkpoint.pt'}; continue with --resume")  # fmt: skip
         assert err.rstrip().splitlines()[-1] == line and "Traceback" not in err
     assert main([*args, "--resume", "--quiet"]) == 0
     iters = [r["iter"] for r in RunDir(out).metrics() if "train_error" in r]
-    assert iters == list(range(5, 301, 5))  # every interval once: no record lost or repeated over two interruptions
+    assert iters == list(range(5, 121, 5))  # every interval once: no record lost or repeated over two interruptions
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
