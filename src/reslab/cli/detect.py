@@ -125,5 +125,5 @@ def run_predict(args: argparse.Namespace) -> int:
         if det.error is not None:
             print(f"reslab: skipped {det.path}: {det.error}", file=sys.stderr)
         else:
-            print(json.dumps({**det.as_dict(), "drawn": str(det.drawn_path)}))
+            print(json.dumps(det.as_dict()))
     return 0

@@ -34,12 +34,13 @@ class Detections:
     def as_dict(self) -> dict[str, object]:
         if self.error is not None:
             return {"path": str(self.path), "error": self.error}
-        return {
+        out: dict[str, object] = {
             "path": str(self.path),
             "detections": [
                 {"class": c, "score": round(s, 4), "box": [round(v, 1) for v in b]} for c, s, b in self.found
             ],
         }
+        return out if self.drawn_path is None else {**out, "drawn": str(self.drawn_path)}
 
     def drawn(self) -> np.ndarray:
         """The image with its boxes, class names and scores drawn, as an RGB uint8 array [H, W, 3]."""
@@ -102,7 +103,7 @@ def draw_to_folder(detections: Iterable[Detections], out: str | Path) -> Iterato
             taken.add(name)
             det.drawn_path = out / f"{name}.png"
             Image.fromarray(det.drawn()).save(det.drawn_path)
-            lines.append(json.dumps({**det.as_dict(), "drawn": str(det.drawn_path)}))
+            lines.append(json.dumps(det.as_dict()))
         yield det
     if not lines:
         raise DataError("no image could be read" if seen else "no image files found")

@@ -13,9 +13,9 @@ from reslab.data.loader import EVAL_MODES, EvalStream, default_workers
 from reslab.data.views import LargeAugment
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
-from reslab.engine.recipes import PAPER, get_recipe
+from reslab.engine.recipes import IMAGENET_TORCHVISION, PAPER
 from reslab.errors import ConfigError, DataError, ReslabError, class_mismatch
-from reslab.models.trained import TORCHVISION_AUGMENTATION, load_trained
+from reslab.models.trained import load_trained
 from reslab.tasks.classification import EvalBatches, count_views, evaluate, views_label
 from reslab.tasks.classification_run import load_data, open_stream
 from reslab.weights.trained import TrainedModel
@@ -65,7 +65,7 @@ def evaluate_checkpoint(
         if data is None:
             raise ConfigError(f"{loaded.source} records no training data: pass --data (the data to evaluate on)")
         cfg = TrainConfig(model=loaded.arch.name, model_kwargs=dict(loaded.arch.kwargs), data=data,
-                          recipe=get_recipe(TORCHVISION_AUGMENTATION) if pre.view else PAPER)  # fmt: skip
+                          recipe=IMAGENET_TORCHVISION if pre.view else PAPER)  # fmt: skip
     else:
         cfg = TrainConfig.from_dict(loaded.config)
     if pre.mean is None:

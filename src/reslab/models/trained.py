@@ -33,7 +33,7 @@ from reslab.weights.torchvision import parse as parse_torchvision
 from reslab.weights.trained import Arch, Preprocessing, TrainedModel
 
 # The augmentation torchvision's ImageNet weights were trained with (`reslab.data.presets`): their evaluation view
-TORCHVISION_AUGMENTATION = "imagenet-torchvision"
+_TORCHVISION_AUGMENTATION = "imagenet-torchvision"
 
 
 def load_trained(ref: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -78,7 +78,7 @@ def _checkpoint(path: Path) -> TrainedModel:
         if foreign is None:
             raise ModelError(f"{e}: plain weights carry no classes or preprocessing; load them with "
                              "reslab.create_model(NAME, weights=FILE)") from None  # fmt: skip
-        return from_foreign(foreign, path)
+        return _foreign(foreign, path)
     config = dict(state["config"])
     if state.get("custom_model"):
         raise ReslabError(f"{path} holds a model passed in from Python ({state['custom_model']}): build it again and "
@@ -92,7 +92,7 @@ def _checkpoint(path: Path) -> TrainedModel:
     return _built(found, path)
 
 
-def from_foreign(foreign: Foreign, path: Path) -> TrainedModel:
+def _foreign(foreign: Foreign, path: Path) -> TrainedModel:
     """A recognised foreign checkpoint (`reslab.weights.peers`) as a `TrainedModel` that reslab's preprocessing
     feeds correctly: built as its project built it, the per-channel mean as the mean image, the std folded into the
     stem convolution. Says so in one warning."""
@@ -110,7 +110,7 @@ def _torchvision(ref: str) -> TrainedModel:
     tv = parse_torchvision(ref)
     view = tv.view
     model = create_model(tv.model, weights=tv.ref)
-    aug = dataclasses.replace(preset(TORCHVISION_AUGMENTATION, view["crop"]), test_short=view["resize"])
+    aug = tv.fitted(preset(_TORCHVISION_AUGMENTATION, view["crop"]))
     pre = Preprocessing(torch.tensor(view["mean"]).view(3, 1, 1), torch.tensor(view["std"]).view(3, 1, 1),
                         dataclasses.asdict(aug), source=tv.ref)  # fmt: skip
     return TrainedModel(model, Arch(tv.model, dict(MODEL_KWARGS)), tv.classes, pre, 0, tv.file)

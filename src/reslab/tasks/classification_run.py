@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -78,9 +77,7 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
     if config.init and config.init.startswith(TORCHVISION):
         # torchvision's weights saw per-channel normalised images and are evaluated at their own shorter side (V1:
         # 256, V2: 232 for a 224 crop): the run's preprocessing follows them, scaled to its crop size.
-        view = parse_torchvision(config.init).view
-        aug = replace(aug, normalization="channel", test_short=max(aug.crop, round(view["resize"] * aug.crop /
-                                                                                  view["crop"])))  # fmt: skip
+        aug = parse_torchvision(config.init).fitted(aug)
     return large, aug
 
 

@@ -15,6 +15,7 @@ on the 3x3 conv instead of the first 1x1. They load into reslab's ``resnet18`` .
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import torch
 
 from reslab.choices import TORCHVISION as PREFIX
+from reslab.data.views import LargeAugment
 from reslab.errors import ModelError
 
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # torchvision's names = reslab's names
@@ -63,6 +65,13 @@ class TorchvisionWeights:
         t = self.weights.transforms()
         return {"crop": int(t.crop_size[0]), "resize": int(t.resize_size[0]), "mean": tuple(t.mean),
                 "std": tuple(t.std), "interpolation": t.interpolation.value}  # fmt: skip
+
+    def fitted(self, aug: LargeAugment) -> LargeAugment:
+        """``aug`` with the preprocessing these weights were trained for: per-channel normalisation, and their
+        evaluation view's shorter side (V1: 256, V2: 232 for a 224 crop) scaled to ``aug``'s crop."""
+        view = self.view
+        short = max(aug.crop, round(view["resize"] * aug.crop / view["crop"]))
+        return dataclasses.replace(aug, normalization="channel", test_short=short)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights from torchvision's cache (read with ``weights_only=True``); missing or damaged: one line."""
