@@ -247,11 +247,14 @@ def real_cifar():
 
 @pytest.mark.parametrize("name", sorted(manifest()))
 def test_shipped_weights_reproduce_their_manifest_error(name, real_cifar):
-    """Golden test: each shipped model, loaded by name (sha256 checked), makes on the copy's 10k test images the
-    error its manifest states (measured by its training run), to within bf16-against-fp32 differences."""
-    loaded = load_trained(name)
-    ds = real_cifar
-    predictor = Predictor(loaded, device="cpu", batch_size=1000, precision="fp32")
-    wrong = sum(int((predictor.probabilities(ds.test_images[i : i + 1000]).argmax(1) != ds.test_labels[i : i + 1000])
-                    .sum()) for i in range(0, len(ds.test_labels), 1000))  # fmt: skip
-    assert abs(100 * wrong / len(ds.test_labels) - manifest()[name]["test_error"]) < 0.3
+    """Golden test: each shipped model, loaded by name (sha256 checked), makes on every 5th of the copy's test images
+    the fp32 error its manifest's ``check`` states. benchmarks/ship_weights.py measured that number when it shipped the
+    file, in the same pass that found the file's whole-test-set error equal to its training run's ``test_error``
+    (within 0.3 points); a fifth of the test set keeps the nine models' test near a minute."""
+    entry = manifest()[name]
+    check = entry["check"]
+    stride = check["test_stride"]
+    predictor = Predictor(load_trained(name), device="cpu", batch_size=1000, precision="fp32")
+    wrong = predictor.count_wrong(real_cifar.test_images[::stride], real_cifar.test_labels[::stride])
+    assert abs(100 * wrong / check["images"] - check["test_error"]) < 0.3, (wrong, check)
+    assert abs(check["test_error"] - entry["test_error"]) < 3, "the subset's error is near the whole set's"

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "depth":
             e.add_argument("--with-1202", action="store_true", help="also ResNet-1202 (Table 6; very long)")
         add_field(e, "device")
+        e.add_argument("--jobs", type=positive_int, default=1, metavar="K",
+                       help="train up to K of an experiment's runs at once on the device, each in its own process "
+                       "(for a GPU that one small run leaves idle; on a CPU they share the cores)")  # fmt: skip
         add_switch(e, "--quiet", "progress")
         e.set_defaults(func=run)
 
@@ -47,6 +50,7 @@ def _command(args: argparse.Namespace) -> str:
     """The command as the report records it: what was asked, with every default made explicit."""
     words = ["reslab", "reproduce", args.experiment, "--data", args.data, "--budget", args.budget, "--out", args.out]
     words += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
+    words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
     return shlex.join(words)
 
 
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                            data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=args.progress, command=_command(args))  # fmt: skip
+                           progress=args.progress, command=_command(args), jobs=args.jobs)  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

@@ -137,6 +137,11 @@ class Predictor:
             logits = self.model(x)
         return logits.float().softmax(1).cpu()
 
+    def count_wrong(self, views: torch.Tensor, labels: torch.Tensor) -> int:
+        """How many of uint8 views [N, 3, S, S] the model's top-1 class gets wrong (batches of ``batch_size``)."""
+        return sum(int((self.probabilities(views[i : i + self.batch_size]).argmax(1) != labels[i : i + self.batch_size])
+                       .sum()) for i in range(0, len(labels), self.batch_size))  # fmt: skip
+
     def predict(self, files: Iterable[str | Path], top_k: int | None = None) -> Iterator[Prediction]:
         """One `Prediction` per file, in order; unreadable files come back with their ``error`` set. ``top_k``
         classes each (default: 5, or all of a model's if it has fewer; more than it has is an error)."""

@@ -214,16 +214,7 @@ def model_of_init(init: str | None) -> str | None:
         return parse(init).model
     if init.startswith(SHIPPED) or (not os.path.exists(os.path.expanduser(init)) and _models().is_model_name(init)):
         return init.removeprefix(SHIPPED)
-    from reslab.weights.state import read_weights
-
-    try:
-        found = read_weights(os.path.expanduser(init))
-    except ModelError:
-        return None  # unreadable: loading --init says why, in one line
-    if found.foreign is not None:
-        return found.foreign.model
-    model = (found.config or {}).get("model")
-    return model if isinstance(model, str) else None
+    return _recorded(os.path.expanduser(init))[0]
 
 
 def _models() -> types.ModuleType:
@@ -244,20 +235,33 @@ def peer_kwargs(init: str) -> dict[str, Any]:
     path = os.path.expanduser(init)
     if init.startswith(SHIPPED) or not os.path.isfile(path) or path.endswith(".safetensors"):
         return {}
-    st = os.stat(path)
-    return dict(_peer_kwargs(path, st.st_size, st.st_mtime_ns))
+    return dict(_recorded(path)[1])
+
+
+def _recorded(path: str) -> tuple[str | None, tuple[tuple[str, Any], ...]]:
+    """What the weights at ``path`` record: the model they were trained as and a foreign format's model keywords."""
+    target = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None, ()  # missing: loading --init says so, in one line
+    return _read_recorded(target, st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _peer_kwargs(path: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...]:
-    # keyed by size and mtime too: a file replaced under the same name is read again
-    try:
-        from reslab.weights.state import read_weights  # torch: see _models
+def _read_recorded(path: str, _size: int, _mtime: int) -> tuple[str | None, tuple[tuple[str, Any], ...]]:
+    # Cached, so that checking a config and choosing its model read the file once; keyed by size and mtime too, so a
+    # file replaced under the same name is read again. Only names and keywords are kept, not the tensors.
+    from reslab.weights.state import read_weights  # torch: see _models
 
-        foreign = read_weights(path).foreign
+    try:
+        found = read_weights(path)
     except ModelError:
-        return ()  # unreadable: the run's loading of --init says why, in one line
-    return tuple(foreign.model_kwargs.items()) if foreign is not None else ()
+        return None, ()  # unreadable: the run's loading of --init says why, in one line
+    if found.foreign is not None:
+        return found.foreign.model, tuple(found.foreign.model_kwargs.items())
+    model = (found.config or {}).get("model")
+    return (model if isinstance(model, str) else None), ()
 
 
 def resolve_init(text: str) -> str:

@@ -14,15 +14,16 @@ from reslab.experiments.scorecard import reproduce_all
 def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", seeds: int = 1,
               data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
               device: str = "auto", with_1202: bool = False, progress: bool = True,
-              command: str = "") -> Path:  # fmt: skip
+              command: str = "", jobs: int = 1) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md. ``all``:
-    every experiment, then the scorecard ``out/README.md`` (`reslab.experiments.scorecard`), which it returns."""
+    every experiment, then the scorecard ``out/README.md`` (`reslab.experiments.scorecard`), which it returns.
+    ``jobs``: train up to that many of an experiment's runs at once (`reslab.experiments.jobs`)."""
     if name not in EXPERIMENTS and name != ALL:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
-                    device=device, progress=progress)  # fmt: skip
+                    device=device, progress=progress, jobs=jobs)  # fmt: skip
     if name == ALL:
         return reproduce_all(runner, Path(out), seeds, command)
     ctx = Context(name, runner, Path(out) / name, seeds=seeds, with_1202=with_1202)

@@ -21,6 +21,7 @@ from reslab.engine.run import train
 from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.experiments.budgets import BUDGETS, Budget, get_budget
+from reslab.experiments.jobs import train_in_parallel
 from reslab.tasks.classification_run import load_data
 
 __all__ = ["BUDGETS", "Budget", "get_budget"]  # declared in reslab.experiments.budgets (light: --help reads them)
@@ -103,8 +104,10 @@ class Runner:
 
     def __init__(self, data: str, out: str | Path, budget: Budget, *, data_dir: str | None = None,
                  image_size: int | None = None, strict_data: bool = False, device: str = "auto",
-                 progress: bool = True) -> None:  # fmt: skip
-        self.budget, self.out = budget, Path(out)
+                 progress: bool = True, jobs: int = 1) -> None:  # fmt: skip
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+        self.budget, self.out, self.jobs = budget, Path(out), jobs
         # What every run of the experiment shares; `config` fills in each run's own fields.
         self.base = TrainConfig(data=data, data_dir=data_dir, image_size=image_size, strict_data=strict_data,
                                 train_subset=budget.train_subset, test_subset=budget.test_subset,
@@ -148,6 +151,8 @@ class Runner:
         """Train every run that is not finished yet (resuming partial ones) and return all results by name."""
         specs = list({s.name: s for s in specs}.values())  # experiments may list a shared run twice
         pending = [s for s in specs if not self.is_done(s)]
+        if self.jobs > 1 and len(pending) > 1:
+            return self._run_jobs(specs, pending)
         seconds_per_layer: list[float] = []  # measured seconds / depth of the runs finished in this call
         for i, spec in enumerate(specs, 1):
             head = f"run {i}/{len(specs)}: {spec.name}"
@@ -159,6 +164,23 @@ class Runner:
             seconds_per_layer.append(seconds / spec.depth)
             pending.remove(spec)
             self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
+        return {s.name: self.result(s) for s in specs}
+
+    def _run_jobs(self, specs: Sequence[RunSpec], pending: Sequence[RunSpec]) -> dict[str, RunResult]:
+        """`run_all` with ``jobs`` runs at once, each in its own process (`reslab.experiments.jobs`)."""
+        runs = []
+        for i, spec in enumerate(specs, 1):
+            head, config = f"run {i}/{len(specs)}: {spec.name}", self.config(spec)
+            if spec in pending:
+                resuming = RunDir(config.run_dir).status().iteration is not None
+                runs.append((head, replace(config, progress=False), resuming))
+            else:
+                self.reuse(config, head)
+        try:
+            train_in_parallel(runs, self.jobs, self.say)
+        except TrainingInterrupted as e:
+            e.hint = "run the same `reslab reproduce` command again to continue"
+            raise
         return {s.name: self.result(s) for s in specs}
 
     def reuse(self, config: TrainConfig, head: str) -> bool:

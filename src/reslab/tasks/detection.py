@@ -47,7 +47,7 @@ def detection_parts(config: TrainConfig, *, data: Any = None, model: torch.nn.Mo
     torch.manual_seed(config.seed)  # the detector's new layers
     kwargs = dict(config.model_kwargs)
     if mean is not None:  # resumed: the statistics it started with; its weights come from the checkpoint
-        kwargs.update(image_mean=tuple(mean.tolist()), image_std=tuple((preprocess or {})["image_std"]))
+        kwargs.update(image_mean=tuple(mean.tolist()), image_std=tuple(_std(preprocess).tolist()))
     weights = config.init if load_init and mean is None else None
     model = create_detector(config.model, num_classes=len(train_set.classes), backbone_weights=weights, **kwargs)
     if weights:
@@ -57,12 +57,21 @@ def detection_parts(config: TrainConfig, *, data: Any = None, model: torch.nn.Mo
     source = DetectionData(batches, train_set.classes, len(train_set), test_set, name=Path(config.data).name,
                            label=train_set.gt.get("info", {}).get("description"),
                            mean=torch.tensor(model.transform.image_mean),
-                           preprocess={"image_std": list(model.transform.image_std)})  # fmt: skip
+                           preprocess={"std": torch.tensor(model.transform.image_std)})  # fmt: skip
 
     def make_task(total: int) -> DetectionTask:
         return DetectionTask(source, device=device, eval_batch_size=config.eval_batch, log=log)
 
     return TaskParts(model, source, make_task)
+
+
+def _std(preprocess: dict[str, Any] | None) -> torch.Tensor:
+    """A detection run's per-channel std [3], as its checkpoint records it (`Preprocessing.std`; runs written by
+    reslab before December 2026 called it ``image_std``, a list)."""
+    recorded = (preprocess or {}).get("std", (preprocess or {}).get("image_std"))
+    if recorded is None:
+        raise ReslabError("the detection checkpoint records no std of its input normalisation")
+    return torch.as_tensor(recorded, dtype=torch.float32)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -74,11 +83,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Train
     if config.task != "detection":
         raise ReslabError(f"{path} is a classification run: use reslab eval / reslab predict")
     classes = list(state["classes"])
-    kwargs = {**config.model_kwargs, "image_mean": tuple(state["mean"].tolist()),
-              "image_std": tuple(state["preprocess"]["image_std"])}  # fmt: skip
+    pre = Preprocessing(state["mean"], _std(state.get("preprocess")))
+    kwargs = {**config.model_kwargs, "image_mean": tuple(pre.mean.tolist()), "image_std": tuple(pre.std.tolist())}
     model = create_detector(config.model, num_classes=len(classes), **kwargs)
     fit_weights(model, state["model"], path)
-    pre = Preprocessing(state["mean"], torch.tensor(state["preprocess"]["image_std"]))
     return TrainedModel(model.to(device).eval(), Arch(config.model, dict(config.model_kwargs)), classes, pre,
                         int(state["iteration"]), path, dict(state["config"]))  # fmt: skip
 

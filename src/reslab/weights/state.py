@@ -123,7 +123,7 @@ def recorded_preprocessing(path: str | Path) -> Preprocessing | None:
     path = checkpoint_file(path)
     try:
         if path.suffix == ".safetensors":
-            return read_tensorfile(path).preprocessing if is_tensorfile(path) else None
+            return read_tensorfile(path, weights=False).preprocessing if is_tensorfile(path) else None
         return Preprocessing.from_checkpoint(read_checkpoint(path, mmap=True))
     except NotACheckpoint:
         foreign = read_weights(path).foreign

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import safe_open, save
 
 from reslab.errors import ModelError
 from reslab.files import atomic_write
@@ -69,14 +69,16 @@ def is_tensorfile(path: str | Path) -> bool:
         return False
 
 
-def read_tensorfile(path: str | Path) -> TensorFile:
+def read_tensorfile(path: str | Path, *, weights: bool = True) -> TensorFile:
     """A file `write_tensorfile` wrote; a bare state dict in safetensors form is refused in one line that says how
-    to load it instead (``create_model(name, weights=FILE)``)."""
+    to load it instead (``create_model(name, weights=FILE)``). ``weights=False``: its metadata and preprocessing
+    only (``state`` empty), without reading the weights."""
     path = Path(path)
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            keys = [k for k in f.keys() if weights or k == _MEAN or k.startswith(_PRE)]  # noqa: SIM118 (not a dict)
+            tensors = {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"cannot read {path}: not a safetensors file ({str(e).splitlines()[0][:80]})") from e
     if meta.get("format") != FORMAT:
