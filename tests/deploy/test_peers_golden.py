@@ -25,7 +25,8 @@ def measured() -> dict[str, float]:
 
 
 @pytest.mark.skipif(not (PEERS.is_dir() and TAR.is_file()), reason="../shared/peers or the JPEG copy not present")
-@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet44"])
+# Two of the three: the same format and code path; resnet44 (the slowest, 25 s) is measured in docs/results/peers.
+@pytest.mark.parametrize("name", ["resnet20", "resnet32"])
 def test_reslab_eval_gives_the_peers_own_errors(name, capsys):
     expected = measured()[name]
     with pytest.warns(UserWarning, match="akamaster/pytorch_resnet_cifar10") as said:

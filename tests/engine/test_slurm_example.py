@@ -14,7 +14,7 @@ import torch
 from reslab.weights.checkpoint import read_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "slurm" / "train.sbatch"
-ARGS = ["--iterations", "160", "--batch-size", "8", "--log-every", "10", "--eval-every", "160", "--precision", "fp32",
+ARGS = ["--iterations", "80", "--batch-size", "8", "--log-every", "10", "--eval-every", "80", "--precision", "fp32",
         "--quiet"]  # fmt: skip
 
 
@@ -72,12 +72,12 @@ def test_the_slurm_script_survives_a_preemption_exactly(tmp_path):
     assert job.returncode != 0 and "reslab: SIGTERM: stopped at iteration" in err, err[-3000:]
     assert "requeue 42" in (tmp_path / "scontrol.log").read_text()
     stopped = read_checkpoint(out / "checkpoint.pt")["iteration"]
-    assert 0 < stopped < 160 and not (out / "summary.json").exists()
+    assert 0 < stopped < 80 and not (out / "summary.json").exists()
 
     again = _slurm(tmp_path, out, [*ARGS, "--checkpoint-every", "1"])  # the requeued job: same script, same args
     _, err = again.communicate(timeout=240)
     assert again.returncode == 0, err[-3000:]
     a, b = read_checkpoint(out / "checkpoint.pt"), read_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    assert a["iteration"] == b["iteration"] == 160
+    assert a["iteration"] == b["iteration"] == 80
     for name, tensor in b["model"].items():
         assert torch.equal(a["model"][name], tensor), name

@@ -95,7 +95,7 @@ def test_responses_reads_degradation_checkpoints(out: Path) -> None:
 
 
 def test_depth_table6(out: Path) -> None:
-    res = results(reproduce(out, "depth", "--jobs", "2"))  # its runs in two processes (tests/experiments/test_jobs.py)
+    res = results(reproduce(out, "depth"))
     assert [r["net"] for r in res["rows"]] == [f"ResNet-{d}" for d in (20, 32, 44, 56, 110)]
     runner = smoke_runner(out)
     for row, d in zip(res["rows"], (20, 32, 44, 56, 110), strict=True):

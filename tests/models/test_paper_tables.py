@@ -109,3 +109,18 @@ def test_single_layer_units_keep_the_layers_and_parameters(depth):
     unit = one.units()[0].eval()
     with torch.no_grad():
         torch.testing.assert_close(unit(x), torch.relu(unit.bn1(unit.conv1(x)) + x))  # y = relu(BN(W1 x) + x)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "plain56", "resnet50", "highway20", "preact_resnet164", "vgg19"])
+def test_layer_counts_equal_torchs_flop_counter(name):
+    """`complexity` counts each conv/linear layer's multiply-adds with a hook; torch's FlopCounterMode, which sees
+    every operator, gives the same total (its FLOPs are 2 per multiply-add)."""
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = getattr(torchvision.models, name)() if name == "vgg19" else create_model(name)
+        size = (3, 224, 224) if name in ("resnet50", "vgg19") else (3, 32, 32)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(torch.zeros(1, *size))
+        assert complexity(model, size)["macs"] == counter.get_total_flops() // 2

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from reslab.models.table import format_table, model_rows
 
     print(format_table(model_rows(args.pattern)))
-    print("\nparams/MACs counted by reslab on the built module (torch.utils.flop_counter, MACs = FLOPs/2);")
+    print("\nparams/MACs counted by reslab on the built module (each conv/linear layer's multiply-adds);")
     print("paper figures: Table 6 (CIFAR params), Table 1 (ImageNet multiply-adds), Identity Mappings (pre-act).")
     print("shipped weights: create_model(name, pretrained=True); their test error on the data their manifest names.")
     return 0

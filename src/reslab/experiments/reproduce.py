@@ -22,6 +22,7 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after hours of training
     runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
                     device=device, progress=progress, jobs=jobs)  # fmt: skip
     if name == ALL:

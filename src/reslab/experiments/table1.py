@@ -65,7 +65,7 @@ def run(ctx: Context) -> Path:
     sections = [
         "## Table 1: ImageNet networks (224x224)\n\n" + markdown_table(
             imagenet, ["model", "depth", "params (M)", "GMACs", "paper GMACs (Table 1)"]),
-        "GMACs = billions of multiply-adds (the paper's \"FLOPs\"): `torch.utils.flop_counter` FLOPs / 2, "
+        "GMACs = billions of multiply-adds (the paper's \"FLOPs\"), counted layer by layer on the built module, "
         "convolutions and the FC layer only. Of the plain nets, the paper gives FLOPs only for plain-18/34. "
         "The bottleneck nets put the stride-2 on the first 1x1 as the paper does.",
         "## VGG against the 34-layer nets (224x224)\n\n" + markdown_table(
