@@ -333,6 +333,36 @@ def test_detection_verdict_reads_seeds_and_the_floor() -> None:
     assert "within noise" in noisy[0] and "not above the untrained one" in noisy[2]
 
 
+def test_scorecard_only_reports_what_is_there_and_trains_nothing(out: Path, tmp_path: Path) -> None:
+    """`reslab reproduce all --scorecard-only`: the scorecard of the experiments the tests above reported under the
+    shared folder, the others `not run`, without training; an experiment of another budget is refused."""
+    before = run_state(out)
+    argv = ["reproduce", "all", "--data", DATA, "--out", str(out), "--budget", "smoke", "--scorecard-only"]
+    assert main(argv) == 0
+    assert run_state(out) == before
+    card = (out / "README.md").read_text()
+    claims = json.loads((out / "scorecard.json").read_text())["claims"]
+    assert "[depth](depth/report.md)" in {c["report"] for c in claims} and "--scorecard-only" in card
+    missing = sum(c["verdict"] == "not run" for c in claims)
+    assert (f"- Partial: {missing} experiments are not reported" in card) == (missing > 0)
+    assert main([*argv[:-3], "--budget", "cpu", "--scorecard-only"]) == 2  # smoke's results are not cpu's
+
+
+def test_an_interrupted_all_writes_the_scorecard_so_far(tmp_path: Path, monkeypatch) -> None:
+    from reslab.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("SIGINT", 2, "stopped at iteration 3 of 6; checkpoint written to X")
+
+    monkeypatch.setattr("reslab.experiments.runner.train", interrupted)
+    argv = ["reproduce", "all", "--data", DATA, "--out", str(tmp_path), "--budget", "smoke", "--quiet"]
+    assert main(argv) == 130
+    claims = json.loads((tmp_path / "scorecard.json").read_text())["claims"]
+    assert claims[0]["report"] == "[table1](table1/report.md)"  # table1 trains nothing: it finished first
+    assert all(c["verdict"] == "not run" for c in claims if "table1" not in c["report"])
+    assert "- Partial: 9 experiments are not reported" in (tmp_path / "README.md").read_text()
+
+
 def test_all_runs_every_experiment_and_writes_the_scorecard(out: Path) -> None:
     """`reslab reproduce all`: every experiment in order on the shared runs (those the tests above trained are
     reused; a rerun trains nothing, as test_degradation_report_and_cached_rerun checks), then OUT/README.md with

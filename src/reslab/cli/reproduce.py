@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")
         if name == "depth":
             e.add_argument("--with-1202", action="store_true", help="also ResNet-1202 (Table 6; very long)")
+        if name == ALL:
+            e.add_argument("--scorecard-only", action="store_true",
+                           help="train nothing: write OUT/README.md from the experiments already reported under OUT "
+                           "(the others `not run`), e.g. while a long run is under way")  # fmt: skip
         add_field(e, "device")
         e.add_argument("--jobs", type=positive_int, default=1, metavar="K",
                        help="train up to K of an experiment's runs at once on the device, each in its own process "
@@ -51,6 +55,7 @@ def _command(args: argparse.Namespace) -> str:
     words = ["reslab", "reproduce", args.experiment, "--data", args.data, "--budget", args.budget, "--out", args.out]
     words += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
     words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
+    words += ["--scorecard-only"] if getattr(args, "scorecard_only", False) else []
     return shlex.join(words)
 
 
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                            data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=args.progress, command=_command(args), jobs=args.jobs)  # fmt: skip
+                           progress=args.progress, command=_command(args), jobs=args.jobs,
+                           scorecard_only=getattr(args, "scorecard_only", False))  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

@@ -8,20 +8,26 @@ from pathlib import Path
 from reslab.errors import ConfigError
 from reslab.experiments import ALL, EXPERIMENTS, module_of
 from reslab.experiments.runner import Context, Runner, get_budget
-from reslab.experiments.scorecard import reproduce_all
+from reslab.experiments.scorecard import reproduce_all, write_scorecard
 
 
 def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", seeds: int = 1,
               data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
               device: str = "auto", with_1202: bool = False, progress: bool = True,
-              command: str = "", jobs: int = 1) -> Path:  # fmt: skip
+              command: str = "", jobs: int = 1, scorecard_only: bool = False) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md. ``all``:
     every experiment, then the scorecard ``out/README.md`` (`reslab.experiments.scorecard`), which it returns.
-    ``jobs``: train up to that many of an experiment's runs at once (`reslab.experiments.jobs`)."""
+    ``jobs``: train up to that many of an experiment's runs at once (`reslab.experiments.jobs`).
+    ``scorecard_only`` (with ``all``): write the scorecard of the experiments already reported under ``out``."""
     if name not in EXPERIMENTS and name != ALL:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    get_budget(budget)
+    if scorecard_only:
+        if name != ALL:
+            raise ConfigError("--scorecard-only goes with `reslab reproduce all`")
+        return write_scorecard(Path(out), budget, command)
     Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after hours of training
     runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
                     device=device, progress=progress, jobs=jobs)  # fmt: skip

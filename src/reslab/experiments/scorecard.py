@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from reslab.engine.runinfo import run_info
+from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.experiments import EXPERIMENTS, module_of
 from reslab.experiments.report import markdown_table
-from reslab.experiments.runner import Context, Runner
+from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.files import write_text
 
 # Dependency order: experiments that reuse runs come after the one that names them first.
@@ -30,47 +31,75 @@ ORDER = ("table1", "degradation", "depth", "responses", "construction", "signals
 assert set(ORDER) == set(EXPERIMENTS), "every experiment has its place in `reslab reproduce all`"
 
 
+NOT_RUN = "not run"
+
+
 def reproduce_all(runner: Runner, out: Path, seeds: int = 1, command: str = "") -> Path:
-    """Every experiment under ``out`` (sharing ``runner``'s runs), then the scorecard; returns its path."""
+    """Every experiment under ``out`` (sharing ``runner``'s runs), then the scorecard; returns its path. Stopped by
+    a signal, it writes the scorecard of the experiments reported so far (the others "not run") before it stops."""
     started = time.perf_counter()
-    for name in ORDER:
-        runner.say(f"experiment {ORDER.index(name) + 1}/{len(ORDER)}: {name}")
-        ctx = Context(name, runner, out / name, seeds=seeds)
-        importlib.import_module(module_of(name)).run(ctx)
-    return write_scorecard(out, runner, command, time.perf_counter() - started)
+    try:
+        for name in ORDER:
+            runner.say(f"experiment {ORDER.index(name) + 1}/{len(ORDER)}: {name}")
+            ctx = Context(name, runner, out / name, seeds=seeds)
+            importlib.import_module(module_of(name)).run(ctx)
+    except TrainingInterrupted:
+        write_scorecard(out, runner.budget.name, command, time.perf_counter() - started)
+        raise
+    return write_scorecard(out, runner.budget.name, command, time.perf_counter() - started)
 
 
-def collect(out: Path) -> list[dict[str, Any]]:
+def collect(out: Path, budget: str) -> list[dict[str, Any]]:
     """The claims of every experiment's results.json under ``out``, in ORDER; a missing experiment says so."""
     rows = []
     for name in ORDER:
         path = out / name / "results.json"
         if not path.is_file():
-            rows.append({"claim": EXPERIMENTS[name], "paper": "", "reslab": "", "verdict": "not run", "margin": "",
+            rows.append({"claim": EXPERIMENTS[name], "paper": "", "reslab": "", "verdict": NOT_RUN, "margin": "",
                          "report": ""})  # fmt: skip
             continue
-        for c in json.loads(path.read_text()).get("claims", []):
+        doc = json.loads(path.read_text())
+        if doc.get("budget") != budget:
+            raise ConfigError(f"{path} is the {doc.get('budget')!r} budget's, not {budget!r}: another --out?")
+        for c in doc.get("claims", []):
             rows.append({**c, "report": f"[{name}]({name}/report.md)"})
     return rows
 
 
-def write_scorecard(out: Path, runner: Runner, command: str = "", seconds: float | None = None) -> Path:
-    rows = collect(out)
+def data_label(out: Path) -> str:
+    """The data the experiments under ``out`` trained on, as their results.json name it."""
+    for name in ORDER:
+        path = out / name / "results.json"
+        if path.is_file() and name != "table1":  # table1 trains nothing
+            return str(json.loads(path.read_text()).get("data_label", ""))
+    return "none reported yet"
+
+
+def partial_note(missing: int) -> str:
+    return (f"- Partial: {missing} experiments are not reported under this folder yet (`not run`); the same "
+            "`reslab reproduce all` command runs them, reusing every finished run")  # fmt: skip
+
+
+def write_scorecard(out: Path, budget: str, command: str = "", seconds: float | None = None) -> Path:
+    """``out/README.md`` (and scorecard.json) from the experiments reported under ``out``; trains nothing."""
+    rows = collect(out, budget)
     counts = Counter(r["verdict"] for r in rows)
     info = run_info()
     summary = ", ".join(f"{n} {v}" for v, n in counts.most_common())
+    described = get_budget(budget)
     lines = [
-        f"# Scorecard: the paper's claims at the `{runner.budget.name}` budget",
+        f"# Scorecard: the paper's claims at the `{budget}` budget",
         "",
         "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition* (CVPR 2016), reproduced by reslab.",
         "",
         f"- Command: `{command}`" if command else "- Command: `reslab reproduce all`",
-        f"- Data: {runner.dataset.label}",
-        f"- Budget: `{runner.budget.name}`: {runner.budget.note}",
+        f"- Data: {data_label(out)}",
+        f"- Budget: `{budget}`: {described.note}",
         f"- Machine: {info['machine']}; torch {info['torch']}; reslab {info['reslab']} ({info['git_commit']})",
         f"- Date: {info['date']}"
         + (f"; this command {seconds / 60:.1f} min (runs found finished cost nothing)" if seconds is not None else ""),
         f"- Verdicts: {summary}",
+        *([partial_note(counts[NOT_RUN])] if counts[NOT_RUN] else []),
         "",
         "A verdict counts a gap only when it exceeds its noise margin (the `margin` column says which); `baseline` "
         "rows give a number without a comparison; `exact` is a computation, not a measurement. Every row links to "
@@ -82,9 +111,7 @@ def write_scorecard(out: Path, runner: Runner, command: str = "", seconds: float
     write_text(path, "\n".join(lines) + "\n")
     write_text(
         out / "scorecard.json",
-        json.dumps(
-            {"budget": runner.budget.name, "date": info["date"], "machine": info["machine"], "claims": rows}, indent=2
-        )
+        json.dumps({"budget": budget, "date": info["date"], "machine": info["machine"], "claims": rows}, indent=2)
         + "\n",
     )
     return path
