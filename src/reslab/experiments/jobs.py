@@ -68,7 +68,8 @@ def train_in_parallel(runs: Sequence[Job], jobs: int, say: Callable[[str], None]
             p.terminate()
             p.wait()
     if stop:
-        where = "the running jobs stopped, each with a checkpoint in its run folder"
+        where = ("the running jobs stopped, each with a checkpoint in its run folder" if len(stop) == 1 else
+                 "the running jobs stopped at once (a second signal), each with its last checkpoint")  # fmt: skip
         raise TrainingInterrupted(signal.Signals(stop[0]).name, stop[0], where)
     if failed:
         raise ReslabError(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; their messages are above")

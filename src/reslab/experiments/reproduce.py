@@ -23,7 +23,7 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    get_budget(budget)
+    get_budget(budget)  # an unknown budget: one line, before anything is read or written
     if scorecard_only:
         if name != ALL:
             raise ConfigError("--scorecard-only goes with `reslab reproduce all`")
