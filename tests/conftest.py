@@ -21,6 +21,15 @@ from PIL import Image
 CLASSES = ("n01", "n02", "n03")
 TEST_DEVICE = os.environ.get("RESLAB_TEST_DEVICE", "cpu")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # README's test command runs two pytest-xdist workers (most of the suite's time is processes starting and Python,
+    # one core each). Each worker, and every process it starts, then computes on one thread: two workers with two
+    # OpenMP threads each on two cores spin against each other and run 3-4x slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 if TEST_DEVICE.startswith("cuda"):
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch

@@ -23,7 +23,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # README command -> the test that runs it (costly, or not a reslab command)
 COVERED = {
     "python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 && .venv/bin/pip install -e "
-    '".[dev]" && .venv/bin/python -m pytest -q': "CI itself (.ci/run)",
+    '".[dev]" && .venv/bin/python -m pytest -q -n 2 --dist loadfile': "CI itself (.ci/run)",
     "reslab train ... --resume": "tests/engine/test_cli_train_eval.py (resume of a run, exact) and test_trainer.py",
     "torchrun --nproc_per_node 4 -m reslab.cli train --model resnet56 --data cifar10": "tests/engine/"
     "test_distributed.py",
