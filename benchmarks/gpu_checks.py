@@ -31,6 +31,7 @@ from reslab import build_trainer, complexity, create_model, train
 from reslab.data import load_dataset
 from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
+from reslab.experiments.jobs import threads_per_job
 
 PAPER_ITERATIONS, PAPER_BATCH = 64_000, 128  # Sec. 4.2, for the wall-clock extrapolation
 LOOPS = {"bf16 eager": ("bf16", None), "bf16 compile": ("bf16", "default"),
@@ -177,7 +178,8 @@ def one(a: argparse.Namespace) -> None:
 
 def concurrent(a: argparse.Namespace) -> None:
     res = results("concurrent", a.out)
-    res.print(f"K separate processes on one GPU, each reslab's loop (bf16, channels_last, batch {a.batch}), timed "
+    res.print(f"K separate processes on one {device().type.upper()} device, each reslab's loop (bf16, channels_last, "
+              f"batch {a.batch}, {os.cpu_count()} CPU cores shared out as `reslab reproduce --jobs K` does), timed "
               f"together for {a.seconds:.0f} s after each has warmed up")  # fmt: skip
     res.print(f"{'model':>10} {'K':>3} {'total img/s':>12} {'per run':>10} {'vs K=1':>8}")
     for name in a.models.split(","):
@@ -186,8 +188,10 @@ def concurrent(a: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 args = [sys.executable, __file__, "one", "--data", a.data, "--model", name, "--batch", str(a.batch),
                         "--seconds", str(a.seconds), "--go", f"{tmp}/go"]  # fmt: skip
-                procs = [subprocess.Popen([*args, "--ready", f"{tmp}/ready{i}"], stdout=subprocess.PIPE, text=True)
-                         for i in range(k)]  # fmt: skip
+                # as `reslab reproduce --jobs K` starts its runs: the CPU cores shared out among them
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(k))}
+                procs = [subprocess.Popen([*args, "--ready", f"{tmp}/ready{i}"], stdout=subprocess.PIPE, text=True,
+                                          env=env) for i in range(k)]  # fmt: skip
                 while not all(Path(f"{tmp}/ready{i}").exists() for i in range(k)):
                     if any(p.poll() not in (None, 0) for p in procs):
                         raise SystemExit(f"a run of {name} failed to start")
