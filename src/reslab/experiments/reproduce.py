@@ -23,13 +23,13 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    get_budget(budget)  # an unknown budget: one line, before anything is read or written
+    chosen = get_budget(budget)  # an unknown budget: one line, before anything is read or written
     if scorecard_only:
         if name != ALL:
             raise ConfigError("--scorecard-only goes with `reslab reproduce all`")
         return write_scorecard(Path(out), budget, command)
     Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after hours of training
-    runner = Runner(data, out, get_budget(budget), data_dir=data_dir, image_size=image_size, strict_data=strict_data,
+    runner = Runner(data, out, chosen, data_dir=data_dir, image_size=image_size, strict_data=strict_data,
                     device=device, progress=progress, jobs=jobs)  # fmt: skip
     if name == ALL:
         return reproduce_all(runner, Path(out), seeds, command)
