@@ -66,8 +66,18 @@ def test_the_slurm_script_survives_a_preemption_exactly(tmp_path):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (metrics.exists() and metrics.stat().st_size):
         time.sleep(0.2)
-    agent = subprocess.run(["pgrep", "-f", f"torch.distributed.run.*{out}"], capture_output=True, text=True)
-    os.kill(int(agent.stdout.split()[0]), signal.SIGTERM)  # what srun passes on at a preemption
+    agent = int(subprocess.run(["pgrep", "-f", f"torch.distributed.run.*{out}"], capture_output=True,
+                               text=True).stdout.split()[0])  # fmt: skip
+    # The ranks are held while the signal travels, so that it reaches them mid-run however loaded the machine is
+    # (80 iterations take about a second; unheld, a slow poll could let the run finish first).
+    ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(agent)], capture_output=True, text=True).stdout.split()]
+    assert len(ranks) == 2, ranks
+    for rank in ranks:
+        os.kill(rank, signal.SIGSTOP)
+    os.kill(agent, signal.SIGTERM)  # what srun passes on at a preemption; torchrun passes it to every rank
+    time.sleep(1)
+    for rank in ranks:
+        os.kill(rank, signal.SIGCONT)
     _, err = job.communicate(timeout=120)
     assert job.returncode != 0 and "reslab: SIGTERM: stopped at iteration" in err, err[-3000:]
     assert "requeue 42" in (tmp_path / "scontrol.log").read_text()
