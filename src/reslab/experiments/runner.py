@@ -8,9 +8,10 @@ ResNets. A run with a ``summary.json`` is done and skipped; one with only a ``ch
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,21 @@ def _fmt_hhmm(seconds: float | None) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _has_checkpoint(config: TrainConfig) -> bool:
+    """Whether the run was started before (then it resumes)."""
+    return RunDir(config.run_dir).status().iteration is not None
+
+
+@contextlib.contextmanager
+def _continue_hint() -> Iterator[None]:
+    """A stopped run says how to go on: the same command resumes it (and skips the finished ones)."""
+    try:
+        yield
+    except TrainingInterrupted as e:
+        e.hint = "run the same `reslab reproduce` command again to continue"
+        raise
+
+
 class Runner:
     """Trains (or finds) the runs of an experiment under ``out/runs`` with the budget's settings."""
 
@@ -152,36 +168,33 @@ class Runner:
         specs = list({s.name: s for s in specs}.values())  # experiments may list a shared run twice
         pending = [s for s in specs if not self.is_done(s)]
         if self.jobs > 1 and len(pending) > 1:
-            return self._run_jobs(specs, pending)
-        seconds_per_layer: list[float] = []  # measured seconds / depth of the runs finished in this call
-        for i, spec in enumerate(specs, 1):
-            head = f"run {i}/{len(specs)}: {spec.name}"
-            if spec not in pending:
-                self.reuse(self.config(spec), head)
-                continue
-            seconds = self.train_one(self.config(spec), self.dataset, head,
-                                     f", ETA {self._eta(pending, seconds_per_layer)}")  # fmt: skip
-            seconds_per_layer.append(seconds / spec.depth)
-            pending.remove(spec)
-            self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(pending, seconds_per_layer)}")
+            runs = [(head, replace(self.config(spec), progress=False), _has_checkpoint(self.config(spec)))
+                    for head, spec in self._to_train(specs, pending)]  # fmt: skip
+            with _continue_hint():
+                train_in_parallel(runs, self.jobs, self.say)
+        else:
+            self._train_in_turn(specs, pending)
         return {s.name: self.result(s) for s in specs}
 
-    def _run_jobs(self, specs: Sequence[RunSpec], pending: Sequence[RunSpec]) -> dict[str, RunResult]:
-        """`run_all` with ``jobs`` runs at once, each in its own process (`reslab.experiments.jobs`)."""
-        runs = []
+    def _to_train(self, specs: Sequence[RunSpec], pending: Sequence[RunSpec]) -> Iterator[tuple[str, RunSpec]]:
+        """Each pending run with its progress line's head, in order; the finished ones are reported as reused."""
+        pending_names = {s.name for s in pending}
         for i, spec in enumerate(specs, 1):
-            head, config = f"run {i}/{len(specs)}: {spec.name}", self.config(spec)
-            if spec in pending:
-                resuming = RunDir(config.run_dir).status().iteration is not None
-                runs.append((head, replace(config, progress=False), resuming))
+            head = f"run {i}/{len(specs)}: {spec.name}"
+            if spec.name in pending_names:
+                yield head, spec
             else:
-                self.reuse(config, head)
-        try:
-            train_in_parallel(runs, self.jobs, self.say)
-        except TrainingInterrupted as e:
-            e.hint = "run the same `reslab reproduce` command again to continue"
-            raise
-        return {s.name: self.result(s) for s in specs}
+                self.reuse(self.config(spec), head)
+
+    def _train_in_turn(self, specs: Sequence[RunSpec], pending: Sequence[RunSpec]) -> None:
+        left = list(pending)
+        seconds_per_layer: list[float] = []  # measured seconds / depth of the runs finished in this call
+        for head, spec in self._to_train(specs, pending):
+            seconds = self.train_one(self.config(spec), self.dataset, head,
+                                     f", ETA {self._eta(left, seconds_per_layer)}")  # fmt: skip
+            seconds_per_layer.append(seconds / spec.depth)
+            left.remove(spec)
+            self.say(f"{head} finished in {seconds:.0f} s, ETA {self._eta(left, seconds_per_layer)}")
 
     def reuse(self, config: TrainConfig, head: str) -> bool:
         """Whether ``config``'s run is finished (then checked to be the same run and reported as skipped)."""
@@ -194,14 +207,11 @@ class Runner:
     def train_one(self, config: TrainConfig, data: ImageDataset | None, head: str, suffix: str = "") -> float:
         """Train ``config`` (resuming its folder's checkpoint if there is one); its wall-clock seconds. The progress
         line is ``head``, "started" or "resumed", then ``suffix``."""
-        resuming = RunDir(config.run_dir).status().iteration is not None
+        resuming = _has_checkpoint(config)
         self.say(f"{head} {'resumed' if resuming else 'started'}{suffix}")
         t0 = time.perf_counter()
-        try:
+        with _continue_hint():
             train(config, data=data, resume=resuming)
-        except TrainingInterrupted as e:
-            e.hint = "run the same `reslab reproduce` command again to continue"
-            raise
         return time.perf_counter() - t0
 
     def result(self, spec: RunSpec) -> RunResult:

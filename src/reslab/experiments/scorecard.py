@@ -49,9 +49,10 @@ def reproduce_all(runner: Runner, out: Path, seeds: int = 1, command: str = "") 
     return write_scorecard(out, runner.budget.name, command, time.perf_counter() - started)
 
 
-def collect(out: Path, budget: str) -> list[dict[str, Any]]:
-    """The claims of every experiment's results.json under ``out``, in ORDER; a missing experiment says so."""
-    rows = []
+def collect(out: Path, budget: str) -> tuple[list[dict[str, Any]], str]:
+    """The claims of every experiment's results.json under ``out``, in ORDER (a missing experiment says so), and the
+    data they trained on as the first that trains anything names it."""
+    rows, label = [], ""
     for name in ORDER:
         path = out / name / "results.json"
         if not path.is_file():
@@ -61,18 +62,11 @@ def collect(out: Path, budget: str) -> list[dict[str, Any]]:
         doc = json.loads(path.read_text())
         if doc.get("budget") != budget:
             raise ConfigError(f"{path} is the {doc.get('budget')!r} budget's, not {budget!r}: another --out?")
+        if not label and name != "table1":  # table1 trains nothing
+            label = str(doc.get("data_label", ""))
         for c in doc.get("claims", []):
             rows.append({**c, "report": f"[{name}]({name}/report.md)"})
-    return rows
-
-
-def data_label(out: Path) -> str:
-    """The data the experiments under ``out`` trained on, as their results.json name it."""
-    for name in ORDER:
-        path = out / name / "results.json"
-        if path.is_file() and name != "table1":  # table1 trains nothing
-            return str(json.loads(path.read_text()).get("data_label", ""))
-    return "none reported yet"
+    return rows, label or "none reported yet"
 
 
 def partial_note(missing: int) -> str:
@@ -82,7 +76,7 @@ def partial_note(missing: int) -> str:
 
 def write_scorecard(out: Path, budget: str, command: str = "", seconds: float | None = None) -> Path:
     """``out/README.md`` (and scorecard.json) from the experiments reported under ``out``; trains nothing."""
-    rows = collect(out, budget)
+    rows, data = collect(out, budget)
     counts = Counter(r["verdict"] for r in rows)
     info = run_info()
     summary = ", ".join(f"{n} {v}" for v, n in counts.most_common())
@@ -93,7 +87,7 @@ def write_scorecard(out: Path, budget: str, command: str = "", seconds: float | 
         "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition* (CVPR 2016), reproduced by reslab.",
         "",
         f"- Command: `{command}`" if command else "- Command: `reslab reproduce all`",
-        f"- Data: {data_label(out)}",
+        f"- Data: {data}",
         f"- Budget: `{budget}`: {described.note}",
         f"- Machine: {info['machine']}; torch {info['torch']}; reslab {info['reslab']} ({info['git_commit']})",
         f"- Date: {info['date']}"
