@@ -99,10 +99,13 @@ def test_depth_table6(out: Path) -> None:
     assert [r["net"] for r in res["rows"]] == [f"ResNet-{d}" for d in (20, 32, 44, 56, 110)]
     runner = smoke_runner(out)
     for row, d in zip(res["rows"], (20, 32, 44, 56, 110), strict=True):
-        summary = runner.result(RunSpec(f"resnet{d}", variant="val", val_split=64)).summary
-        assert row["val error (%)"] == pytest.approx(summary["val_error"])  # the held-out split, not the test set
-        assert row["test mean (%)"] == pytest.approx(summary["reported_test_error"])
+        run = runner.result(RunSpec(f"resnet{d}", variant="val", val_split=64))
+        assert row["val error (%)"] == pytest.approx(run.summary["val_error"])  # the held-out split, not the test set
+        assert row["test mean (%)"] == pytest.approx(run.summary["reported_test_error"])
+        below = [i for i, e in zip(*run.train_curve(), strict=True) if e < 80]  # the paper's warm-up threshold
+        assert row["iteration train error < 80%"] == (str(below[0]) if below else "never")
     report = (out / "depth" / "report.md").read_text()
+    assert "iteration train error < 80%" in report and "slightly too large to start converging" in report
     assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
     assert_png(out / "depth" / "table6_depth.png")
     assert {f"resnet{d}-val-s0" for d in (20, 32, 44, 56, 110)} <= set(run_state(out))
