@@ -9,8 +9,8 @@ from __future__ import annotations
 
 # name -> what it reproduces (the module is `module_of(name)`)
 EXPERIMENTS = {
-    "degradation": "Fig. 6: plain vs ResNet at 20-56 layers (110 in the paper budget)",
-    "depth": "Table 6: ResNet-20..56 (cpu budget), ..110 (paper; 1202 with --with-1202), best (mean±std) of seeds",
+    "degradation": "Fig. 6: plain vs ResNet at 20-56 layers (ResNet-110 too in the fast and paper budgets)",
+    "depth": "Table 6: ResNet-20..56 (cpu), ..110 (fast, paper; 1202 with --with-1202), best (mean±std) over seeds",
     "shortcuts": "Table 3's options A/B/C, on CIFAR ResNet-32 and ResNet-56",
     "responses": "Fig. 7: std of the 3x3 layers' responses (reuses degradation's runs)",
     "highway": "plain vs residual vs highway at 20 and 56 layers",
