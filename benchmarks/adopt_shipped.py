@@ -2,7 +2,7 @@
 
     python benchmarks/adopt_shipped.py --out /work/reslab-runs/fast [--budget fast] [--data ../shared/data/...]
 
-The shipped weights (src/reslab/deploy/weights) were trained with the `fast` recipe on the whole training set, and
+The shipped weights (src/reslab/weights/files) were trained with the `fast` recipe on the whole training set, and
 their run files (config.json, metrics.jsonl, summary.json) are in docs/results/shipped/<model>/. Where such a run is
 exactly the run that ``reslab reproduce --budget B`` would train (the same config in every field that computes
 something: model, recipe, data, seed, precision, ...), this writes ``OUT/runs/<model>-s<seed>/`` from them: the run
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from reslab.engine.config import TrainConfig
+from reslab.experiments.budgets import BUDGETS
 from reslab.experiments.runner import Runner, RunSpec, get_budget
 from reslab.files import write_json
 from reslab.weights.checkpoint import write_checkpoint
@@ -62,7 +63,7 @@ def adopt(name: str, runner: Runner, docs: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the `reslab reproduce --out` folder")
-    p.add_argument("--budget", default="fast")
+    p.add_argument("--budget", default="fast", choices=list(BUDGETS))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results" / "shipped"))
     a = p.parse_args()

@@ -40,6 +40,7 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.recipes import get_recipe
 from reslab.engine.run import train
 from reslab.engine.rundir import RunDir
+from reslab.errors import ReslabError
 from reslab.files import write_json
 from reslab.models.trained import load_trained
 from reslab.weights.tensorfile import write_tensorfile
@@ -75,10 +76,16 @@ def ship(name: str, a: argparse.Namespace) -> dict[str, object]:
     status = RunDir(run).status()
     if a.reproduce_out and not status.finished:
         raise SystemExit(f"ship_weights: {run} is not a finished run (no summary.json); finish it first")
-    cfg = TrainConfig(model=name, data=a.data, recipe=get_recipe(a.recipe, **overrides), out=str(run), seed=a.seed,
-                      progress=not a.quiet)  # fmt: skip
-    summary = train(cfg, resume=status.iteration is not None and not status.finished) if not status.finished else {}
-    summary = summary or json.loads((run / "summary.json").read_text())
+    if not a.reproduce_out:
+        cfg = TrainConfig(model=name, data=a.data, recipe=get_recipe(a.recipe, **overrides), out=str(run),
+                          seed=a.seed, progress=not a.quiet)  # fmt: skip
+        if status.iteration is not None:  # a run found in --work is continued or shipped only if it is this one
+            diff = cfg.differences(RunDir(run).config())
+            if diff:
+                raise SystemExit(f"ship_weights: {run} was trained with another {diff[0]!r}; use another --work")
+        if not status.finished:
+            train(cfg, resume=status.iteration is not None)
+    summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     out = Path(a.weights_dir) / f"{name}.safetensors"
     write_tensorfile(load_trained(run), out)
@@ -91,7 +98,8 @@ def ship(name: str, a: argparse.Namespace) -> dict[str, object]:
     docs.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "metrics.jsonl", "summary.json"):
         shutil.copy2(run / f, docs / f)
-    return {"file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "recipe": a.recipe,
+    return {"file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+            "recipe": config["config"]["recipe"]["name"],
             "data": summary.get("data_label", summary.get("dataset")), "test_error": summary["test_error"],
             "test_error_tta": summary.get("reported_test_error"), "tta_views": summary.get("reported_views"),
             "check": check, "iterations": summary["iterations"], "train_seconds": round(summary["train_seconds"]),
@@ -115,10 +123,27 @@ def main() -> None:
     p.add_argument("--docs", default=str(ROOT / "docs" / "results" / "shipped"), help="where the runs' files go")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
+    training = {"--recipe": a.recipe != "fast", "--epochs": a.epochs is not None,
+                "--iterations": a.iterations is not None, "--quiet": a.quiet}  # fmt: skip
+    if not a.work and any(training.values()):  # --reproduce-out and --check-only train nothing
+        p.error(f"{next(f for f, on in training.items() if on)} goes with --work (the others train nothing)")
+    if a.epochs is not None and a.iterations is not None:
+        p.error("--epochs or --iterations, not both")
+    if (a.epochs is not None and a.epochs <= 0) or (a.iterations is not None and a.iterations <= 0):
+        p.error("--epochs and --iterations must be positive")
+    try:
+        ship_all(a)
+    except ReslabError as e:
+        p.exit(2, f"ship_weights: {e}\n")
+
+
+def ship_all(a: argparse.Namespace) -> None:
     manifest_path = Path(a.weights_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
     for name in a.models.split(","):
         if a.check_only:
+            if name not in manifest["models"]:
+                raise ReslabError(f"{name} is not shipped (no manifest entry); ship it first")
             entry = manifest["models"][name]
             full, entry["check"] = errors(Path(a.weights_dir) / entry["file"], a.data)
             write_json(manifest_path, manifest)

@@ -152,6 +152,35 @@ def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert err.startswith("reslab reproduce") and "invalid choice" in err and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["depth", "--budget", "cpu", "--with-1202"], "--with-1202 goes with a budget that trains ResNet-110"),
+        (["all", "--budget", "smoke", "--scorecard-only", "--jobs", "2"], "--jobs does not apply"),
+        (["all", "--budget", "smoke", "--scorecard-only", "--seeds", "3"], "--seeds does not apply"),
+        (["all", "--budget", "smoke", "--scorecard-only", "--workers", "2"], "--workers does not apply"),
+        (["all", "--budget", "smoke", "--scorecard-only"], "nothing is reported under"),
+    ],
+)
+def test_options_that_cannot_apply_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                               says: str) -> None:  # fmt: skip
+    """An option that would be ignored is refused in one line, before anything is trained or written."""
+    out = tmp_path / "missing"
+    assert main(["reproduce", *argv, "--out", str(out), "--data", DATA]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reslab: error:") and says in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["responses", "signals", "construction", "table1"])
+def test_one_seed_experiments_take_no_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """Fig. 7, Sec. 4.1's signals, the construction and Table 1 use one run of each net: --seeds is not offered (it
+    was accepted and ignored, while the report listed the seeds)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", name, "--seeds", "2", "--out", str(tmp_path), "--data", DATA])
+    assert exc.value.code == 2 and "unrecognized arguments: --seeds" in capsys.readouterr().err
+
+
 def test_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "file").write_text("x")
     assert main(["reproduce", "table1", "--out", str(tmp_path / "file"), "--budget", "smoke"]) == 2

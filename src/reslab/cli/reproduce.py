@@ -10,7 +10,7 @@ import shlex
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.cli.parser import COMMANDS
 from reslab.errors import ConfigError
-from reslab.experiments import ALL, EXPERIMENTS, module_of
+from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, module_of
 
 
 def _docstring(name: str) -> str:
@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
         e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
                        help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
-        e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")
+        if name not in ONE_SEED:
+            e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")
         if name == "depth":
             e.add_argument("--with-1202", action="store_true", help="also ResNet-1202 (Table 6; very long)")
         if name == ALL:
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> str:
     """The command as the report records it: what was asked, with every default made explicit."""
     words = ["reslab", "reproduce", args.experiment, "--data", args.data, "--budget", args.budget, "--out", args.out]
-    words += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
+    words += ["--seeds", str(args.seeds)] if getattr(args, "seeds", 1) != 1 else []
     words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
     words += ["--scorecard-only"] if getattr(args, "scorecard_only", False) else []
     return shlex.join(words)
@@ -63,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from reslab.experiments.reproduce import reproduce
 
     try:
-        report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
-                           data_dir=args.data_dir, image_size=args.image_size, strict_data=args.strict_data,
+        report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget,
+                           seeds=getattr(args, "seeds", 1), data_dir=args.data_dir, image_size=args.image_size,
+                           workers=args.workers, strict_data=args.strict_data,
                            device=args.device, with_1202=getattr(args, "with_1202", False),
                            progress=args.progress, command=_command(args), jobs=args.jobs,
                            scorecard_only=getattr(args, "scorecard_only", False))  # fmt: skip

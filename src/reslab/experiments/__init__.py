@@ -22,6 +22,10 @@ EXPERIMENTS = {
 }
 
 
+# Experiments that use one run of each net (seed 0) whatever --seeds says (Fig. 7 and Sec. 4.1 plot one run each;
+# the construction continues one run; Table 1 trains nothing): they take no --seeds, and `all` gives them one seed.
+ONE_SEED = frozenset({"responses", "signals", "construction", "table1"})
+
 ALL = "all"  # every experiment, then the scorecard
 
 

@@ -28,8 +28,13 @@ Job = tuple[str, Any, bool]  # (progress head, TrainConfig, resume)
 
 
 def threads_per_job(jobs: int) -> int:
-    """CPU threads for each of ``jobs`` processes: the cores shared out (each at least one)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """CPU threads for each of ``jobs`` processes: the cores (or fewer, where OMP_NUM_THREADS asks for fewer) shared
+    out, each at least one."""
+    cores = os.cpu_count() or 1
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and int(asked) > 0:
+        cores = min(cores, int(asked))
+    return max(1, cores // jobs)
 
 
 def train_in_parallel(runs: Sequence[Job], jobs: int, say: Callable[[str], None]) -> None:

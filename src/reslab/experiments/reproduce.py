@@ -6,13 +6,15 @@ import importlib
 from pathlib import Path
 
 from reslab.errors import ConfigError
-from reslab.experiments import ALL, EXPERIMENTS, module_of
+from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, module_of
+from reslab.experiments.budgets import BUDGETS
 from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.experiments.scorecard import reproduce_all, write_scorecard
 
 
 def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", seeds: int = 1,
-              data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
+              data_dir: str | None = None, image_size: int | None = None, workers: int | None = None,
+              strict_data: bool = False,
               device: str = "auto", with_1202: bool = False, progress: bool = True,
               command: str = "", jobs: int = 1, scorecard_only: bool = False) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md. ``all``:
@@ -23,14 +25,27 @@ def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", see
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if name in ONE_SEED and seeds != 1:
+        raise ConfigError(f"{name} uses one run of each net (seed 0); --seeds does not apply")
     chosen = get_budget(budget)  # an unknown budget: one line, before anything is read or written
+    if with_1202 and 110 not in chosen.depths():
+        deep = ", ".join(b.name for b in BUDGETS.values() if 110 in b.depths())
+        raise ConfigError(f"--with-1202 goes with a budget that trains ResNet-110 ({deep}), not {budget!r}")
     if scorecard_only:
         if name != ALL:
             raise ConfigError("--scorecard-only goes with `reslab reproduce all`")
+        training = {"--seeds": seeds != 1, "--jobs": jobs != 1, "--device": device != "auto",
+                    "--data-dir": data_dir is not None, "--image-size": image_size is not None,
+                    "--workers": workers is not None, "--strict": strict_data}  # fmt: skip
+        given = [flag for flag, on in training.items() if on]
+        if given:
+            raise ConfigError(f"--scorecard-only trains nothing: {given[0]} does not apply")
+        if not Path(out).is_dir():
+            raise ConfigError(f"nothing is reported under {out}: no such folder")
         return write_scorecard(Path(out), budget, command)
     Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after hours of training
-    runner = Runner(data, out, chosen, data_dir=data_dir, image_size=image_size, strict_data=strict_data,
-                    device=device, progress=progress, jobs=jobs)  # fmt: skip
+    runner = Runner(data, out, chosen, data_dir=data_dir, image_size=image_size, workers=workers,
+                    strict_data=strict_data, device=device, progress=progress, jobs=jobs)  # fmt: skip
     if name == ALL:
         return reproduce_all(runner, Path(out), seeds, command)
     ctx = Context(name, runner, Path(out) / name, seeds=seeds, with_1202=with_1202)

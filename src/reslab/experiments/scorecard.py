@@ -20,7 +20,7 @@ from typing import Any
 
 from reslab.engine.runinfo import run_info
 from reslab.errors import ConfigError, TrainingInterrupted
-from reslab.experiments import EXPERIMENTS, module_of
+from reslab.experiments import EXPERIMENTS, ONE_SEED, module_of
 from reslab.experiments.report import markdown_table
 from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.files import write_text
@@ -41,7 +41,7 @@ def reproduce_all(runner: Runner, out: Path, seeds: int = 1, command: str = "") 
     try:
         for name in ORDER:
             runner.say(f"experiment {ORDER.index(name) + 1}/{len(ORDER)}: {name}")
-            ctx = Context(name, runner, out / name, seeds=seeds)
+            ctx = Context(name, runner, out / name, seeds=1 if name in ONE_SEED else seeds)
             importlib.import_module(module_of(name)).run(ctx)
     except TrainingInterrupted:
         write_scorecard(out, runner.budget.name, command, time.perf_counter() - started)
@@ -61,7 +61,9 @@ def collect(out: Path, budget: str) -> tuple[list[dict[str, Any]], str]:
             continue
         doc = json.loads(path.read_text())
         if doc.get("budget") != budget:
-            raise ConfigError(f"{path} is the {doc.get('budget')!r} budget's, not {budget!r}: another --out?")
+            raise ConfigError(
+                f"{path} is the {doc.get('budget')!r} budget's, not {budget!r}: another --budget or --out?"
+            )
         if not label and name != "table1":  # table1 trains nothing
             label = str(doc.get("data_label", ""))
         for c in doc.get("claims", []):
@@ -70,8 +72,9 @@ def collect(out: Path, budget: str) -> tuple[list[dict[str, Any]], str]:
 
 
 def partial_note(missing: int) -> str:
-    return (f"- Partial: {missing} experiments are not reported under this folder yet (`not run`); the same "
-            "`reslab reproduce all` command runs them, reusing every finished run")  # fmt: skip
+    return (f"- Partial: {missing} experiments are not reported under this folder yet (`not run`); `reslab "
+            "reproduce all` with this --out and --budget (without --scorecard-only) runs them, reusing every "
+            "finished run")  # fmt: skip
 
 
 def write_scorecard(out: Path, budget: str, command: str = "", seconds: float | None = None) -> Path:
