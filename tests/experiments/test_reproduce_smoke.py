@@ -177,8 +177,17 @@ def test_one_seed_experiments_take_no_seeds(tmp_path: Path, capsys: pytest.Captu
     """Fig. 7, Sec. 4.1's signals, the construction and Table 1 use one run of each net: --seeds is not offered (it
     was accepted and ignored, while the report listed the seeds)."""
     with pytest.raises(SystemExit) as exc:
-        main(["reproduce", name, "--seeds", "2", "--out", str(tmp_path), "--data", DATA])
+        main(["reproduce", name, "--seeds", "2", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "unrecognized arguments: --seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--data", DATA], ["--device", "cpu"], ["--jobs", "2"]])
+def test_table1_takes_no_training_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          option: list[str]) -> None:  # fmt: skip
+    """Table 1 counts on freshly built modules: data, device and jobs would be ignored, so they are not offered."""
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "table1", *option, "--out", str(tmp_path)])
+    assert exc.value.code == 2 and f"unrecognized arguments: {option[0]}" in capsys.readouterr().err
 
 
 def test_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

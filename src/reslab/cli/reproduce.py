@@ -10,7 +10,7 @@ import shlex
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
 from reslab.cli.parser import COMMANDS
 from reslab.errors import ConfigError
-from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, module_of
+from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, TRAINS_NOTHING, module_of
 
 
 def _docstring(name: str) -> str:
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, summary in every.items():
         doc = _docstring("scorecard" if name == ALL else name)
         e = experiments.add_parser(name, help=summary, description=doc, formatter_class=DocstringFormatter)
-        add_data_args(e)
+        if name not in TRAINS_NOTHING:
+            add_data_args(e)
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
         e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
                        help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
@@ -43,19 +44,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             e.add_argument("--scorecard-only", action="store_true",
                            help="train nothing: write OUT/README.md from the experiments already reported under OUT "
                            "(the others `not run`), e.g. while a long run is under way")  # fmt: skip
-        add_field(e, "device")
-        e.add_argument("--jobs", type=positive_int, default=1, metavar="K",
-                       help="train up to K of an experiment's runs at once on the device, each in its own process "
-                       "(for a GPU that one small run leaves idle; on a CPU they share the cores)")  # fmt: skip
+        if name not in TRAINS_NOTHING:
+            add_field(e, "device")
+            e.add_argument("--jobs", type=positive_int, default=1, metavar="K",
+                           help="train up to K of an experiment's runs at once on the device, each in its own "
+                           "process (for a GPU that one small run leaves idle; on a CPU they share the "
+                           "cores)")  # fmt: skip
         add_switch(e, "--quiet", "progress")
         e.set_defaults(func=run)
 
 
 def _command(args: argparse.Namespace) -> str:
     """The command as the report records it: what was asked, with every default made explicit."""
-    words = ["reslab", "reproduce", args.experiment, "--data", args.data, "--budget", args.budget, "--out", args.out]
+    words = ["reslab", "reproduce", args.experiment]
+    words += ["--data", args.data] if args.experiment not in TRAINS_NOTHING else []
+    words += ["--budget", args.budget, "--out", args.out]
     words += ["--seeds", str(args.seeds)] if getattr(args, "seeds", 1) != 1 else []
-    words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
+    words += ["--jobs", str(args.jobs)] if getattr(args, "jobs", 1) != 1 else []
     words += ["--scorecard-only"] if getattr(args, "scorecard_only", False) else []
     return shlex.join(words)
 
@@ -64,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from reslab.experiments.reproduce import reproduce
 
     try:
-        report = reproduce(args.experiment, data=args.data, out=args.out, budget=args.budget,
-                           seeds=getattr(args, "seeds", 1), data_dir=args.data_dir, image_size=args.image_size,
-                           workers=args.workers, strict_data=args.strict_data,
-                           device=args.device, with_1202=getattr(args, "with_1202", False),
-                           progress=args.progress, command=_command(args), jobs=args.jobs,
-                           scorecard_only=getattr(args, "scorecard_only", False))  # fmt: skip
+        # Only the options this experiment offers (table1 takes no data, device or jobs; some take no --seeds).
+        options = ("data", "data_dir", "image_size", "workers", "strict_data", "device", "jobs", "seeds", "with_1202",
+                   "scorecard_only")  # fmt: skip
+        given = {k: getattr(args, k) for k in options if hasattr(args, k)}
+        report = reproduce(args.experiment, out=args.out, budget=args.budget, progress=args.progress,
+                           command=_command(args), **given)  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line
         raise ConfigError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from e
     print(report)

@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure  # the object API renders with Agg and never opens a window
 
 from reslab.engine.runinfo import run_info
+from reslab.experiments import TRAINS_NOTHING
 from reslab.experiments.runner import Context, RunResult
 from reslab.files import write_text
 
@@ -175,8 +176,10 @@ def test_noise(a: Sequence[float], b: Sequence[float], images: int = 10_000) -> 
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """results.json (rows plus context) and results.csv (the rows) beside report.md."""
     ctx.out.mkdir(parents=True, exist_ok=True)
-    label = ctx.data_label if ctx.experiment != "table1" else "none (no training)"
-    doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data, "data_label": label,
+    trains = ctx.experiment not in TRAINS_NOTHING
+    label = ctx.data_label if trains else "none (no training)"
+    doc = {"experiment": ctx.experiment, "budget": ctx.budget.name, "data": ctx.runner.data if trains else None,
+           "data_label": label,
            "seeds": ctx.seeds,
            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": run_info()["machine"],
            "rows": list(rows), **(extra or {})}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, module_of
 from reslab.experiments.budgets import BUDGETS
@@ -12,15 +13,15 @@ from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.experiments.scorecard import reproduce_all, write_scorecard
 
 
-def reproduce(name: str, *, data: str, out: str | Path, budget: str = "cpu", seeds: int = 1,
+def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budget: str = "cpu", seeds: int = 1,
               data_dir: str | None = None, image_size: int | None = None, workers: int | None = None,
-              strict_data: bool = False,
-              device: str = "auto", with_1202: bool = False, progress: bool = True,
+              strict_data: bool = False, device: str = "auto", with_1202: bool = False, progress: bool = True,
               command: str = "", jobs: int = 1, scorecard_only: bool = False) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md. ``all``:
     every experiment, then the scorecard ``out/README.md`` (`reslab.experiments.scorecard`), which it returns.
     ``jobs``: train up to that many of an experiment's runs at once (`reslab.experiments.jobs`).
-    ``scorecard_only`` (with ``all``): write the scorecard of the experiments already reported under ``out``."""
+    ``scorecard_only`` (with ``all``): write the scorecard of the experiments already reported under ``out``.
+    ``data`` is the training config's default unless given (`TRAINS_NOTHING` experiments read none)."""
     if name not in EXPERIMENTS and name != ALL:
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or {ALL}")
     if seeds < 1:

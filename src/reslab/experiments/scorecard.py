@@ -20,7 +20,7 @@ from typing import Any
 
 from reslab.engine.runinfo import run_info
 from reslab.errors import ConfigError, TrainingInterrupted
-from reslab.experiments import EXPERIMENTS, ONE_SEED, module_of
+from reslab.experiments import EXPERIMENTS, ONE_SEED, TRAINS_NOTHING, module_of
 from reslab.experiments.report import markdown_table
 from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.files import write_text
@@ -64,7 +64,7 @@ def collect(out: Path, budget: str) -> tuple[list[dict[str, Any]], str]:
             raise ConfigError(
                 f"{path} is the {doc.get('budget')!r} budget's, not {budget!r}: another --budget or --out?"
             )
-        if not label and name != "table1":  # table1 trains nothing
+        if not label and name not in TRAINS_NOTHING:
             label = str(doc.get("data_label", ""))
         for c in doc.get("claims", []):
             rows.append({**c, "report": f"[{name}]({name}/report.md)"})
