@@ -1,0 +1,18 @@
+#!/bin/bash
+# After the chain has written degradation, responses and depth (seed 0): reports with main's code, the scorecard so
+# far, and copies into the repository's docs/results/fast/.
+set -eu
+cd /work/main
+R=".venv/bin/python -m reslab.cli reproduce"
+D=../shared/data/cifar10-jpeg.tar
+O=/work/reslab-runs/fast
+export OMP_NUM_THREADS=1
+$R depth --budget fast --seeds 1 --data $D --out $O --quiet
+$R table1 --budget fast --out $O --quiet
+$R all --budget fast --data $D --out $O --scorecard-only
+for e in degradation responses depth table1; do
+  rm -rf docs/results/fast/$e; cp -r $O/$e docs/results/fast/$e
+done
+cp $O/README.md docs/results/fast/scorecard.md; cp $O/scorecard.json docs/results/fast/scorecard.json
+.venv/bin/python -m reslab.cli runs $O/runs/* > docs/results/fast/runs.md
+echo finished
