@@ -159,6 +159,7 @@ def test_missing_export_extra_names_it(run, tmp_path, monkeypatch, capsys):
         (["resnet1202"], "ships no weights for 'resnet1202'"),
         (["{run}", "--out", "{tmp}/a-file/model.pt2"], "cannot write"),  # the out folder is a file
         (["{run}", "--out", "{run}/checkpoint.pt"], "is the model being exported"),
+        (["{run}", "--out", "{tmp}/model.safetensors"], "a pt2 file's name ends in .pt2"),  # read back as another
     ],
 )
 def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):

@@ -85,7 +85,8 @@ def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, ca
         tiny_config(init=str(pretrained), freeze_bn=True, sync_bn=True)
     with pytest.raises(ConfigError, match="head_lr_scale must be"):
         tiny_config(head_lr_scale=0.0)
-    with pytest.raises(ModelError, match=r"--init: the weights in .* do not fit"):
+    with pytest.raises(ModelError, match=r"--init: the weights in .* were trained as cifar_resnet with depth=8; "
+                       "resnet20 here has depth=20"):  # fmt: skip
         build_trainer(tiny_config(model="resnet20", model_kwargs={}, init=str(pretrained), out=None))
     with pytest.raises(ModelError, match="reslab ships no weights for 'resnet1202'"):
         build_trainer(tiny_config(init="resnet1202", out=None))
@@ -103,6 +104,18 @@ def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, ca
         ]
     )
     assert code == 2 and "weights not found" in capsys.readouterr().err
+
+
+def test_init_weights_of_another_architecture_with_the_same_keys_are_refused(tmp_path, capsys):
+    """Plain-20 and ResNet-20 have the same keys: --init resnet20 into plain20 would train another function than the
+    weights computed, so it is refused in one line (as create_model refuses it), before anything is written."""
+    argv = ["train", "--model", "plain20", "--init", "resnet20", "--data", "synthetic:64", "--iterations", "2",
+            "--batch-size", "8", "--out", str(tmp_path / "p"), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reslab: error: --init: the weights in shipped:resnet20 were trained as resnet20")
+    assert "plain20 here has mode='plain'" in err and "\n" not in err
+    assert not (tmp_path / "p" / "checkpoint.pt").exists()
 
 
 def test_fine_tuning_normalises_with_the_init_weights_mean(tiny_config, pretrained, tmp_path, monkeypatch):

@@ -156,6 +156,8 @@ def export_model(loaded: TrainedModel, fmt: str, out: str | Path, *, check: bool
     with contextlib.suppress(OSError):
         if out.resolve() == Path(loaded.source).resolve():
             raise ReslabError(f"--out {out} is the model being exported: choose another file")
+    if out.suffix != f".{fmt}":  # reslab (load_trained, predict, --init) and other tools tell a format by its suffix
+        raise ReslabError(f"--out {out}: a {fmt} file's name ends in .{fmt}")
     model = _cpu_fp32(loaded.model)
     h, w = input_size(loaded)
     gen = torch.Generator().manual_seed(0)

@@ -20,6 +20,7 @@ here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` f
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from torch import nn
 from reslab.choices import SHIPPED, TORCHVISION
 from reslab.errors import ConfigError, ModelError
 from reslab.models.parts import freeze_statistics, parts
+from reslab.models.registry import check_architecture
 from reslab.weights.shipped import shipped_file
 from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
 from reslab.weights.tensorfile import read_tensorfile
@@ -38,13 +40,19 @@ HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
 def read_init(ref: str) -> dict[str, torch.Tensor]:
     """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, ``shipped:NAME`` or
     torchvision's weights (``torchvision:resnet50.IMAGENET1K_V2``)."""
+    return _read_init(ref)[0]
+
+
+def _read_init(ref: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """`read_init`'s state dict and the run configuration the weights record (reslab files), else None."""
     if ref.startswith(SHIPPED):
-        return read_tensorfile(shipped_file(ref[len(SHIPPED) :])).state
+        found = read_tensorfile(shipped_file(ref[len(SHIPPED) :]))
+        return found.state, found.config
     if ref.startswith(TORCHVISION):
-        return parse_torchvision(ref).state_dict()
-    found = read_weights(ref)
+        return parse_torchvision(ref).state_dict(), None
+    weights = read_weights(ref)
     # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
-    return found.foreign.folded() if found.foreign is not None else found.state
+    return (weights.foreign.folded() if weights.foreign is not None else weights.state), weights.config
 
 
 def init_mean(ref: str) -> torch.Tensor | None:
@@ -59,9 +67,22 @@ def init_mean(ref: str) -> torch.Tensor | None:
     return None if pre is None else pre.mean
 
 
-def load_init(model: nn.Module, ref: str, log: Callable[[str], None] = print) -> None:
-    """Load ``ref`` into ``model``; a classifier of another size is left as initialised (and logged)."""
-    state = read_init(ref)
+def load_init(
+    model: nn.Module,
+    ref: str,
+    log: Callable[[str], None] = print,
+    name: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Load ``ref`` into ``model`` (built as ``name(**kwargs)``, where given); a classifier of another size is left as
+    initialised (and logged). Weights that record another architecture whose keys would fit (plain vs residual,
+    option A's zero placement) are refused, as `create_model` refuses them."""
+    state, recorded = _read_init(ref)
+    if name is not None and recorded is not None:
+        try:
+            check_architecture(name, dict(kwargs or {}), recorded, ref)
+        except ModelError as e:
+            raise ModelError(f"--init: {e}") from None
     own = model.state_dict()
     head = [k for k in own if k.startswith(f"{HEAD}.")]
     if any(k in state and state[k].shape != own[k].shape for k in head):

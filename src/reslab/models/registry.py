@@ -167,11 +167,11 @@ def _with_weights(name: str, pretrained: bool, weights: str | Path | None, kwarg
     if "num_classes" not in kwargs and isinstance(state.get("fc.weight"), torch.Tensor):
         kwargs = {**kwargs, "num_classes": state["fc.weight"].shape[0]}
     if found.config is not None:
-        _check_architecture(name, kwargs, found.config, weights)
+        check_architecture(name, kwargs, found.config, weights)
     return fit_weights(create_model(name, **kwargs), state, weights)
 
 
-def _check_architecture(name: str, kwargs: dict[str, Any], config: dict[str, Any], source: object) -> None:
+def check_architecture(name: str, kwargs: dict[str, Any], config: dict[str, Any], source: object) -> None:
     """Refuse weights whose file records another architecture than ``name(**kwargs)``, though the keys fit (option
     A's zero placement, the bottleneck's stride, plain vs residual: same keys, another function)."""
     theirs = config.get("model")

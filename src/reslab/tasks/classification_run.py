@@ -49,7 +49,8 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
     if model is None:
         model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
     if config.init and load_init:
-        load_init_weights(model, config.init, log)
+        # A model passed in is its caller's to describe: config.model may not name it.
+        load_init_weights(model, config.init, log, None if custom else config.model, config.model_kwargs)
     freeze(model, config.freeze, config.freeze_bn)  # before DDP wraps the model: it registers the trainable ones
 
     def make_task(total: int) -> ClassificationTask:
