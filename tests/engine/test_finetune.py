@@ -106,6 +106,14 @@ def test_fine_tuning_mistakes_are_one_line(tiny_config, pretrained, tmp_path, ca
     assert code == 2 and "weights not found" in capsys.readouterr().err
 
 
+def test_init_brings_the_keywords_its_run_recorded(tiny_config, pretrained):
+    """Weights trained as cifar_resnet(depth=8) build that net again when --init names them and the keywords are not
+    given (as --model defaults to the model they were trained as); another model takes none of them."""
+    assert tiny_config(init=str(pretrained), model_kwargs={}).model_kwargs == {"depth": 8}
+    assert tiny_config(init=str(pretrained), model_kwargs={"depth": 14}).model_kwargs == {"depth": 14}  # given wins
+    assert tiny_config(init=str(pretrained), model="resnet20", model_kwargs={}).model_kwargs == {}
+
+
 def test_init_weights_of_another_architecture_with_the_same_keys_are_refused(tmp_path, capsys):
     """Plain-20 and ResNet-20 have the same keys: --init resnet20 into plain20 would train another function than the
     weights computed, so it is refused in one line (as create_model refuses it), before anything is written."""

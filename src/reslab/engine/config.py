@@ -95,9 +95,9 @@ class TrainConfig:
         object.__setattr__(self, "data", resolve_spec(self.data))  # recorded absolute: `reslab eval` from anywhere
         if self.init is not None:
             object.__setattr__(self, "init", resolve_init(self.init))
-            # Weights in another project's format compute their function only when built as that project built
-            # them (akamaster's option A zeros on both sides): those keywords join the config, unless given.
-            chosen = {k: v for k, v in peer_kwargs(self.init).items() if k not in self.model_kwargs}
+            # Weights compute their function only when built as they were trained (akamaster's option A zeros on both
+            # sides; a reslab run's recorded keywords): those keywords join the config, unless given.
+            chosen = {k: v for k, v in init_kwargs(self.init, self.model).items() if k not in self.model_kwargs}
             if chosen:
                 object.__setattr__(self, "model_kwargs", {**self.model_kwargs, **chosen})
         object.__setattr__(self, "freeze", tuple(self.freeze))
@@ -225,31 +225,34 @@ def _models() -> types.ModuleType:
     return registry
 
 
-def peer_kwargs(init: str) -> dict[str, Any]:
-    """The model keywords that ``init``'s weights need, where they are in a recognised foreign format (or
-    torchvision's: the bottleneck's stride on the 3x3)."""
+def init_kwargs(init: str, model: str) -> dict[str, Any]:
+    """The model keywords that ``init``'s weights need to compute their function in ``model``: a recognised foreign
+    format's (akamaster's option A zeros on both sides), torchvision's (the bottleneck's stride on the 3x3), or those
+    a reslab file or run folder records, where it was trained as ``model`` (another model's keywords mean another
+    thing, and `load_init` refuses that pairing anyway)."""
     if init.startswith(TORCHVISION):
         from reslab.weights.torchvision import MODEL_KWARGS  # torch: see _models
 
         return dict(MODEL_KWARGS)
-    path = os.path.expanduser(init)
-    if init.startswith(SHIPPED) or not os.path.isfile(path) or path.endswith(".safetensors"):
+    if init.startswith(SHIPPED):
         return {}
-    return dict(_recorded(path)[1])
+    trained_as, kwargs, foreign = _recorded(os.path.expanduser(init))
+    return dict(kwargs) if foreign or trained_as == model else {}
 
 
-def _recorded(path: str) -> tuple[str | None, tuple[tuple[str, Any], ...]]:
-    """What the weights at ``path`` record: the model they were trained as and a foreign format's model keywords."""
+def _recorded(path: str) -> tuple[str | None, tuple[tuple[str, Any], ...], bool]:
+    """What the weights at ``path`` record: the model they were trained as, its keywords, and whether they are in a
+    foreign format."""
     target = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
     try:
         st = os.stat(target)
     except OSError:
-        return None, ()  # missing: loading --init says so, in one line
+        return None, (), False  # missing: loading --init says so, in one line
     return _read_recorded(target, st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_recorded(path: str, _size: int, _mtime: int) -> tuple[str | None, tuple[tuple[str, Any], ...]]:
+def _read_recorded(path: str, _size: int, _mtime: int) -> tuple[str | None, tuple[tuple[str, Any], ...], bool]:
     # Cached, so that checking a config and choosing its model read the file once; keyed by size and mtime too, so a
     # file replaced under the same name is read again. Only names and keywords are kept, not the tensors.
     from reslab.weights.state import read_weights  # torch: see _models
@@ -257,11 +260,16 @@ def _read_recorded(path: str, _size: int, _mtime: int) -> tuple[str | None, tupl
     try:
         found = read_weights(path)
     except ModelError:
-        return None, ()  # unreadable: the run's loading of --init says why, in one line
+        return None, (), False  # unreadable: the run's loading of --init says why, in one line
     if found.foreign is not None:
-        return found.foreign.model, tuple(found.foreign.model_kwargs.items())
-    model = (found.config or {}).get("model")
-    return (model if isinstance(model, str) else None), ()
+        return found.foreign.model, tuple(found.foreign.model_kwargs.items()), True
+    config = found.config or {}
+    model, kwargs = config.get("model"), config.get("model_kwargs")
+    return (
+        (model if isinstance(model, str) else None),
+        tuple((kwargs if isinstance(kwargs, dict) else {}).items()),
+        False,
+    )
 
 
 def resolve_init(text: str) -> str:
