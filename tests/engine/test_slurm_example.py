@@ -14,7 +14,9 @@ import torch
 from reslab.weights.checkpoint import read_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "slurm" / "train.sbatch"
-ARGS = ["--iterations", "80", "--batch-size", "8", "--log-every", "10", "--eval-every", "80", "--precision", "fp32",
+# Long enough that the stop lands mid-run: under torchrun the ranks compare their stop flags about every
+# AGREE_SECONDS (5 s; each step here writes a checkpoint), so a run that ends sooner after the signal stops at its end.
+ARGS = ["--iterations", "300", "--batch-size", "8", "--log-every", "10", "--eval-every", "300", "--precision", "fp32",
         "--quiet"]  # fmt: skip
 
 
@@ -69,7 +71,7 @@ def test_the_slurm_script_survives_a_preemption_exactly(tmp_path):
     agent = int(subprocess.run(["pgrep", "-f", f"torch.distributed.run.*{out}"], capture_output=True,
                                text=True).stdout.split()[0])  # fmt: skip
     # The ranks are held while the signal travels, so that it reaches them mid-run however loaded the machine is
-    # (80 iterations take about a second; unheld, a slow poll could let the run finish first).
+    # (unheld, a slow poll on a loaded machine could let the run get far before the signal).
     ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(agent)], capture_output=True, text=True).stdout.split()]
     assert len(ranks) == 2, ranks
     for rank in ranks:
@@ -82,12 +84,12 @@ def test_the_slurm_script_survives_a_preemption_exactly(tmp_path):
     assert job.returncode != 0 and "reslab: SIGTERM: stopped at iteration" in err, err[-3000:]
     assert "requeue 42" in (tmp_path / "scontrol.log").read_text()
     stopped = read_checkpoint(out / "checkpoint.pt")["iteration"]
-    assert 0 < stopped < 80 and not (out / "summary.json").exists()
+    assert 0 < stopped < 300 and not (out / "summary.json").exists()
 
     again = _slurm(tmp_path, out, [*ARGS, "--checkpoint-every", "1"])  # the requeued job: same script, same args
     _, err = again.communicate(timeout=240)
     assert again.returncode == 0, err[-3000:]
     a, b = read_checkpoint(out / "checkpoint.pt"), read_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    assert a["iteration"] == b["iteration"] == 80
+    assert a["iteration"] == b["iteration"] == 300
     for name, tensor in b["model"].items():
         assert torch.equal(a["model"][name], tensor), name
