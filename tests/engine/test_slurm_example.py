@@ -84,7 +84,7 @@ def test_the_slurm_script_survives_a_preemption_exactly(tmp_path):
     assert job.returncode != 0 and "reslab: SIGTERM: stopped at iteration" in err, err[-3000:]
     assert "requeue 42" in (tmp_path / "scontrol.log").read_text()
     stopped = read_checkpoint(out / "checkpoint.pt")["iteration"]
-    assert 0 < stopped < 300 and not (out / "summary.json").exists()
+    assert 0 < stopped < 300 and not (out / "summary.json").exists(), stopped
 
     again = _slurm(tmp_path, out, [*ARGS, "--checkpoint-every", "1"])  # the requeued job: same script, same args
     _, err = again.communicate(timeout=240)
