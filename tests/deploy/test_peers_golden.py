@@ -37,3 +37,16 @@ def test_reslab_eval_gives_the_peers_own_errors(name, capsys):
     result = json.loads(captured.out)
     assert result["n"] == 10_000 and result["views"] == "1 view"
     assert round(result["error"], 2) == expected
+
+
+@pytest.mark.skipif(not PEERS.is_dir(), reason="../shared/peers not present")
+def test_fine_tuning_from_the_published_file_uses_its_channel_mean():
+    """Their files are in torch's legacy format: --init must still read the mean they were trained with."""
+    import torch
+
+    from reslab.data.presets import IMAGENET_MEAN
+    from reslab.engine.finetune import init_mean
+
+    mean = init_mean(str(PEERS / "resnet20.th"))
+    assert mean is not None and mean.shape == (3, 32, 32)
+    torch.testing.assert_close(mean[:, 0, 0], torch.tensor(IMAGENET_MEAN))

@@ -31,8 +31,9 @@ def test_zero_pad_both_is_akamasters_lambda_layer():
         ZeroPadShortcut(2, 16, "middle")
 
 
-def akamaster_file(tmp_path, depth=20, wrapped=True):
-    """A checkpoint laid out as akamaster's: DataParallel prefix, `linear` head, no num_batches_tracked, best_prec1."""
+def akamaster_file(tmp_path, depth=20, wrapped=True, legacy=False):
+    """A checkpoint laid out as akamaster's: DataParallel prefix, `linear` head, no num_batches_tracked, best_prec1;
+    ``legacy``: in torch's format before 1.6, as their published files are (it cannot be memory-mapped)."""
     torch.manual_seed(0)
     source = create_model(f"resnet{depth}", zero_pad="both")
     for m in source.modules():  # trained-looking BN statistics, so that normalisation matters
@@ -42,7 +43,8 @@ def akamaster_file(tmp_path, depth=20, wrapped=True):
     state = {f"module.{k.replace('fc.', 'linear.')}": v for k, v in source.state_dict().items()
              if not k.endswith("num_batches_tracked")}  # fmt: skip
     path = tmp_path / f"resnet{depth}.th"
-    torch.save({"state_dict": state, "best_prec1": 91.73} if wrapped else state, path)
+    obj = {"state_dict": state, "best_prec1": 91.73} if wrapped else state
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     return path, source.eval()
 
 
@@ -58,8 +60,9 @@ def test_create_model_builds_akamasters_network(tmp_path, wrapped):
     assert not torch.allclose(after(x), source(x), atol=1e-3)
 
 
-def test_eval_predict_and_init_read_it_with_its_preprocessing(tmp_path):
-    path, source = akamaster_file(tmp_path, depth=32)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_eval_predict_and_init_read_it_with_its_preprocessing(tmp_path, legacy):
+    path, source = akamaster_file(tmp_path, depth=32, legacy=legacy)
     with pytest.warns(ForeignWeightsWarning):
         loaded = load_trained(path)
     assert loaded.arch.name == "resnet32" and loaded.arch.kwargs == {"zero_pad": "both"}
@@ -105,3 +108,32 @@ def test_weights_recorded_as_another_architecture_are_refused(tmp_path):
     write_tensorfile(both, tmp_path / "both.safetensors")
     with pytest.raises(ModelError, match="zero_pad='both'"):
         create_model("resnet20", weights=tmp_path / "both.safetensors")
+
+
+def test_streamed_images_fine_tune_it_with_its_own_channel_statistics(tmp_path, large_data):
+    """Streamed images divide by a std themselves: the foreign weights load as they are (not folded) and the images
+    are normalised with the statistics those weights saw; a resumed run keeps the statistics it recorded."""
+    from reslab.engine import distributed as D
+    from reslab.engine.recipes import get_recipe
+    from reslab.engine.run import train
+    from reslab.tasks.classification_run import classification_parts
+    from reslab.weights.checkpoint import read_checkpoint
+
+    path, source = akamaster_file(tmp_path, legacy=True)
+    recipe = get_recipe("imagenet-paper", iterations=2, batch_size=8)
+    config = TrainConfig(model="resnet20", init=str(path), data=str(large_data()), image_size=32, recipe=recipe,
+                         precision="fp32", workers=0, out=str(tmp_path / "run"), progress=False,
+                         eval_batch_size=4)  # fmt: skip
+    logs: list[str] = []
+    parts = classification_parts(config, data=None, model=None, device=torch.device("cpu"), dist=D.DistInfo(),
+                                 log=logs.append, load_init=True, mean=None)  # fmt: skip
+    assert torch.equal(parts.model.conv1.weight, source.conv1.weight)  # unfolded: the data divides by the std
+    torch.testing.assert_close(parts.source.mean.view(1, 3, 1, 1), MEAN)
+    assert any("normalised per channel as the --init weights were (akamaster" in line for line in logs)
+    train(config)
+    state = read_checkpoint(tmp_path / "run")
+    torch.testing.assert_close(state["preprocess"]["std"].view(1, 3, 1, 1), STD)
+    resumed = classification_parts(config, data=None, model=None, device=torch.device("cpu"), dist=D.DistInfo(),
+                                   log=logs.append, load_init=False, mean=state["mean"],
+                                   preprocess=state["preprocess"])  # fmt: skip
+    assert resumed.source.mean is state["mean"] and resumed.source.preprocess["std"] is state["preprocess"]["std"]

@@ -29,6 +29,7 @@ from reslab.choices import SHIPPED, TORCHVISION
 from reslab.errors import ConfigError, ModelError
 from reslab.models.parts import freeze_statistics, parts
 from reslab.models.registry import check_architecture
+from reslab.weights.peers import Foreign
 from reslab.weights.shipped import shipped_file
 from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
 from reslab.weights.tensorfile import read_tensorfile
@@ -43,8 +44,9 @@ def read_init(ref: str) -> dict[str, torch.Tensor]:
     return _read_init(ref)[0]
 
 
-def _read_init(ref: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """`read_init`'s state dict and the run configuration the weights record (reslab files), else None."""
+def _read_init(ref: str, fold: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """`read_init`'s state dict and the run configuration the weights record (reslab files), else None. ``fold``:
+    see `load_init`."""
     if ref.startswith(SHIPPED):
         found = read_tensorfile(shipped_file(ref[len(SHIPPED) :]))
         return found.state, found.config
@@ -52,7 +54,13 @@ def _read_init(ref: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None
         return parse_torchvision(ref).state_dict(), None
     weights = read_weights(ref)
     # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
-    return (weights.foreign.folded() if weights.foreign is not None else weights.state), weights.config
+    return (weights.foreign.folded() if weights.foreign is not None and fold else weights.state), weights.config
+
+
+def init_foreign(ref: str) -> Foreign | None:
+    """The foreign format the ``init`` weights are in (`reslab.weights.peers`), with the per-channel normalisation
+    they were trained with; None for reslab's, torchvision's and plain weights."""
+    return None if ref.startswith((SHIPPED, TORCHVISION)) else read_weights(ref).foreign
 
 
 def init_mean(ref: str) -> torch.Tensor | None:
@@ -73,11 +81,14 @@ def load_init(
     log: Callable[[str], None] = print,
     name: str | None = None,
     kwargs: dict[str, Any] | None = None,
+    fold: bool = True,
 ) -> None:
     """Load ``ref`` into ``model`` (built as ``name(**kwargs)``, where given); a classifier of another size is left as
     initialised (and logged). Weights that record another architecture whose keys would fit (plain vs residual,
-    option A's zero placement) are refused, as `create_model` refuses them."""
-    state, recorded = _read_init(ref)
+    option A's zero placement) are refused, as `create_model` refuses them. ``fold``: a foreign checkpoint's std
+    division goes into the stem, for data that only subtracts a mean; False where the data divides by that std itself
+    (streamed images normalised per channel with the weights' own statistics, `init_foreign`)."""
+    state, recorded = _read_init(ref, fold)
     if name is not None and recorded is not None:
         try:
             check_architecture(name, dict(kwargs or {}), recorded, ref)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from reslab.data.loader import channel_stats, default_workers, estimate_pixel_me
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
-from reslab.engine.finetune import freeze, init_mean
+from reslab.engine.finetune import freeze, init_foreign, init_mean
 from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.parts import TaskParts
 from reslab.errors import ConfigError, DataError
@@ -39,9 +40,12 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
     if model is None:  # the model's keywords and frozen parts checked on the meta device, before any data is loaded
         with torch.device("meta"):
             freeze(create_model(config.model, num_classes=2, **config.model_kwargs), config.freeze, False)
-    if mean is None and config.init and load_init:
+    streamed = data is None and config.streams
+    if mean is None and config.init and load_init and not streamed:
         mean = init_mean(config.init)
-    source = _data(config, data, dist, device, mean)
+    source = (
+        _stream(config, dist, device, log, mean, preprocess) if streamed else _data(config, data, dist, device, mean)
+    )
     if mean is not None and source.mean is mean and load_init:
         log(f"images normalised with the mean image of the --init weights ({config.init})")
     custom = model is not None
@@ -50,7 +54,9 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
         model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
     if config.init and load_init:
         # A model passed in is its caller's to describe: config.model may not name it.
-        load_init_weights(model, config.init, log, None if custom else config.model, config.model_kwargs)
+        load_init_weights(
+            model, config.init, log, None if custom else config.model, config.model_kwargs, fold=not streamed
+        )
     freeze(model, config.freeze, config.freeze_bn)  # before DDP wraps the model: it registers the trainable ones
 
     def make_task(total: int) -> ClassificationTask:
@@ -82,8 +88,18 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
     return large, aug
 
 
-def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> ClassificationData:
+def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None],
+            resumed_mean: torch.Tensor | None, resumed: dict[str, Any] | None) -> ClassificationData:  # fmt: skip
+    """Streamed large images, normalised as the run's augmentation says; per channel with another project's statistics
+    where ``--init`` is in that project's format (its weights saw such inputs, and are loaded unfolded), and with the
+    statistics a resumed run recorded (``resumed_mean`` and ``resumed``: its checkpoint's ``mean`` and
+    ``preprocess``)."""
     large, aug = open_stream(config)
+    recorded = (resumed or {}).get("large") or {}
+    foreign = init_foreign(config.init) if config.init and not resumed else None
+    channel = recorded.get("normalization") == "channel" and resumed_mean is not None and resumed.get("std") is not None
+    if foreign is not None or channel:
+        aug = replace(aug, normalization="channel")
     # Every rank indexes the data itself; a rank that sees other files (a copy still syncing, another mount) would
     # read other images for its part of each batch: stop all ranks together instead.
     counts = [len(large.splits["train"]), len(large.splits["val"])]
@@ -94,6 +110,12 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> Clas
     workers = default_workers() if config.workers is None else config.workers
     if aug.normalization == "pixel":  # rank 0 estimates the mean image, every rank gets the same one
         mean, std = D.on_main(lambda: estimate_pixel_mean(large.splits["train"], aug, workers=workers)), None
+    elif foreign is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (foreign.mean, foreign.std))
+        log(f"images normalised per channel as the --init weights were ({foreign.source}: mean {foreign.mean}, "
+            f"std {foreign.std})")  # fmt: skip
+    elif channel:
+        mean, std = resumed_mean, resumed["std"]
     else:
         mean, std = channel_stats()
     return streaming(large, aug, mean, std, batch_size=config.recipe.batch_size, seed=config.seed, rank=dist.rank,
@@ -104,8 +126,6 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device) -> Clas
 
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device,
           mean: torch.Tensor | None = None) -> ClassificationData:  # fmt: skip
-    if data is None and config.streams:
-        return _stream(config, dist, device)
     if isinstance(data, ClassificationData):
         if config.val_split or config.train_subset or config.test_subset:
             raise ConfigError("val_split and the subsets select images of an in-memory dataset; a custom "

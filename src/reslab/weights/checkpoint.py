@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ def checkpoint_file(path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """The checkpoint in ``path`` (a file or a run folder), read as untrusted input (tensors and plain containers
-    only). ``mmap`` maps the tensors instead of reading them: cheap when only the small entries are wanted."""
+    only). ``mmap`` maps the tensors instead of reading them: cheap when only the small entries are wanted; files in
+    torch's legacy format (before 1.6, e.g. other projects' published weights) cannot be mapped and are read whole."""
     path = checkpoint_file(path)
     if not path.is_file():
         raise ReslabError(f"checkpoint not found: {path}")
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings():  # torch's notes (e.g. on pickle protocols) would come before our one line
             warnings.simplefilter("ignore")
