@@ -157,6 +157,11 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic:2"], "bad synthetic dataset spec"),
         (["train", "--data", "synthetic", "--nesterov", "true", "--momentum", "0"], "bad value for momentum: 0.0"),
         (["train", "--data", "synthetic", "--paper-warmup-error", "80"], "bad value for paper_warmup_error"),
+        (["train", "--data", "synthetic", "--recipe", "fast", "--milestones", "0.3"], "--milestones shapes the step"),
+        (["train", "--data", "synthetic", "--plateau-patience", "2"], "shapes the plateau schedule only"),
+        (["train", "--data", "synthetic", "--final-lr-fraction", "0.1"], "the run's is step (--schedule chooses"),
+        (["train", "--data", "synthetic", "--schedule", "cosine", "--gamma", "0.5"], "--gamma shapes the step and"),
+        (["train", "--data", "synthetic:256", "--iterations", "3", "--stop-at", "4"], "beyond the run's last"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from torch import nn
 
 SCHEDULES = ("step", "cosine", "onecycle", "plateau")
+# The fields that shape only some schedules: given for another schedule they would change nothing, so they are refused.
+SCHEDULE_FIELDS = {
+    "milestones": ("step",),
+    "gamma": ("step", "plateau"),
+    "plateau_patience": ("plateau",),
+    "plateau_threshold": ("plateau",),
+    "final_lr_fraction": ("cosine", "onecycle"),
+}
 FLIP_MODES = ("random", "alternate")
 # "cifar": images held in memory, padded, cropped and flipped a batch at a time (Sec. 4.2); "detection": a COCO-format
 # set's images and boxes, flipped (reslab.detection.task); the others stream large images through DataLoader workers
@@ -217,7 +225,13 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         overrides.setdefault("epochs", None)
     if overrides.get("epochs") is not None:
         overrides.setdefault("iterations", None)
-    return replace(RECIPES[name], **overrides)
+    recipe = replace(RECIPES[name], **overrides)
+    for key in overrides:
+        if recipe.schedule not in SCHEDULE_FIELDS.get(key, SCHEDULES):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} shapes the {' and '.join(SCHEDULE_FIELDS[key])} schedule only; the run's is "
+                              f"{recipe.schedule} (--schedule chooses it)")  # fmt: skip
+    return recipe
 
 
 def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:

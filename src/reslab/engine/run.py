@@ -75,6 +75,8 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                                     load_init=state is None,  # a resumed run's weights come from its checkpoint
                                     mean=None if state is None else state["mean"],  # and its preprocessing
                                     preprocess=None if state is None else state.get("preprocess"))  # fmt: skip
+            if config.stop_at is not None and config.stop_at > trainer.total:  # it would finish the run instead
+                raise ConfigError(f"--stop-at {config.stop_at} is beyond the run's last iteration ({trainer.total})")
             if state is not None:
                 trainer.load_state_dict(state)
                 console.log(f"resumed {rundir} from iteration {trainer.iteration}")
