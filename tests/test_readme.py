@@ -42,7 +42,7 @@ COVERED = {
     "(the same command at the smoke budget)",
     "reslab reproduce all --data DIR_OR_TAR --budget fast --out results --device cuda --jobs 8": "tests/experiments/"
     "test_jobs.py and test_reproduce_smoke.py (--jobs 2 on the CPU; no GPU in CI)",
-    "reslab reproduce all --data DIR_OR_TAR --budget fast --out results --scorecard-only": "tests/experiments/"
+    "reslab reproduce all --budget fast --out results --scorecard-only": "tests/experiments/"
     "test_reproduce_smoke.py (the same command at the smoke budget, on the experiments reported before it; here the "
     "`reproduce all` above does not run, so there would be nothing to report)",
     "reslab eval resnet20.th --data DIR_OR_TAR": "tests/deploy/test_peers_golden.py (the peer's own files)",

@@ -162,6 +162,7 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic", "--final-lr-fraction", "0.1"], "the run's is step (--schedule chooses"),
         (["train", "--data", "synthetic", "--schedule", "cosine", "--gamma", "0.5"], "--gamma shapes the step and"),
         (["train", "--data", "synthetic:256", "--iterations", "3", "--stop-at", "4"], "beyond the run's last"),
+        (["train", "--data", "synthetic", "--workers", "2"], "--workers sets the data-loading processes of streamed"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):

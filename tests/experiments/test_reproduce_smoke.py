@@ -158,7 +158,8 @@ def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["depth", "--budget", "cpu", "--with-1202"], "--with-1202 goes with a budget that trains ResNet-110"),
         (["all", "--budget", "smoke", "--scorecard-only", "--jobs", "2"], "--jobs does not apply"),
         (["all", "--budget", "smoke", "--scorecard-only", "--seeds", "3"], "--seeds does not apply"),
-        (["all", "--budget", "smoke", "--scorecard-only", "--workers", "2"], "--workers does not apply"),
+        (["all", "--budget", "smoke", "--scorecard-only", "--strict"], "--strict does not apply"),
+        (["all", "--budget", "smoke", "--scorecard-only", "--data", "synthetic"], "--data does not apply"),
         (["all", "--budget", "smoke", "--scorecard-only"], "nothing is reported under"),
     ],
 )
@@ -166,10 +167,18 @@ def test_options_that_cannot_apply_are_refused(tmp_path: Path, capsys: pytest.Ca
                                                says: str) -> None:  # fmt: skip
     """An option that would be ignored is refused in one line, before anything is trained or written."""
     out = tmp_path / "missing"
-    assert main(["reproduce", *argv, "--out", str(out), "--data", DATA]) == 2
+    data = [] if "--scorecard-only" in argv else ["--data", DATA]  # --data trains: not with --scorecard-only
+    assert main(["reproduce", *argv, "--out", str(out), *data]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("reslab: error:") and says in err and "\n" not in err
     assert not out.exists()
+
+
+def test_reproduce_offers_no_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The experiments hold their data in memory: --workers (streamed images' loaders) would change nothing."""
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "depth", "--budget", "smoke", "--workers", "2", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "unrecognized arguments: --workers" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["responses", "signals", "construction", "table1"])

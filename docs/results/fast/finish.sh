@@ -9,7 +9,7 @@ O=/work/reslab-runs/fast
 export OMP_NUM_THREADS=1
 $R depth --budget fast --seeds 1 --data $D --out $O --quiet
 $R table1 --budget fast --out $O --quiet
-$R all --budget fast --data $D --out $O --scorecard-only
+$R all --budget fast --out $O --scorecard-only
 for e in degradation responses depth table1; do
   rm -rf docs/results/fast/$e; cp -r $O/$e docs/results/fast/$e
 done

@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from reslab.cli.parser import DefaultsFormatter, DocstringFormatter, Parser, boolean, positive_int
-from reslab.engine.config import TrainConfig
+from reslab.engine.config import RESIZE_HELP, TrainConfig
 from reslab.engine.precision import PRECISIONS
 
 __all__ = ["DefaultsFormatter", "DocstringFormatter", "Parser", "boolean", "positive_int"]
@@ -75,12 +75,17 @@ def add_switch(group: Any, flag: str, name: str, cls: type = TrainConfig) -> Non
                        help=f"off: {help}" if off else help)  # fmt: skip
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, streamed: bool = True) -> None:
+    """The data flags; ``streamed``: the command can also stream large images (``reslab train``), so it has
+    --workers and --image-size says what it means for them."""
     g = p.add_argument_group("data")
     add_field(g, "data", metavar="DATA")
     add_field(g, "data_dir", metavar="DIR")
-    add_field(g, "image_size", metavar="S")
-    add_field(g, "workers", metavar="N")
+    if streamed:
+        add_field(g, "image_size", metavar="S")
+        add_field(g, "workers", metavar="N")
+    else:
+        add_field(g, "image_size", metavar="S", help=RESIZE_HELP)
     add_switch(g, "--strict", "strict_data")
 
 

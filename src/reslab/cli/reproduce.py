@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         doc = _docstring("scorecard" if name == ALL else name)
         e = experiments.add_parser(name, help=summary, description=doc, formatter_class=DocstringFormatter)
         if name not in TRAINS_NOTHING:
-            add_data_args(e)
+            add_data_args(e, streamed=False)  # the experiments hold their data in memory
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
         e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
                        help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> str:
     """The command as the report records it: what was asked, with every default made explicit."""
     words = ["reslab", "reproduce", args.experiment]
-    words += ["--data", args.data] if args.experiment not in TRAINS_NOTHING else []
+    reads_data = args.experiment not in TRAINS_NOTHING and not getattr(args, "scorecard_only", False)
+    words += ["--data", args.data] if reads_data else []
     words += ["--budget", args.budget, "--out", args.out]
     words += ["--seeds", str(args.seeds)] if getattr(args, "seeds", 1) != 1 else []
     words += ["--jobs", str(args.jobs)] if getattr(args, "jobs", 1) != 1 else []
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # Only the options this experiment offers (table1 takes no data, device or jobs; some take no --seeds).
-        options = ("data", "data_dir", "image_size", "workers", "strict_data", "device", "jobs", "seeds", "with_1202",
+        options = ("data", "data_dir", "image_size", "strict_data", "device", "jobs", "seeds", "with_1202",
                    "scorecard_only")  # fmt: skip
         given = {k: getattr(args, k) for k in options if hasattr(args, k)}
         report = reproduce(args.experiment, out=args.out, budget=args.budget, progress=args.progress,

@@ -29,6 +29,11 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
     return field(default=default, metadata={"help": help, **(_FREE if free else {})})
 
 
+RESIZE_HELP = (
+    "resize images (shorter side S, centre crop SxS; needed when their sizes differ)"  # --image-size in memory
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = _opt("resnet20", "registered model name (see `reslab models`)")
@@ -43,9 +48,11 @@ class TrainConfig:
     data: str = _opt("cifar10", "'cifar10' (the official archive, downloaded), an ImageFolder folder or .tar "
                      "(train/<class>/..., test/<class>/...), or 'synthetic[:N]'")  # fmt: skip
     data_dir: str | None = _opt(None, "download and cache folder (default: $RESLAB_DATA or ~/.cache/reslab)", free=True)
-    image_size: int | None = _opt(None, "in-memory folders: resize images (shorter side S, centre crop SxS; needed "
-                                  "when their sizes differ); streamed large images (--recipe imagenet-*): the crop "
-                                  "size, default 224, the paper's other sizes scaled with it")  # fmt: skip
+    image_size: int | None = _opt(
+        None,
+        f"in-memory folders: {RESIZE_HELP}; streamed large images (--recipe "
+        "imagenet-*): the crop size, default 224, the paper's other sizes scaled with it",
+    )
     workers: int | None = _opt(None, "data-loading processes for streamed large images (default: the cores, less "
                                "one, per process)", free=True)  # fmt: skip
     strict_data: bool = _opt(False, "an unreadable image is an error instead of a skipped warning")
@@ -124,6 +131,9 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.workers is not None and not self.streams:
+            raise ConfigError("--workers sets the data-loading processes of streamed large images (--recipe "
+                              "imagenet-*); in-memory data is decoded once, into the cache")  # fmt: skip
         if self.task == "detection":
             from reslab.detection.model import parse_name
 

@@ -14,9 +14,9 @@ from reslab.experiments.scorecard import reproduce_all, write_scorecard
 
 
 def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budget: str = "cpu", seeds: int = 1,
-              data_dir: str | None = None, image_size: int | None = None, workers: int | None = None,
-              strict_data: bool = False, device: str = "auto", with_1202: bool = False, progress: bool = True,
-              command: str = "", jobs: int = 1, scorecard_only: bool = False) -> Path:  # fmt: skip
+              data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
+              device: str = "auto", with_1202: bool = False, progress: bool = True, command: str = "", jobs: int = 1,
+              scorecard_only: bool = False) -> Path:  # fmt: skip
     """Run experiment ``name`` (training only what is missing under ``out/runs``); returns its report.md. ``all``:
     every experiment, then the scorecard ``out/README.md`` (`reslab.experiments.scorecard`), which it returns.
     ``jobs``: train up to that many of an experiment's runs at once (`reslab.experiments.jobs`).
@@ -35,9 +35,9 @@ def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budge
     if scorecard_only:
         if name != ALL:
             raise ConfigError("--scorecard-only goes with `reslab reproduce all`")
-        training = {"--seeds": seeds != 1, "--jobs": jobs != 1, "--device": device != "auto",
-                    "--data-dir": data_dir is not None, "--image-size": image_size is not None,
-                    "--workers": workers is not None, "--strict": strict_data}  # fmt: skip
+        training = {"--data": data != TrainConfig.data, "--seeds": seeds != 1, "--jobs": jobs != 1,
+                    "--device": device != "auto", "--data-dir": data_dir is not None,
+                    "--image-size": image_size is not None, "--strict": strict_data}  # fmt: skip
         given = [flag for flag, on in training.items() if on]
         if given:
             raise ConfigError(f"--scorecard-only trains nothing: {given[0]} does not apply")
@@ -45,7 +45,7 @@ def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budge
             raise ConfigError(f"nothing is reported under {out}: no such folder")
         return write_scorecard(Path(out), budget, command)
     Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after hours of training
-    runner = Runner(data, out, chosen, data_dir=data_dir, image_size=image_size, workers=workers,
+    runner = Runner(data, out, chosen, data_dir=data_dir, image_size=image_size,
                     strict_data=strict_data, device=device, progress=progress, jobs=jobs)  # fmt: skip
     if name == ALL:
         return reproduce_all(runner, Path(out), seeds, command)

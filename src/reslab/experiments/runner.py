@@ -119,13 +119,13 @@ class Runner:
     """Trains (or finds) the runs of an experiment under ``out/runs`` with the budget's settings."""
 
     def __init__(self, data: str, out: str | Path, budget: Budget, *, data_dir: str | None = None,
-                 image_size: int | None = None, workers: int | None = None, strict_data: bool = False,
+                 image_size: int | None = None, strict_data: bool = False,
                  device: str = "auto", progress: bool = True, jobs: int = 1) -> None:  # fmt: skip
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")
         self.budget, self.out, self.jobs = budget, Path(out), jobs
         # What every run of the experiment shares; `config` fills in each run's own fields.
-        self.base = TrainConfig(data=data, data_dir=data_dir, image_size=image_size, workers=workers,
+        self.base = TrainConfig(data=data, data_dir=data_dir, image_size=image_size,
                                 strict_data=strict_data,
                                 train_subset=budget.train_subset, test_subset=budget.test_subset,
                                 recipe=budget.recipe(), device=device, eval_every=budget.eval_every,
