@@ -114,6 +114,9 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
     assert "shorter sides 32, 48, and mirrored" in capsys.readouterr().out
     assert main(["runs", str(out)]) == 0
     assert f"| {summary['val_error']:.2f} (val) |" in capsys.readouterr().out
+    assert main(["eval", str(out), "--data", "synthetic:64"]) == 2  # one line that fits eval (it has no --recipe)
+    err = capsys.readouterr().err.strip()
+    assert "trained on large images (32-px crops): evaluate it on a folder or .tar" in err and "\n" not in err
 
 
 @pytest.mark.parametrize(

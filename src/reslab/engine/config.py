@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from reslab.choices import SHIPPED, TASKS, TORCHVISION
-from reslab.data.spec import resolve_spec
+from reslab.data.spec import is_builtin, resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import PAPER, Recipe
 from reslab.errors import ConfigError, ModelError
@@ -156,7 +156,7 @@ class TrainConfig:
             if not self.augment:
                 raise ConfigError("--no-augment is for in-memory data; the imagenet recipes' augmentation is "
                                   "--recipe's (imagenet-paper or imagenet-torchvision)")  # fmt: skip
-            if self.data == "cifar10" or self.data.startswith("synthetic"):
+            if is_builtin(self.data):
                 raise ConfigError(
                     f"--recipe {self.recipe.name} streams large images from a folder or tar; "
                     f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast"

@@ -10,6 +10,7 @@ import torch
 from reslab.choices import SPLITS
 from reslab.data.dataset import holdout_split, resolve_spec
 from reslab.data.loader import EVAL_MODES, EvalStream, default_workers
+from reslab.data.spec import is_builtin
 from reslab.data.views import LargeAugment
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
@@ -61,6 +62,9 @@ def evaluate_checkpoint(
     loaded = path if isinstance(path, TrainedModel) else load_trained(path, dev)
     loaded.model.to(dev)
     pre = loaded.preprocessing
+    if pre.view and data is not None and is_builtin(data):
+        raise DataError(f"{loaded.source} was trained on large images ({pre.view['crop']}-px crops): evaluate it on "
+                        f"a folder or .tar of them with a val/ split, not on {data!r} (32x32 images)")  # fmt: skip
     if not loaded.config:  # weights trained elsewhere (torchvision's, another project's): on data not recorded here
         if data is None:
             raise ConfigError(f"{loaded.source} records no training data: pass --data (the data to evaluate on)")
