@@ -209,3 +209,12 @@ def test_check_start_says_what_to_do(tmp_path):
     (run.path / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(ConfigError, match=r"already holds a run \(stopped before its first checkpoint\): delete it"):
         run.check_start(resume=False)
+
+
+def test_a_recorded_in_memory_run_with_workers_still_reads():
+    """Earlier versions accepted --workers for in-memory data (where it never applied); their configs still load."""
+    d = TrainConfig().to_dict()
+    d["workers"] = 2
+    assert TrainConfig.from_dict(d) == TrainConfig()
+    with pytest.raises(ConfigError, match="--workers sets the data-loading processes"):
+        TrainConfig(workers=2)

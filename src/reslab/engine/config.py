@@ -300,9 +300,12 @@ def resolve_init(text: str) -> str:
 
 def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Configs of reslab 0.1.0 before the engine's reshaping (2026-11-24): a recipe could hold both a length in
-    iterations and one in epochs (epochs won), and had an unused ``extra``."""
+    iterations and one in epochs (epochs won), and had an unused ``extra``. Before 2026-12-03, ``workers`` was accepted
+    for in-memory data, where it never applied (it is refused there now)."""
     if recipe.get("epochs") is not None:
         recipe["iterations"] = None
     if recipe.get("extra") == {}:
         del recipe["extra"]
+    if recipe.get("augmentation", "cifar") in ("cifar", "detection"):
+        d.pop("workers", None)
     return d, recipe
