@@ -1,6 +1,6 @@
 #!/bin/bash
-# After the chain has written degradation, responses and depth (seed 0): reports with main's code, the scorecard so
-# far, and copies into the repository's docs/results/fast/.
+# After the chain has written degradation, responses and depth (seed 0): reports with main's code, signals (Sec. 4.1,
+# from the same runs, trains nothing), the scorecard so far, and copies into the repository's docs/results/fast/.
 set -eu
 cd /work/main
 R=".venv/bin/python -m reslab.cli reproduce"
@@ -9,8 +9,9 @@ O=/work/reslab-runs/fast
 export OMP_NUM_THREADS=1
 $R depth --budget fast --seeds 1 --data $D --out $O --quiet
 $R table1 --budget fast --out $O --quiet
+$R signals --budget fast --data $D --out $O --quiet
 $R all --budget fast --out $O --scorecard-only
-for e in degradation responses depth table1; do
+for e in degradation responses depth table1 signals; do
   rm -rf docs/results/fast/$e; cp -r $O/$e docs/results/fast/$e
 done
 cp $O/README.md docs/results/fast/scorecard.md; cp $O/scorecard.json docs/results/fast/scorecard.json
