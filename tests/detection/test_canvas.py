@@ -7,7 +7,7 @@ import pytest
 
 from reslab.detection.canvas import make_canvases
 from reslab.detection.coco import load_coco
-from reslab.errors import DataError
+from reslab.errors import ConfigError, DataError
 
 COLOURS = {"blue": (20, 20, 220), "green": (20, 220, 20), "red": (220, 20, 20)}  # as conftest.py writes them
 
@@ -49,6 +49,27 @@ def test_bad_settings_are_one_line(tiny_tar, tmp_path):
         make_canvases(tiny_tar, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))
     with pytest.raises(DataError, match="cannot read"):
         make_canvases(tmp_path / "missing.tar", tmp_path / "x", {"train": 1})
+    (tmp_path / "photo.png").write_bytes(b"not a tar")
+    with pytest.raises(DataError, match=r"photo\.png: not a tar archive$"):
+        make_canvases(tmp_path / "photo.png", tmp_path / "x", {"train": 1})
+    with pytest.raises(DataError, match="is a folder; make-dataset reads an ImageFolder tar"):
+        make_canvases(tmp_path, tmp_path / "x", {"train": 1})
+    with pytest.raises(ConfigError, match="cannot write to --out"):
+        make_canvases(tiny_tar, tmp_path / "photo.png", {"train": 1}, size=96, scale=(24, 40))
+
+
+def test_an_unreadable_image_in_the_tar_is_one_line(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "broken.tar"
+    with tarfile.open(path, "w") as tar:
+        for split in ("train", "test"):
+            info = tarfile.TarInfo(f"{split}/cat/bad.png")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"junk"))
+    with pytest.raises(DataError, match=r"cannot read train/cat/bad\.png in the tar as an image"):
+        make_canvases(path, tmp_path / "x", {"train": 1}, size=96, scale=(24, 40))
 
 
 def test_make_dataset_from_the_command_line(tiny_tar, tmp_path, capsys):
@@ -58,6 +79,9 @@ def test_make_dataset_from_the_command_line(tiny_tar, tmp_path, capsys):
     assert main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--train", "2", "--test", "1",
                  "--size", "96", "--scale", "24,40"]) == 0  # fmt: skip
     assert "wrote 2 training and 1 test canvases" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--seed", "-1"])
+    assert "must be an integer >= 0, got '-1'" in capsys.readouterr().err
     assert len(load_coco(out / "test" / "images", out / "test" / "instances.json")) == 1
     assert main(["detect", "make-dataset", "--data", str(tiny_tar), "--out", str(out), "--scale", "big"]) == 2
     assert "--scale expects two sizes" in capsys.readouterr().err

@@ -137,6 +137,10 @@ def test_both_designs_compute_the_classification_networks_own_features(tmp_path)
         (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=0), "num_classes must be a positive"),
         (lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, trainable_stages=9), r"in \[0, 5\]"),
         (
+            lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, min_size=96, max_size=64),
+            r"min_size \(96\) must not exceed max_size \(64\)",
+        ),
+        (
             lambda: create_detector("fasterrcnn_resnet18_c4", num_classes=2, backbone_weights="/no/such.pt"),
             "weights not found",
         ),

@@ -48,6 +48,11 @@ def test_a_detection_run_trains_evaluates_and_resumes_exactly(canvases, tmp_path
         ({"model": "resnet20"}, "unknown detector 'resnet20'"),
         ({"recipe": get_recipe("paper")}, "fasterrcnn_resnet20_c4 is a detector: train it with --recipe detection"),
         ({"val_split": 2}, "detection runs have no --val-split"),
+        ({"image_size": 48}, "detection runs do not use --image-size: their images are read at --min-size"),
+        ({"head_lr_scale": 10.0}, "do not use --head-lr-scale"),
+        ({"recipe": get_recipe("detection", label_smoothing=0.1)}, "do not use --label-smoothing"),
+        ({"recipe": get_recipe("detection", tta_flip=True)}, "do not use --tta-flip"),
+        ({"recipe": get_recipe("detection", low_res_size=16, low_res_fraction=0.5)}, "do not use --low-res-size"),
     ],
 )
 def test_detection_configuration_errors_are_one_line(canvases, tmp_path, kw, message):
@@ -82,6 +87,16 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     assert "skipped" in err and "bad.jpg" in err
     assert main(["detect", "eval", str(tmp_path / "none")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["detect", "predict", str(tmp_path / "run"), str(images), "--out", str(tmp_path / "a-file")]) == 2
+    assert "cannot write to --out" in capsys.readouterr().err
+    assert main(["detect", "predict", str(tmp_path / "none"), str(images), "--out", str(tmp_path / "d2")]) == 2
+    assert not (tmp_path / "d2").exists()  # a failed load leaves no folder behind
+    capsys.readouterr()
+    for bad in ("5", "nan", "-1"):
+        with pytest.raises(SystemExit):
+            main(["detect", "predict", str(tmp_path / "run"), str(images), "--out", "x", "--threshold", bad])
+        assert "must be a number in [0, 1]" in capsys.readouterr().err
     relabelled = tmp_path / "relabelled" / "test"  # the test images under other class names, and no train split
     relabelled.mkdir(parents=True)
     (relabelled / "images").symlink_to(canvases / "test" / "images")

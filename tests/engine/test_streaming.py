@@ -117,6 +117,8 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
     assert main(["eval", str(out), "--data", "synthetic:64"]) == 2  # one line that fits eval (it has no --recipe)
     err = capsys.readouterr().err.strip()
     assert "trained on large images (32-px crops): evaluate it on a folder or .tar" in err and "\n" not in err
+    assert main(["eval", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir is the download cache of in-memory data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -142,6 +144,8 @@ def test_ten_crop_of_an_in_memory_run_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--ten-crop"]) != 0
     assert "ten-crop testing is for large images" in capsys.readouterr().err
+    assert main(["eval", str(out), "--workers", "2"]) == 2
+    assert "--workers sets the loading processes of streamed large images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

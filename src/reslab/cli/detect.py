@@ -15,7 +15,7 @@ from reslab.choices import (
 )
 from reslab.choices import DETECTOR_DESIGNS as DESIGNS
 from reslab.cli.options import add_device_args, positive_int
-from reslab.cli.parser import COMMANDS
+from reslab.cli.parser import COMMANDS, fraction, non_negative_int
 from reslab.cli.train import add_run_arguments
 
 
@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Train Faster R-CNN with a reslab network as its backbone on a COCO-format folder "
                         "(train/ and test/ with images/ and instances.json each, or COCO's train2017/, val2017/ and "
                         "annotations/): the paper's C4 design (Sec. 4.3, Appendix A) or FPN. --init takes the "
-                        "backbone's weights (any reslab classification run or weights file). Every flag of `reslab "
-                        "train` applies; the run folder, resume and torchrun work as there.")  # fmt: skip
+                        "backbone's weights (any reslab classification run or weights file). The flags of `reslab "
+                        "train` apply (those a detector does not use are refused); the run folder, resume and "
+                        "torchrun work as there.")  # fmt: skip
     t.add_argument("--backbone", default=DETECTOR_BACKBONE, help="a reslab network (`reslab models`), e.g. "
                    f"resnet101 (default: {DETECTOR_BACKBONE})")  # fmt: skip
     t.add_argument("--design", choices=DESIGNS, default=DETECTOR_DESIGN,
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("run", help="a detection run folder or its checkpoint.pt")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True, help="folder for the drawn images")
-    pr.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+    pr.add_argument("--threshold", type=fraction, default=DETECTION_THRESHOLD,
                     help=f"smallest score shown (default: {DETECTION_THRESHOLD})")  # fmt: skip
     add_device_args(pr)
     pr.set_defaults(func=run_predict)
@@ -73,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--test", type=positive_int, default=500, help="test canvases (default: 500)")
     m.add_argument("--size", type=positive_int, default=256, help="canvas side in pixels (default: 256)")
     m.add_argument("--scale", default="32,128", help="smallest,largest pasted object side (default: 32,128)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=non_negative_int, default=0, help="seed of the canvases' layout (default: 0)")
     m.set_defaults(func=run_make_dataset)
 
 

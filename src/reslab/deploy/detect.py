@@ -15,7 +15,7 @@ from torchvision.utils import draw_bounding_boxes
 from reslab.choices import DETECTION_THRESHOLD
 from reslab.deploy.predict import image_files
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
-from reslab.errors import DataError
+from reslab.errors import ConfigError, DataError
 from reslab.files import write_text
 from reslab.tasks.detection import load_detector
 from reslab.weights.trained import TrainedModel
@@ -92,11 +92,15 @@ def draw_to_folder(detections: Iterable[Detections], out: str | Path) -> Iterato
     of the same name, never one over another) and all readable images' detections to ``out/detections.jsonl``;
     yields every `Detections` (``drawn`` set to the PNG's path) as it goes, unreadable ones too."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     taken: set[str] = set()
     seen = 0
-    for det in detections:
+    for det in detections:  # the first one comes after the model has loaded: a failed load leaves no folder behind
+        if not seen:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot write to --out {out}: {e.strerror or e}") from None
         seen += 1
         if det.error is None:
             name = next(n for k in range(len(taken) + 1) if (n := det.path.stem + (f"-{k}" if k else "")) not in taken)

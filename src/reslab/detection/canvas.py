@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from reslab.data.dataset import ImageDataset
-from reslab.errors import DataError
+from reslab.errors import ConfigError, DataError
 from reslab.files import write_text
 
 MIN_VISIBLE = 0.5  # of each pasted object's area, after every later paste
@@ -59,7 +59,10 @@ def _tar_splits(tar: tarfile.TarFile) -> tuple[dict[str, _Split], list[str]]:
     def split(items: list[tuple[tarfile.TarInfo, str]]) -> _Split:
         def get(k: int) -> tuple[Image.Image, str]:
             member, cls = items[k]
-            return Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"), cls
+            try:
+                return Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"), cls
+            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+                raise DataError(f"cannot read {member.name} in the tar as an image ({type(e).__name__})") from None
 
         return _Split(get, len(items))
 
@@ -94,10 +97,15 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
                size=size, objects=objects, scale=scale, min_visible=min_visible, quality=quality,
                seed=seed)  # fmt: skip
         return Path(out)
+    if Path(data).is_dir():
+        raise DataError(f"{data} is a folder; make-dataset reads an ImageFolder tar (train/<class>/, test/<class>/): "
+                        f"pack it with `tar -cf data.tar -C {data} train test`")  # fmt: skip
     try:
         tar = tarfile.open(data)  # noqa: SIM115 (closed by the with below; opening it is what may fail)
-    except (OSError, tarfile.TarError) as e:
-        raise DataError(f"cannot read {data}: {e}") from None
+    except OSError as e:
+        raise DataError(f"cannot read {data}: {e.strerror or e}") from None
+    except tarfile.TarError:  # its message lists every compression tried, one per line
+        raise DataError(f"cannot read {data}: not a tar archive") from None
     with tar:
         splits, classes = _tar_splits(tar)
         _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
@@ -115,7 +123,10 @@ def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dic
     for split, count in counts.items():
         items = splits[split]
         folder = out / split / "images"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot write to --out {out}: {e.strerror or e}") from None
         gt_images, annotations = [], []
         for n in range(count):
             background, _ = items.get(int(rng.integers(items.n)))

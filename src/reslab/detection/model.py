@@ -121,6 +121,8 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
     Other keywords go to torchvision's ``FasterRCNN``.
     """
     backbone, design = parse_name(name)
+    if min_size > max_size:  # torchvision's resize would cap the shorter side at max_size: min_size would do nothing
+        raise ModelError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer (object classes, without background), got "
                          f"{num_classes!r}")  # fmt: skip

@@ -143,6 +143,23 @@ class TrainConfig:
                     "detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
                     "detector freezes BN and its lowest stages itself: model keyword trainable_stages)"
                 )
+            r = self.recipe  # what the detection task does not read (it flips at random and tests one view)
+            unread = {
+                "--image-size": self.image_size is not None,
+                "--strict": self.strict_data,
+                "--data-dir": self.data_dir is not None,
+                "--head-lr-scale": self.head_lr_scale != 1,
+                "--label-smoothing": r.label_smoothing != 0,
+                "--flip": r.flip != "random",
+                "--tta-flip": r.tta_flip,
+                "--tta-shift": r.tta_shift != 0,
+                "--low-res-size": r.low_res_size is not None,
+                "--low-res-fraction": r.low_res_fraction != 0,
+            }
+            given = [flag for flag, on in unread.items() if on]
+            if given:
+                raise ConfigError(f"detection runs do not use {given[0]}: their images are read at --min-size/"
+                                  "--max-size, flipped at random and tested in one view")  # fmt: skip
         elif self.model.startswith("fasterrcnn_"):
             raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
         elif self.init is not None and self.init.startswith(TORCHVISION) and not self.streams:

@@ -75,6 +75,12 @@ def evaluate_checkpoint(
     if pre.mean is None:
         raise ReslabError(f"{loaded.source} was trained on a custom batch source: it records no preprocessing to "
                           "evaluate with; evaluate it from Python")  # fmt: skip
+    if cfg.streams and data_dir is not None:
+        raise ConfigError("--data-dir is the download cache of in-memory data; large images are read where --data "
+                          "says")  # fmt: skip
+    if not cfg.streams and workers is not None:
+        raise ConfigError("--workers sets the loading processes of streamed large images; "
+                          f"{loaded.source} holds its images in memory")  # fmt: skip
     if cfg.streams:
         return _evaluate_large(loaded, cfg, data, split, flip, shift, mode, scales, dev, precision, batch_size, workers)
     if mode != "center":
