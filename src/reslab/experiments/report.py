@@ -120,12 +120,13 @@ def header(ctx: Context, title: str, cites: str, runs: Sequence[RunResult] = (),
     info = run_info()
     lines = [f"# {title}", "", f"Reproduces {cites} of {PAPER_REF}, with `reslab reproduce {ctx.experiment}`.", ""]
     if training:
-        b = ctx.budget
+        b, r = ctx.budget, ctx.budget.recipe()
+        length = f"{r.iterations} iterations" if r.iterations is not None else f"{r.epochs:g} epochs"
+        every = f"every {b.eval_every} iterations" if b.eval_every else f"{r.evaluations} times per run"
         lines += [
             *data_lines(ctx),
-            f"- Budget: `{b.name}`: {b.recipe().iterations} iterations at batch {b.batch_size} per run, an "
-            f"evaluation (on the validation split where one is held out, else the test set) every {b.eval_every} "
-            f"iterations. {b.note}",
+            f"- Budget: `{b.name}`: {length} at batch {b.batch_size} per run, an evaluation (on the validation split "
+            f"where one is held out, else the test set) {every}. {b.note}",
             f"- Seeds: {', '.join(str(s) for s in range(ctx.seeds))}",
         ]
     else:
