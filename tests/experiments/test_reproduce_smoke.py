@@ -387,7 +387,7 @@ def test_scorecard_only_reports_what_is_there_and_trains_nothing(out: Path, tmp_
     """`reslab reproduce all --scorecard-only`: the scorecard of the experiments the tests above reported under the
     shared folder, the others `not run`, without training; an experiment of another budget is refused."""
     before = run_state(out)
-    argv = ["reproduce", "all", "--data", DATA, "--out", str(out), "--budget", "smoke", "--scorecard-only"]
+    argv = ["reproduce", "all", "--out", str(out), "--budget", "smoke", "--scorecard-only"]
     assert main(argv) == 0
     assert run_state(out) == before
     card = (out / "README.md").read_text()
