@@ -1,5 +1,6 @@
 """The run folder under faults: a second process, a kill, a full disk, untrusted checkpoints, old configs."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -218,3 +219,32 @@ def test_a_recorded_in_memory_run_with_workers_still_reads():
     assert TrainConfig.from_dict(d) == TrainConfig()
     with pytest.raises(ConfigError, match="--workers sets the data-loading processes"):
         TrainConfig(workers=2)
+
+
+def test_recorded_detection_runs_with_fields_they_never_read_still_load():
+    """Earlier versions accepted `detect train --strict --image-size ...` and min_size above max_size; those runs
+    load (eval, predict, resume) with the fields reset, which is what they computed."""
+    from reslab.engine.recipes import get_recipe
+
+    base = TrainConfig(model="fasterrcnn_resnet20_c4", data="/data/coco", recipe=get_recipe("detection"),
+                       model_kwargs={"min_size": 96, "max_size": 96})  # fmt: skip
+    d = base.to_dict()
+    d.update(strict_data=True, image_size=48, data_dir="/cache", model_kwargs={"min_size": 128, "max_size": 96})
+    d["recipe"].update(label_smoothing=0.1, tta_flip=True, flip="alternate")
+    assert TrainConfig.from_dict(d) == base
+    with pytest.raises(ConfigError, match="detection runs do not use --strict"):
+        dataclasses.replace(base, strict_data=True)
+
+
+def test_recipe_fields_the_schedule_does_not_read_are_no_difference():
+    """A run recorded with --gamma on a cosine schedule (accepted before such flags were refused) resumes without it;
+    a field the schedule reads still counts."""
+    from reslab.engine.recipes import get_recipe
+
+    cosine = TrainConfig(recipe=get_recipe("paper", schedule="cosine"))
+    recorded = dataclasses.replace(cosine, recipe=dataclasses.replace(cosine.recipe, gamma=0.5, milestones=(0.3,)))
+    assert cosine.differences(recorded) == []
+    floor = get_recipe("paper", schedule="cosine", final_lr_fraction=0.1)
+    assert cosine.differences(dataclasses.replace(cosine, recipe=floor)) == ["recipe"]
+    step = TrainConfig()
+    assert step.differences(dataclasses.replace(step, recipe=dataclasses.replace(step.recipe, gamma=0.5))) == ["recipe"]

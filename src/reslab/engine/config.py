@@ -17,7 +17,7 @@ from typing import Any
 from reslab.choices import SHIPPED, TASKS, TORCHVISION
 from reslab.data.spec import is_builtin, resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
-from reslab.engine.recipes import PAPER, Recipe
+from reslab.engine.recipes import PAPER, Recipe, schedule_view
 from reslab.errors import ConfigError, ModelError
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
@@ -28,6 +28,13 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile'
 def _opt(default: Any, help: str, *, free: bool = False) -> Any:
     return field(default=default, metadata={"help": help, **(_FREE if free else {})})
 
+
+# What a detection run does not read (its task sizes images with the detector's min_size/max_size, flips them at random
+# and tests one view), with the values that mean "not given": refused when given, reset in configs recorded before
+# they were refused (`_migrate`).
+DETECTION_UNREAD = {"image_size": None, "strict_data": False, "data_dir": None, "head_lr_scale": 1.0}
+DETECTION_UNREAD_RECIPE = {"label_smoothing": 0.0, "flip": "random", "tta_flip": False, "tta_shift": 0,
+                           "low_res_size": None, "low_res_fraction": 0.0}  # fmt: skip
 
 RESIZE_HELP = (
     "resize images (shorter side S, centre crop SxS; needed when their sizes differ)"  # --image-size in memory
@@ -143,22 +150,11 @@ class TrainConfig:
                     "detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
                     "detector freezes BN and its lowest stages itself: model keyword trainable_stages)"
                 )
-            r = self.recipe  # what the detection task does not read (it flips at random and tests one view)
-            unread = {
-                "--image-size": self.image_size is not None,
-                "--strict": self.strict_data,
-                "--data-dir": self.data_dir is not None,
-                "--head-lr-scale": self.head_lr_scale != 1,
-                "--label-smoothing": r.label_smoothing != 0,
-                "--flip": r.flip != "random",
-                "--tta-flip": r.tta_flip,
-                "--tta-shift": r.tta_shift != 0,
-                "--low-res-size": r.low_res_size is not None,
-                "--low-res-fraction": r.low_res_fraction != 0,
-            }
-            given = [flag for flag, on in unread.items() if on]
+            given = [name for name, value in DETECTION_UNREAD.items() if getattr(self, name) != value]
+            given += [name for name, value in DETECTION_UNREAD_RECIPE.items() if getattr(self.recipe, name) != value]
             if given:
-                raise ConfigError(f"detection runs do not use {given[0]}: their images are read at --min-size/"
+                flag = "--strict" if given[0] == "strict_data" else "--" + given[0].replace("_", "-")
+                raise ConfigError(f"detection runs do not use {flag}: their images are read at --min-size/"
                                   "--max-size, flipped at random and tested in one view")  # fmt: skip
         elif self.model.startswith("fasterrcnn_"):
             raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
@@ -205,8 +201,11 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> list[str]:
         """The fields in which ``other`` computes something else than this config (what a resumed or reused run may
-        not change); fields marked free (output, cadence of reports, device) are left out."""
+        not change); fields marked free (output, cadence of reports, device) are left out, and so are the recipe's
+        fields that its schedule does not read (a run recorded with ``--gamma`` on a cosine schedule, accepted before
+        2026-12-03, resumes without it)."""
         mine, theirs = self.to_dict(), other.to_dict()
+        mine["recipe"], theirs["recipe"] = schedule_view(mine["recipe"]), schedule_view(theirs["recipe"])
         return [f.name for f in fields(self) if not f.metadata.get("free") and mine[f.name] != theirs[f.name]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,11 +317,19 @@ def resolve_init(text: str) -> str:
 def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Configs of reslab 0.1.0 before the engine's reshaping (2026-11-24): a recipe could hold both a length in
     iterations and one in epochs (epochs won), and had an unused ``extra``. Before 2026-12-03, ``workers`` was accepted
-    for in-memory data, where it never applied (it is refused there now)."""
+    for in-memory data, and detection runs accepted fields their task does not read (`DETECTION_UNREAD`) and a
+    ``min_size`` above ``max_size`` (torchvision's resize then scales the longer side to ``max_size``, as with
+    ``min_size == max_size``): none of them changed what the run computed, and all are refused now."""
     if recipe.get("epochs") is not None:
         recipe["iterations"] = None
     if recipe.get("extra") == {}:
         del recipe["extra"]
     if recipe.get("augmentation", "cifar") in ("cifar", "detection"):
         d.pop("workers", None)
+    if recipe.get("augmentation") == "detection":
+        d.update(DETECTION_UNREAD)
+        recipe.update(DETECTION_UNREAD_RECIPE)
+        kwargs = dict(d.get("model_kwargs") or {})
+        if kwargs.get("min_size", 0) > kwargs.get("max_size", float("inf")):
+            d["model_kwargs"] = {**kwargs, "min_size": kwargs["max_size"]}
     return d, recipe

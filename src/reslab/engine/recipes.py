@@ -234,6 +234,12 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
     return recipe
 
 
+def schedule_view(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` (as a dict) without the fields its schedule does not read (`SCHEDULE_FIELDS`): what two runs must
+    share to compute the same thing."""
+    return {k: v for k, v in recipe.items() if recipe.get("schedule") in SCHEDULE_FIELDS.get(k, SCHEDULES)}
+
+
 def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:
     """The learning rate for iteration ``it`` (0-based) of ``total``, before any paper warm-up override."""
     frac = it / total

@@ -43,9 +43,10 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
     streamed = data is None and config.streams
     if mean is None and config.init and load_init and not streamed:
         mean = init_mean(config.init)
-    source = (
-        _stream(config, dist, device, log, mean, preprocess) if streamed else _data(config, data, dist, device, mean)
-    )
+    if streamed:
+        source = _stream(config, dist, device, log, load_init, mean, preprocess)
+    else:
+        source = _data(config, data, dist, device, mean)
     if mean is not None and source.mean is mean and load_init:
         log(f"images normalised with the mean image of the --init weights ({config.init})")
     custom = model is not None
@@ -88,15 +89,15 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
     return large, aug
 
 
-def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None],
+def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None], load_init: bool,
             resumed_mean: torch.Tensor | None, resumed: dict[str, Any] | None) -> ClassificationData:  # fmt: skip
     """Streamed large images, normalised as the run's augmentation says; per channel with another project's statistics
-    where ``--init`` is in that project's format (its weights saw such inputs, and are loaded unfolded), and with the
-    statistics a resumed run recorded (``resumed_mean`` and ``resumed``: its checkpoint's ``mean`` and
-    ``preprocess``)."""
+    where ``--init`` is in that project's format and ``load_init`` loads it (its weights saw such inputs, and are
+    loaded unfolded), and with the statistics a resumed run recorded (``resumed_mean`` and ``resumed``: its
+    checkpoint's ``mean`` and ``preprocess``)."""
     large, aug = open_stream(config)
     recorded = (resumed or {}).get("large") or {}
-    foreign = init_foreign(config.init) if config.init and not resumed else None
+    foreign = init_foreign(config.init) if config.init and load_init else None
     channel = recorded.get("normalization") == "channel" and resumed_mean is not None and resumed.get("std") is not None
     if foreign is not None or channel:
         aug = replace(aug, normalization="channel")
