@@ -17,7 +17,7 @@ from typing import Any
 from reslab.choices import SHIPPED, TASKS, TORCHVISION
 from reslab.data.spec import is_builtin, resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
-from reslab.engine.recipes import PAPER, Recipe, schedule_view
+from reslab.engine.recipes import IN_MEMORY, PAPER, Recipe, schedule_view
 from reslab.errors import ConfigError, ModelError
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
@@ -192,7 +192,7 @@ class TrainConfig:
     @property
     def streams(self) -> bool:
         """Whether this run streams large images from disk (the imagenet augmentations) or holds its data in memory."""
-        return self.recipe.augmentation not in ("cifar", "detection")
+        return self.recipe.augmentation not in IN_MEMORY
 
     @property
     def run_dir(self) -> str:
@@ -324,7 +324,7 @@ def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any],
         recipe["iterations"] = None
     if recipe.get("extra") == {}:
         del recipe["extra"]
-    if recipe.get("augmentation", "cifar") in ("cifar", "detection"):
+    if recipe.get("augmentation", "cifar") in IN_MEMORY:
         d.pop("workers", None)
     if recipe.get("augmentation") == "detection":
         d.update(DETECTION_UNREAD)

@@ -33,7 +33,8 @@ FLIP_MODES = ("random", "alternate")
 # "cifar": images held in memory, padded, cropped and flipped a batch at a time (Sec. 4.2); "detection": a COCO-format
 # set's images and boxes, flipped (reslab.detection.task); the others stream large images through DataLoader workers
 # (reslab.data.views.PRESETS, Sec. 3.4).
-AUGMENTATIONS = ("cifar", "detection", *PRESETS)
+IN_MEMORY = ("cifar", "detection")  # the augmentations of data held in memory; the others stream
+AUGMENTATIONS = (*IN_MEMORY, *PRESETS)
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -227,7 +228,7 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         overrides.setdefault("iterations", None)
     recipe = replace(RECIPES[name], **overrides)
     for key in overrides:
-        if recipe.schedule not in SCHEDULE_FIELDS.get(key, SCHEDULES):
+        if not reads(recipe.schedule, key):
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} shapes the {' and '.join(SCHEDULE_FIELDS[key])} schedule only; the run's is "
                               f"{recipe.schedule} (--schedule chooses it)")  # fmt: skip
@@ -237,7 +238,12 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
 def schedule_view(recipe: dict[str, Any]) -> dict[str, Any]:
     """``recipe`` (as a dict) without the fields its schedule does not read (`SCHEDULE_FIELDS`): what two runs must
     share to compute the same thing."""
-    return {k: v for k, v in recipe.items() if recipe.get("schedule") in SCHEDULE_FIELDS.get(k, SCHEDULES)}
+    return {k: v for k, v in recipe.items() if reads(recipe.get("schedule"), k)}
+
+
+def reads(schedule: str | None, field: str) -> bool:
+    """Whether the lr schedule ``schedule`` reads the recipe field ``field`` (every field but `SCHEDULE_FIELDS`')."""
+    return schedule in SCHEDULE_FIELDS.get(field, SCHEDULES)
 
 
 def scheduled_lr(recipe: Recipe, it: int, total: int) -> float:
