@@ -251,6 +251,40 @@ def test_fig6_verdict_needs_a_gap_beyond_noise() -> None:
     assert compare([_fake_run(noisy(25.3))], [_fake_run(noisy(25.0))])[2] == "within noise"
 
 
+def test_noise_margins_count_seeds_but_never_below_the_test_sets_sampling() -> None:
+    """Two seeds that agree by chance do not shrink a margin below the test set's binomial noise (the same 10k images
+    test every seed); seeds that disagree widen it; Fig. 6's training margin takes the spread over seeds too."""
+    from reslab.experiments.degradation import compare, margin
+    from reslab.experiments.report import test_noise
+
+    sampling, how = test_noise([13.0], [12.0])
+    assert how == "test-set sampling" and 0.9 < sampling < 0.97
+    assert test_noise([13.0, 13.01], [12.0, 12.01]) == (pytest.approx(sampling, abs=1e-3), "test-set sampling")
+    wide, how = test_noise([11.0, 15.0], [12.0, 12.2])
+    assert how == "seeds" and wide > 2.8
+    tail = lambda centre: [*[50.0] * 90, *(centre + d for d in (-0.1, 0.1) * 5)]  # noqa: E731
+    agree = [_fake_run(tail(20.0)), _fake_run(tail(20.2))]
+    spread = [_fake_run(tail(15.0)), _fake_run(tail(25.0))]
+    assert margin(agree, agree) < 0.3 and margin(spread, agree) > 6
+    assert compare(spread, agree)[2] == "within noise" and compare([_fake_run(tail(25.0))], agree)[2] == "higher"
+
+
+def test_table6_rows_are_steps_and_the_trend_from_the_shallowest_to_the_deepest() -> None:
+    from reslab.experiments.depth import claims
+    from reslab.experiments.report import NOT_REPRODUCED, REPRODUCED, UNRESOLVED
+
+    def group(depth: int, *tests: float) -> list[RunResult]:
+        return [RunResult(RunSpec(f"resnet{depth}", s), Path("."), {"test_error": t}, []) for s, t in enumerate(tests)]
+
+    rows = claims({"resnet20": group(20, 13.0, 13.4), "resnet56": group(56, 12.6), "resnet110": group(110, 11.0)})
+    assert [r["verdict"] for r in rows] == ["baseline", UNRESOLVED, REPRODUCED, REPRODUCED]
+    assert rows[0]["reslab"] == "13.00 (13.20±0.28) (2 seeds)" and "(test-set sampling)" in rows[1]["margin"]
+    assert rows[3]["claim"] == "Table 6: deeper ResNets test better, ResNet-110 below ResNet-20"
+    assert rows[3]["reslab"] == "11.00 (mean of 1) vs 13.20 (mean of 2)" and "gap -2.20" in rows[3]["margin"]
+    worse = claims({"resnet20": group(20, 11.0), "resnet32": group(32, 11.2), "resnet44": group(44, 13.0)})
+    assert worse[-1]["verdict"] == NOT_REPRODUCED and len(claims({"resnet20": group(20, 9.0)})) == 1
+
+
 def test_an_interrupted_experiment_says_how_to_continue(tmp_path: Path, capsys, monkeypatch) -> None:
     from reslab.errors import TrainingInterrupted
 

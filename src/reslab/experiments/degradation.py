@@ -20,6 +20,7 @@ from reslab.experiments.report import (
     curves_figure,
     gap_verdict,
     markdown_table,
+    seed_noise,
     write_report,
     write_results,
 )
@@ -75,8 +76,11 @@ def standard_error(runs: list[RunResult]) -> float:
 
 
 def margin(deep: list[RunResult], shallow: list[RunResult]) -> float:
-    """Twice the standard error of the gap between two final training errors: the noise a gap must exceed."""
-    return 2 * math.hypot(standard_error(deep), standard_error(shallow))
+    """The noise a gap between two final training errors must exceed: twice its standard error within the runs
+    (`standard_error`) or, where larger, over seeds (`seed_noise`, when both have two or more)."""
+    within = 2 * math.hypot(standard_error(deep), standard_error(shallow))
+    seeds = seed_noise([r.final_train_error(TAIL) for r in deep], [r.final_train_error(TAIL) for r in shallow])
+    return max(within, seeds or 0.0)
 
 
 def compare(deep: list[RunResult], shallow: list[RunResult]) -> tuple[float, float, str]:

@@ -165,13 +165,23 @@ def gap_verdict(direction: str, expected: str) -> str:
     return REPRODUCED if direction == expected else NOT_REPRODUCED
 
 
+def seed_noise(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Twice the standard error of the gap between the means of ``a`` and ``b`` over seeds; None unless both have two
+    or more seeds (one seed says nothing of how seeds vary)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+
+
 def test_noise(a: Sequence[float], b: Sequence[float], images: int = 10_000) -> tuple[float, str]:
-    """Twice the standard error of the gap between two mean test errors: over seeds where both have two or more,
-    else the binomial sampling error of two error rates on ``images`` test images (a floor: seeds vary more)."""
-    if len(a) > 1 and len(b) > 1:
-        return 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)), "seeds"
+    """The noise a gap between two mean test errors must exceed, and what set it: the binomial sampling error of two
+    error rates on ``images`` test images (twice its standard error), or, where larger, the spread over seeds
+    (`seed_noise`). Sampling is a floor, not replaced by seeds: every seed is tested on the same images, and two
+    seeds can agree by chance."""
     pa, pb = statistics.fmean(a) / 100, statistics.fmean(b) / 100
-    return 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images), "test-set sampling"
+    sampling = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images)
+    seeds = seed_noise(a, b)
+    return (seeds, "seeds") if seeds is not None and seeds > sampling else (sampling, "test-set sampling")
 
 
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:

@@ -68,8 +68,8 @@ def ordering(table: list[dict[str, Any]], net: str) -> str:
 
 
 def order_claim(table: list[dict[str, Any]], net: str) -> dict[str, str]:
-    """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (over seeds with
-    two or more, else the test set's sampling error)."""
+    """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (`test_noise`:
+    the test set's sampling error, or the spread over seeds where larger)."""
     rows = {r["option"]: r for r in table if r["net"] == net}
     tests = {o: [float(v) for v in rows[o]["tests"]] for o in OPTIONS}
     steps = []
