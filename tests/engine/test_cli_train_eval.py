@@ -205,3 +205,35 @@ def test_a_finished_run_resumed_prints_its_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == first and "is finished (summary.json): nothing to resume" in captured.err
     assert read_checkpoint(out / "checkpoint.pt")["iteration"] == 6
+
+
+def test_every_reproduce_flag_reaches_reproduce(monkeypatch, tmp_path):
+    """Each `reslab reproduce NAME` flag is one of reproduce()'s parameters (the CLI drops nothing silently), and the
+    values typed arrive there."""
+    import inspect
+
+    from reslab.cli import build_parser
+    from reslab.experiments import ALL, EXPERIMENTS
+    from reslab.experiments.reproduce import reproduce
+
+    accepted = set(inspect.signature(reproduce).parameters)
+    parser = build_parser()
+    for name in [*EXPERIMENTS, ALL]:
+        dests = set(vars(parser.parse_args(["reproduce", name, "--out", "x"]))) - {"experiment", "func"}
+        assert dests <= accepted, (name, dests - accepted)
+    seen = {}
+
+    def fake(name, **kw):
+        seen.update(kw, name=name)
+        return "report"
+
+    fake.__signature__ = inspect.signature(reproduce)  # the CLI passes what the real one accepts
+    monkeypatch.setattr("reslab.experiments.reproduce.reproduce", fake)
+    argv = ["reproduce", "depth", "--out", str(tmp_path), "--data", "synthetic:64", "--budget", "smoke", "--seeds", "2",
+            "--jobs", "3", "--device", "cpu", "--with-1202", "--data-dir", str(tmp_path), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert {k: seen[k] for k in ("name", "data", "budget", "seeds", "jobs", "device", "with_1202", "progress")} == {
+        "name": "depth", "data": "synthetic:64", "budget": "smoke", "seeds": 2, "jobs": 3, "device": "cpu",
+        "with_1202": True, "progress": False}  # fmt: skip
+    assert seen["data_dir"] == str(tmp_path)
+    assert seen["command"].endswith("--seeds 2 --jobs 3 --device cpu --with-1202")  # the report's command reruns it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import inspect
 import shlex
 
 from reslab.cli.options import DocstringFormatter, Parser, add_data_args, add_field, add_switch, positive_int
@@ -62,6 +63,9 @@ def _command(args: argparse.Namespace) -> str:
     words += ["--budget", args.budget, "--out", args.out]
     words += ["--seeds", str(args.seeds)] if getattr(args, "seeds", 1) != 1 else []
     words += ["--jobs", str(args.jobs)] if getattr(args, "jobs", 1) != 1 else []
+    words += ["--image-size", str(args.image_size)] if getattr(args, "image_size", None) is not None else []
+    words += ["--device", args.device] if getattr(args, "device", "auto") != "auto" else []
+    words += ["--with-1202"] if getattr(args, "with_1202", False) else []
     words += ["--scorecard-only"] if getattr(args, "scorecard_only", False) else []
     return shlex.join(words)
 
@@ -70,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from reslab.experiments.reproduce import reproduce
 
     try:
-        # Only the options this experiment offers (table1 takes no data, device or jobs; some take no --seeds).
-        options = ("data", "data_dir", "image_size", "strict_data", "device", "jobs", "seeds", "with_1202",
-                   "scorecard_only")  # fmt: skip
-        given = {k: getattr(args, k) for k in options if hasattr(args, k)}
+        # The options this experiment's parser offers (table1 takes no data, device or jobs; some take no --seeds),
+        # by reproduce()'s own names for them: its signature is the one list of what it accepts.
+        explicit = {"name", "out", "budget", "progress", "command"}
+        accepted = set(inspect.signature(reproduce).parameters) - explicit
+        given = {k: v for k, v in vars(args).items() if k in accepted}
         report = reproduce(args.experiment, out=args.out, budget=args.budget, progress=args.progress,
                            command=_command(args), **given)  # fmt: skip
     except OSError as e:  # an unwritable or misnamed --out: the user's to fix, in one line

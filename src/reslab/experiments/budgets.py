@@ -44,6 +44,12 @@ class Budget:
         top = self.plain_max_depth if plain else self.max_depth
         return tuple(d for d in candidates if d <= top)
 
+    @property
+    def trains_1202(self) -> bool:
+        """Whether ``--with-1202`` may add ResNet-1202 to Table 6: only where ResNet-110 is trained (the cpu budget
+        stops at 56 layers; ResNet-110 alone takes about as long as the four shallower nets on 2 cores)."""
+        return 110 in self.depths()
+
 
 BUDGETS = {
     "smoke": Budget("smoke", iterations=6, batch_size=32, eval_every=3, log_every=2, train_subset=256,

@@ -29,8 +29,8 @@ def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budge
     if name in ONE_SEED and seeds != 1:
         raise ConfigError(f"{name} uses one run of each net (seed 0); --seeds does not apply")
     chosen = get_budget(budget)  # an unknown budget: one line, before anything is read or written
-    if with_1202 and 110 not in chosen.depths():
-        deep = ", ".join(b.name for b in BUDGETS.values() if 110 in b.depths())
+    if with_1202 and not chosen.trains_1202:
+        deep = ", ".join(b.name for b in BUDGETS.values() if b.trains_1202)
         raise ConfigError(f"--with-1202 goes with a budget that trains ResNet-110 ({deep}), not {budget!r}")
     if scorecard_only:
         if name != ALL:
