@@ -47,12 +47,15 @@ def test_bad_settings_are_one_line(tiny_tar, tmp_path):
         make_canvases(tiny_tar, tmp_path / "x", {"train": 1}, size=64, scale=(32, 128))
     with pytest.raises(DataError, match="has no val images"):
         make_canvases(tiny_tar, tmp_path / "x", {"val": 1}, size=96, scale=(24, 40))
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"data not found: .*missing\.tar"):
         make_canvases(tmp_path / "missing.tar", tmp_path / "x", {"train": 1})
     (tmp_path / "photo.png").write_bytes(b"not a tar")
-    with pytest.raises(DataError, match=r"photo\.png: not a tar archive$"):
+    with pytest.raises(DataError, match=r"photo\.png: expected a folder or a \.tar"):
         make_canvases(tmp_path / "photo.png", tmp_path / "x", {"train": 1})
-    with pytest.raises(DataError, match="is a folder; make-dataset reads an ImageFolder tar"):
+    (tmp_path / "fake.tar").write_bytes(b"not a tar")
+    with pytest.raises(DataError, match=r"^cannot read tar .*fake\.tar: [^\n]*$"):
+        make_canvases(tmp_path / "fake.tar", tmp_path / "x", {"train": 1})
+    with pytest.raises(DataError, match="no train/ folder in"):
         make_canvases(tmp_path, tmp_path / "x", {"train": 1})
     with pytest.raises(ConfigError, match="cannot write to --out"):
         make_canvases(tiny_tar, tmp_path / "photo.png", {"train": 1}, size=96, scale=(24, 40))
@@ -68,8 +71,24 @@ def test_an_unreadable_image_in_the_tar_is_one_line(tmp_path):
             info = tarfile.TarInfo(f"{split}/cat/bad.png")
             info.size = 4
             tar.addfile(info, io.BytesIO(b"junk"))
-    with pytest.raises(DataError, match=r"cannot read train/cat/bad\.png in the tar as an image"):
+    with pytest.raises(DataError, match=r"cannot read train/cat/bad\.png in .*broken\.tar as an image"):
         make_canvases(path, tmp_path / "x", {"train": 1}, size=96, scale=(24, 40))
+
+
+def test_a_folder_gives_the_canvases_of_its_tar(tiny_tar, tmp_path):
+    """A folder is read as `--data` reads one (train/ and test/ under it, or under one folder wrapping them), and
+    lists its images in the tar's order: the same seed gives the same set."""
+    import tarfile
+
+    with tarfile.open(tiny_tar) as tar:
+        tar.extractall(tmp_path / "wrapped" / "cifar", filter="data")
+    a = make_canvases(tiny_tar, tmp_path / "a", {"train": 4, "test": 2}, size=96, scale=(24, 40))
+    b = make_canvases(tmp_path / "wrapped", tmp_path / "b", {"train": 4, "test": 2}, size=96, scale=(24, 40))
+    for split in ("train", "test"):
+        boxes = [json.loads((root / split / "instances.json").read_text())["annotations"] for root in (a, b)]
+        assert boxes[0] == boxes[1] and len(boxes[0]) >= 2
+        first = [(root / split / "images" / "000000.jpg").read_bytes() for root in (a, b)]
+        assert first[0] == first[1]
 
 
 def test_make_dataset_from_the_command_line(tiny_tar, tmp_path, capsys):

@@ -63,12 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_args(pr)
     pr.set_defaults(func=run_predict)
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
-                        description="Write a real-image detection set in COCO format from an ImageFolder tar "
+                        description="Write a real-image detection set in COCO format from an ImageFolder folder or tar "
                         "(train/<class>/, test/<class>/, e.g. the CIFAR-10 copy): each canvas has a blurred "
                         "background from another image and 1-6 images pasted at random sizes and places, each left at "
                         "least half in sight by those pasted after it; train canvases from the training images, test "
                         "canvases from the test images.")  # fmt: skip
-    m.add_argument("--data", required=True, help="ImageFolder tar with train/ and test/")
+    m.add_argument("--data", required=True, help="ImageFolder folder or tar with train/ and test/ (or val/)")
     m.add_argument("--out", required=True, help="folder for train/ and test/ (images/ + instances.json each)")
     m.add_argument("--train", type=positive_int, default=2000, help="training canvases (default: 2000)")
     m.add_argument("--test", type=positive_int, default=500, help="test canvases (default: 500)")

@@ -75,6 +75,23 @@ def load_image_folder(
     )
 
 
+def list_folder(path: str | Path) -> tuple[list[str], dict[str, list[tuple[str, Source, int]]]]:
+    """An ImageFolder folder or tar, listed without decoding: its classes and, for ``train`` and ``test`` (a ``val/``
+    folder stands for test/), the ``(name, bytes or file, label)`` of every image, in the order `load_image_folder`
+    decodes them. For readers that take the images one by one at their own size (`reslab detect make-dataset`)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data not found: {path} (expected a folder with train/ and test/, or a .tar of one)")
+    if path.is_dir():
+        listing = scan_directory(path)
+    elif path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
+        listing = _read_tar(path)
+    else:
+        raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
+    classes, splits = _layout(path, *listing)
+    return classes, dict(zip(("train", "test"), splits.values(), strict=True))
+
+
 def split_rel(name: str) -> Rel | None:
     """Components of a member name; None for anything that must be ignored (parent refs, hidden/metadata files)."""
     parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,22 +26,11 @@ import torch
 from PIL import Image, ImageFilter
 
 from reslab.data.dataset import ImageDataset
+from reslab.data.folders import Source, list_folder
 from reslab.errors import ConfigError, DataError
 from reslab.files import write_text
 
 MIN_VISIBLE = 0.5  # of each pasted object's area, after every later paste
-
-
-def _members(tar: tarfile.TarFile) -> dict[str, list[tuple[tarfile.TarInfo, str]]]:
-    """split -> [(member, class name)] of an ImageFolder tar (split/class/file), in name order."""
-    out: dict[str, list[tuple[tarfile.TarInfo, str]]] = {}
-    for m in tar.getmembers():
-        parts = m.name.split("/")
-        if m.isfile() and len(parts) == 3:
-            out.setdefault(parts[0], []).append((m, parts[1]))
-    for items in out.values():
-        items.sort(key=lambda t: t[0].name)
-    return out
 
 
 class _Split:
@@ -52,22 +40,22 @@ class _Split:
         self.get, self.n = get, n
 
 
-def _tar_splits(tar: tarfile.TarFile) -> tuple[dict[str, _Split], list[str]]:
-    """The tar's splits and its classes (every split's, sorted)."""
-    members = _members(tar)
+def _folder_splits(data: str | Path) -> tuple[dict[str, _Split], list[str]]:
+    """An ImageFolder folder or tar's splits (read as `reslab.data.folders` lists them) and its classes."""
+    classes, items = list_folder(data)
 
-    def split(items: list[tuple[tarfile.TarInfo, str]]) -> _Split:
+    def split(entries: list[tuple[str, Source, int]]) -> _Split:
         def get(k: int) -> tuple[Image.Image, str]:
-            member, cls = items[k]
+            name, source, label = entries[k]
             try:
-                return Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"), cls
+                with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                    return image.convert("RGB"), classes[label]
             except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-                raise DataError(f"cannot read {member.name} in the tar as an image ({type(e).__name__})") from None
+                raise DataError(f"cannot read {name} in {data} as an image ({type(e).__name__})") from None
 
-        return _Split(get, len(items))
+        return _Split(get, len(entries))
 
-    classes = sorted({c for items in members.values() for _, c in items})
-    return {name: split(items) for name, items in members.items()}, classes
+    return {name: split(entries) for name, entries in items.items()}, classes
 
 
 def _dataset_splits(ds: ImageDataset) -> dict[str, _Split]:
@@ -84,9 +72,9 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
                   objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = (32, 128),
                   min_visible: float = MIN_VISIBLE, quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
     """Write ``counts[split]`` canvases per split (``train`` from the data's training images, ``test`` from its test
-    images). ``data``: an ImageFolder tar (``split/class/file``) or a loaded `ImageDataset` (what ``reslab
-    reproduce`` holds: any data reslab reads). The same seed gives the same canvases from the same input; a tar and
-    the `ImageDataset` loaded from it may list their images in different orders, and so give different canvases."""
+    images). ``data``: an ImageFolder folder or tar (``train/<class>/``, ``test/<class>/`` or ``val/<class>/``, as
+    `--data` reads them) or a loaded `ImageDataset` (what ``reslab reproduce`` holds: any data reslab reads). The
+    same seed gives the same canvases from the same input."""
     if not (0 < scale[0] <= scale[1] <= size and 1 <= objects[0] <= objects[1] and 0 <= min_visible <= 1):
         raise DataError(
             f"bad canvas settings: scale {scale} must lie in (0, {size}], objects {objects} >= 1, "
@@ -97,19 +85,9 @@ def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict
                size=size, objects=objects, scale=scale, min_visible=min_visible, quality=quality,
                seed=seed)  # fmt: skip
         return Path(out)
-    if Path(data).is_dir():
-        raise DataError(f"{data} is a folder; make-dataset reads an ImageFolder tar (train/<class>/, test/<class>/): "
-                        f"pack it with `tar -cf data.tar -C {data} train test`")  # fmt: skip
-    try:
-        tar = tarfile.open(data)  # noqa: SIM115 (closed by the with below; opening it is what may fail)
-    except OSError as e:
-        raise DataError(f"cannot read {data}: {e.strerror or e}") from None
-    except tarfile.TarError:  # its message lists every compression tried, one per line
-        raise DataError(f"cannot read {data}: not a tar archive") from None
-    with tar:
-        splits, classes = _tar_splits(tar)
-        _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
-               min_visible=min_visible, quality=quality, seed=seed)  # fmt: skip
+    splits, classes = _folder_splits(data)
+    _write(splits, classes, Path(out), counts, Path(data).name, size=size, objects=objects, scale=scale,
+           min_visible=min_visible, quality=quality, seed=seed)  # fmt: skip
     return Path(out)
 
 
@@ -118,7 +96,9 @@ def _write(splits: dict[str, _Split], classes: list[str], out: Path, counts: dic
            seed: int) -> None:  # fmt: skip
     for split in counts:
         if split not in splits or splits[split].n == 0:
-            raise DataError(f"{source} has no {split} images (an ImageFolder tar: train/<class>/, test/<class>/)")
+            raise DataError(
+                f"{source} has no {split} images (an ImageFolder folder or tar: train/<class>/, test/<class>/)"
+            )
     rng = np.random.default_rng(seed)
     for split, count in counts.items():
         items = splits[split]
