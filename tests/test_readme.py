@@ -166,3 +166,14 @@ def test_readme_commands_run(workspace, monkeypatch, capsys):
             code = e.code
         err = capsys.readouterr().err
         assert code == 0, f"{command}\n  ran as: reslab {shlex.join(argv)}\n  {err[-2000:]}"
+
+
+def test_readmes_scorecard_is_the_one_in_docs_results():
+    """README's fast-budget scorecard is docs/results/fast/scorecard.md's table, row for row (links made relative to
+    the repository root): a rerun of the scorecard that README does not follow fails here."""
+    card = (README.parent / "docs" / "results" / "fast" / "scorecard.md").read_text()
+    rows = [line.replace("](", "](docs/results/fast/") for line in card.splitlines() if line.startswith("|")]
+    readme = README.read_text().splitlines()
+    assert len(rows) > 10 and rows[0] in readme
+    start = readme.index(rows[0])
+    assert readme[start : start + len(rows)] == rows
