@@ -237,3 +237,25 @@ def test_every_reproduce_flag_reaches_reproduce(monkeypatch, tmp_path):
         "with_1202": True, "progress": False}  # fmt: skip
     assert seen["data_dir"] == str(tmp_path)
     assert seen["command"].endswith("--seeds 2 --jobs 3 --device cpu --with-1202")  # the report's command reruns it
+
+
+def test_no_help_states_a_default_twice(monkeypatch):
+    """The help formatter adds "(default: X)" unless the help says it in its own words: never both."""
+    import argparse
+
+    from reslab.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one entry per line
+
+    def walk(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(build_parser()))
+    assert len(parsers) > 20
+    for parser in parsers:
+        for line in parser.format_help().splitlines():
+            assert line.count("(default") <= 1, (parser.prog, line)

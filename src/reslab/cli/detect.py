@@ -7,6 +7,8 @@ import json
 import sys
 
 from reslab.choices import (
+    CANVAS_SCALE,
+    CANVAS_SIZE,
     DETECTION_THRESHOLD,
     DETECTOR_BACKBONE,
     DETECTOR_DESIGN,
@@ -32,13 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "train` apply (those a detector does not use are refused); the run folder, resume and "
                         "torchrun work as there.")  # fmt: skip
     t.add_argument("--backbone", default=DETECTOR_BACKBONE, help="a reslab network (`reslab models`), e.g. "
-                   f"resnet101 (default: {DETECTOR_BACKBONE})")  # fmt: skip
-    t.add_argument("--design", choices=DESIGNS, default=DETECTOR_DESIGN,
-                   help=f"c4 (the paper's) or fpn (default: {DETECTOR_DESIGN})")  # fmt: skip
+                   "resnet101")  # fmt: skip
+    t.add_argument("--design", choices=DESIGNS, default=DETECTOR_DESIGN, help="c4 (the paper's) or fpn")
     t.add_argument("--min-size", type=positive_int, default=DETECTOR_MIN_SIZE, help="shorter image side the "
                    f"detector resizes to (default: {DETECTOR_MIN_SIZE}, the paper's)")  # fmt: skip
     t.add_argument("--max-size", type=positive_int, default=DETECTOR_MAX_SIZE,
-                   help=f"longest side at most (default: {DETECTOR_MAX_SIZE})")  # fmt: skip
+                   help="longest side at most")  # fmt: skip
     add_run_arguments(t, default_recipe="detection")
     t.set_defaults(func=run_train)
     e = cmds.add_parser("eval", help="COCO mAP of a detection run on a COCO-format split",
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True, help="folder for the drawn images")
     pr.add_argument("--threshold", type=fraction, default=DETECTION_THRESHOLD,
-                    help=f"smallest score shown (default: {DETECTION_THRESHOLD})")  # fmt: skip
+                    help="smallest score shown")  # fmt: skip
     add_device_args(pr)
     pr.set_defaults(func=run_predict)
     m = cmds.add_parser("make-dataset", help="CIFAR objects pasted on canvases, written as a COCO-format set",
@@ -70,11 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "canvases from the test images.")  # fmt: skip
     m.add_argument("--data", required=True, help="ImageFolder folder or tar with train/ and test/ (or val/)")
     m.add_argument("--out", required=True, help="folder for train/ and test/ (images/ + instances.json each)")
-    m.add_argument("--train", type=positive_int, default=2000, help="training canvases (default: 2000)")
-    m.add_argument("--test", type=positive_int, default=500, help="test canvases (default: 500)")
-    m.add_argument("--size", type=positive_int, default=256, help="canvas side in pixels (default: 256)")
-    m.add_argument("--scale", default="32,128", help="smallest,largest pasted object side (default: 32,128)")
-    m.add_argument("--seed", type=non_negative_int, default=0, help="seed of the canvases' layout (default: 0)")
+    m.add_argument("--train", type=positive_int, default=2000, help="training canvases")
+    m.add_argument("--test", type=positive_int, default=500, help="test canvases")
+    m.add_argument("--size", type=positive_int, default=CANVAS_SIZE, help="canvas side in pixels")
+    m.add_argument("--scale", default=",".join(map(str, CANVAS_SCALE)), help="smallest,largest pasted object side")
+    m.add_argument("--seed", type=non_negative_int, default=0, help="seed of the canvases' layout")
     m.set_defaults(func=run_make_dataset)
 
 

@@ -22,10 +22,11 @@ COMMANDS = {
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default where it says something: not for on/off switches or an unset (None, empty) default."""
+    """Shows a flag's default where it says something: not for on/off switches or an unset (None, empty) default, nor
+    where the help already says it in its own words ("(default: 600, the paper's)")."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.nargs == 0 or action.default is None or action.default == ():
+        if action.nargs == 0 or action.default is None or action.default == () or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from reslab.choices import PREDICT_BATCH
+from reslab.choices import PREDICT_BATCH, TOP_K
 from reslab.cli.options import add_device_args, add_trained_model, positive_int
 from reslab.cli.parser import COMMANDS
 
@@ -23,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k",
         type=positive_int,
         default=None,
-        help="classes shown per image (default: 5, or all of a model's if it has fewer)",
+        help=f"classes shown per image (default: {TOP_K}, or all of a model's if it has fewer)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     p.add_argument("--batch-size", type=positive_int, default=PREDICT_BATCH,
-                   help=f"images per forward pass (default: {PREDICT_BATCH})")  # fmt: skip
+                   help="images per forward pass")  # fmt: skip
     add_device_args(p)
     p.set_defaults(func=run_predict)
 

@@ -22,7 +22,7 @@ def _docstring(name: str) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from reslab.experiments.budgets import BUDGETS
+    from reslab.experiments.budgets import BUDGETS, DEFAULT_BUDGET
 
     p = sub.add_parser("reproduce", help=COMMANDS["reproduce"][1],
                        description="One of the paper's experiments, cached and resumable, with its report and "
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name not in TRAINS_NOTHING:
             add_data_args(e, streamed=False)  # the experiments hold their data in memory
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
-        e.add_argument("--budget", default="cpu", choices=list(BUDGETS),
+        e.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
                        help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
         if name not in ONE_SEED:
             e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")

@@ -30,7 +30,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.fx.experimental.optimization import fuse
 
-from reslab.choices import PREDICT_BATCH
+from reslab.choices import PREDICT_BATCH, TOP_K
 from reslab.data.batches import normalize
 from reslab.data.folders import IMAGE_EXTENSIONS, decode_image
 from reslab.data.loader import Normalizer
@@ -144,8 +144,8 @@ class Predictor:
 
     def predict(self, files: Iterable[str | Path], top_k: int | None = None) -> Iterator[Prediction]:
         """One `Prediction` per file, in order; unreadable files come back with their ``error`` set. ``top_k``
-        classes each (default: 5, or all of a model's if it has fewer; more than it has is an error)."""
-        top_k = min(5, len(self.classes)) if top_k is None else top_k
+        classes each (default: `TOP_K`, 5, or all of a model's if it has fewer; more than it has is an error)."""
+        top_k = min(TOP_K, len(self.classes)) if top_k is None else top_k
         if top_k > len(self.classes):
             raise ConfigError(f"--top-k {top_k} is more than the model's {len(self.classes)} classes")
         k = top_k

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from reslab.choices import CANVAS_SCALE, CANVAS_SIZE
 from reslab.data.dataset import ImageDataset
 from reslab.data.folders import Source, list_folder
 from reslab.errors import ConfigError, DataError
@@ -68,8 +69,8 @@ def _dataset_splits(ds: ImageDataset) -> dict[str, _Split]:
     return {"train": split(ds.train_images, ds.train_labels), "test": split(ds.test_images, ds.test_labels)}
 
 
-def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict[str, int], *, size: int = 256,
-                  objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = (32, 128),
+def make_canvases(data: str | Path | ImageDataset, out: str | Path, counts: dict[str, int], *, size: int = CANVAS_SIZE,
+                  objects: tuple[int, int] = (1, 6), scale: tuple[int, int] = CANVAS_SCALE,
                   min_visible: float = MIN_VISIBLE, quality: int = 90, seed: int = 0) -> Path:  # fmt: skip
     """Write ``counts[split]`` canvases per split (``train`` from the data's training images, ``test`` from its test
     images). ``data``: an ImageFolder folder or tar (``train/<class>/``, ``test/<class>/`` or ``val/<class>/``, as

@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab.choices import EVAL_BATCH
 from reslab.data.batches import check_batch_size, seeded_generator
 from reslab.detection.coco import CocoDetection, coco_eval, to_coco_results
+
+BATCH = EVAL_BATCH["detection"]  # images per detection forward pass at test
 
 Images = list[torch.Tensor]
 Targets = list[dict[str, torch.Tensor]]
@@ -92,7 +95,7 @@ class DetectionData:
 
 
 @torch.inference_mode()
-def detect(model: nn.Module, data: CocoDetection, *, batch_size: int = 8, device: torch.device | str = "cpu",
+def detect(model: nn.Module, data: CocoDetection, *, batch_size: int = BATCH, device: torch.device | str = "cpu",
            log: Callable[[str], None] = lambda message: None) -> list[dict[str, torch.Tensor]]:  # fmt: skip
     """The model's detections on every image of ``data``, in order (eval mode, restored afterwards)."""
     was_training = model.training
@@ -114,7 +117,7 @@ class DetectionTask:
     it as they read a classification error.
     """
 
-    def __init__(self, data: DetectionData, *, device: torch.device | str = "cpu", eval_batch_size: int = 8,
+    def __init__(self, data: DetectionData, *, device: torch.device | str = "cpu", eval_batch_size: int = BATCH,
                  log: Callable[[str], None] = lambda message: None) -> None:  # fmt: skip
         self.data, self.device, self.eval_batch_size, self.log = data, torch.device(device), eval_batch_size, log
 

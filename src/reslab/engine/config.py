@@ -14,7 +14,7 @@ import types
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from reslab.choices import SHIPPED, TASKS, TORCHVISION
+from reslab.choices import EVAL_BATCH, SHIPPED, TASKS, TORCHVISION
 from reslab.data.spec import is_builtin, resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
 from reslab.engine.recipes import IN_MEMORY, PAPER, Recipe, schedule_view
@@ -30,11 +30,11 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
 
 
 # What a detection run does not read (its task sizes images with the detector's min_size/max_size, flips them at random
-# and tests one view), with the values that mean "not given": refused when given, reset in configs recorded before
-# they were refused (`_migrate`).
-DETECTION_UNREAD = {"image_size": None, "strict_data": False, "data_dir": None, "head_lr_scale": 1.0}
-DETECTION_UNREAD_RECIPE = {"label_smoothing": 0.0, "flip": "random", "tta_flip": False, "tta_shift": 0,
-                           "low_res_size": None, "low_res_fraction": 0.0}  # fmt: skip
+# and tests one view): refused when given (not at their defaults), reset in configs recorded before they were refused
+# (`_migrate`). Their defaults, read from the dataclasses, are DETECTION_UNREAD below TrainConfig.
+_DETECTION_UNREAD_FIELDS = ("image_size", "strict_data", "data_dir", "head_lr_scale")
+_DETECTION_UNREAD_RECIPE_FIELDS = ("label_smoothing", "flip", "tta_flip", "tta_shift", "low_res_size",
+                                   "low_res_fraction")  # fmt: skip
 
 RESIZE_HELP = (
     "resize images (shorter side S, centre crop SxS; needed when their sizes differ)"  # --image-size in memory
@@ -88,8 +88,9 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the model (measured against eager in README's throughput tables)")
     compile_mode: str = _opt("default", "torch.compile's mode with --compile: default, reduce-overhead (CUDA "
                              "graphs) or max-autotune")  # fmt: skip
-    eval_batch_size: int | None = _opt(None, "images per evaluation batch (default: 1000 in memory, 50 for streamed "
-                                       "large images)", free=True)  # fmt: skip
+    eval_batch_size: int | None = _opt(None, "images per evaluation batch (default: "
+                                       + ", ".join(f"{n} {kind}" for kind, n in EVAL_BATCH.items()) + ")",
+                                       free=True)  # fmt: skip
     progress: bool = _opt(True, "progress bar and log lines on stderr", free=True)
 
     def __post_init__(self) -> None:
@@ -187,7 +188,7 @@ class TrainConfig:
         """Images per evaluation batch: ``eval_batch_size``, or its default for the kind of data."""
         if self.eval_batch_size is not None:
             return self.eval_batch_size
-        return 8 if self.task == "detection" else 50 if self.streams else 1000
+        return EVAL_BATCH["detection" if self.task == "detection" else "streamed" if self.streams else "in memory"]
 
     @property
     def streams(self) -> bool:
@@ -226,6 +227,14 @@ class TrainConfig:
         if "milestones" in recipe:
             recipe["milestones"] = tuple(recipe["milestones"])
         return cls(**{**d, "recipe": Recipe(**recipe)})
+
+
+def _defaults(cls: type, names: tuple[str, ...]) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls) if f.name in names}
+
+
+DETECTION_UNREAD = _defaults(TrainConfig, _DETECTION_UNREAD_FIELDS)
+DETECTION_UNREAD_RECIPE = _defaults(Recipe, _DETECTION_UNREAD_RECIPE_FIELDS)
 
 
 def model_of_init(init: str | None) -> str | None:

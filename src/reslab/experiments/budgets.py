@@ -92,6 +92,7 @@ BUDGETS = {
                     note="paper budget: the paper's recipe exactly (Sec. 4.2: 64k iterations, batch 128, lr 0.1 "
                     "divided by 10 at 32k and 48k, warm-up at lr 0.01 for 110+ layers)."),
 }  # fmt: skip
+DEFAULT_BUDGET = "cpu"  # `reslab reproduce`'s --budget when none is given
 
 
 def get_budget(name: str) -> Budget:

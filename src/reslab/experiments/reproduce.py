@@ -8,12 +8,12 @@ from pathlib import Path
 from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments import ALL, EXPERIMENTS, ONE_SEED, module_of
-from reslab.experiments.budgets import BUDGETS
+from reslab.experiments.budgets import BUDGETS, DEFAULT_BUDGET
 from reslab.experiments.runner import Context, Runner, get_budget
 from reslab.experiments.scorecard import reproduce_all, write_scorecard
 
 
-def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budget: str = "cpu", seeds: int = 1,
+def reproduce(name: str, *, out: str | Path, data: str = TrainConfig.data, budget: str = DEFAULT_BUDGET, seeds: int = 1,
               data_dir: str | None = None, image_size: int | None = None, strict_data: bool = False,
               device: str = "auto", with_1202: bool = False, progress: bool = True, command: str = "", jobs: int = 1,
               scorecard_only: bool = False) -> Path:  # fmt: skip

@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
+from reslab.data.dataset import CIFAR10_CLASSES
 from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def _akamaster(obj: Any) -> Foreign | None:
     renamed = {("fc" + k[len("linear") :] if k.startswith("linear.") else k): v for k, v in state.items()}
     extra = {k: v for k, v in obj.items() if k != "state_dict"} if "state_dict" in obj else {}
     return Foreign("akamaster/pytorch_resnet_cifar10", f"resnet{6 * per_stage[0] + 2}", {"zero_pad": "both"},
-                   renamed, IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES,
+                   renamed, IMAGENET_MEAN, IMAGENET_STD, tuple(CIFAR10_CLASSES),
                    {k: v for k, v in extra.items() if isinstance(v, int | float | str)})  # fmt: skip
 
 
