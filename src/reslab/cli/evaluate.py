@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from reslab.choices import SPLITS
+from reslab.choices import EVAL_MODES, SPLITS
 from reslab.cli.options import add_device_args, add_field, positive_int
 from reslab.cli.parser import COMMANDS
 
@@ -22,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     add_field(p, "data_dir", default=None, help="download/cache folder (default: the training run's)")
-    p.add_argument("--split", default="test", choices=SPLITS,
+    p.add_argument("--split", default=SPLITS[0], choices=SPLITS,
                    help="test; val (the run's held-out images); train (the images it trained on)")  # fmt: skip
     p.add_argument("--tta", action="store_true", help="also the horizontally flipped views (2 views)")
     p.add_argument("--tta-shift", type=int, default=0, metavar="S",
                    help="with --tta: also the views shifted by (+S, +S) and (-S, -S) pixels (6 views)")  # fmt: skip
     modes = p.add_mutually_exclusive_group()
-    modes.add_argument("--ten-crop", dest="mode", action="store_const", const="ten-crop", default="center",
+    modes.add_argument("--ten-crop", dest="mode", action="store_const", const="ten-crop", default=EVAL_MODES[0],
                        help="large images: the 10-crop test (4 corners + centre, and mirrored; Sec. 3.4)")  # fmt: skip
     modes.add_argument("--multi-scale", dest="mode", action="store_const", const="multi-scale",
                        help="large images: the paper's fully-convolutional test, scores averaged over shorter sides "

@@ -341,7 +341,7 @@ class EvalStream:
         mean: torch.Tensor,
         std: torch.Tensor | None = None,
         *,
-        mode: str = "center",
+        mode: str = EVAL_MODES[0],
         scales: tuple[int, ...] | None = None,
         batch_size: int = 100,
         workers: int = 0,

@@ -39,7 +39,7 @@ from torch import nn
 from reslab.choices import EXPORT_FORMATS
 from reslab.errors import ReslabError
 from reslab.files import atomic_path
-from reslab.models.registry import family_and_depth, list_models, model_spec
+from reslab.models.registry import INPUT_SIDE, family_and_depth
 from reslab.models.trained import load_tensorfile
 from reslab.weights.tensorfile import write_tensorfile
 from reslab.weights.trained import TrainedModel
@@ -81,12 +81,8 @@ def input_size(loaded: TrainedModel) -> tuple[int, int]:
     size = loaded.preprocessing.input_size
     if size is not None:
         return size
-    name = loaded.arch.name
-    if name in list_models():
-        _, h, w = model_spec(name).input_size
-        return h, w
-    family, _ = family_and_depth(name, **loaded.arch.kwargs)  # a generic builder, e.g. cifar_resnet
-    return (32, 32) if family == "cifar" else (224, 224)
+    family, _ = family_and_depth(loaded.arch.name, **loaded.arch.kwargs)  # a named model or a generic builder
+    return INPUT_SIDE[family], INPUT_SIDE[family]
 
 
 def default_out(loaded: TrainedModel, fmt: str) -> Path:

@@ -108,7 +108,10 @@ class Predictor:
         if pre.mean is None:
             raise ConfigError(f"{loaded.source} records no preprocessing (it was trained on a custom batch source)")
         self.mean = pre.mean.float()
-        self.shape = (self.large.crop,) * 2 if self.large else (int(self.mean.shape[-2]), int(self.mean.shape[-1]))
+        if pre.input_size is None:
+            raise ConfigError(f"{loaded.source} records a per-channel mean but no view size: nothing says what size "
+                              "its images were")  # fmt: skip
+        self.shape = pre.input_size
         self.size = self.shape[1]
         self.normalizer = Normalizer(self.mean, pre.std, self.device) if self.large else None
 

@@ -40,7 +40,10 @@ class ModelSpec:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return (3, 32, 32) if self.family == "cifar" else (3, 224, 224)
+        return (3, INPUT_SIDE[self.family], INPUT_SIDE[self.family])
+
+
+INPUT_SIDE = {"cifar": 32, "imagenet": 224}  # each family's usual input side: CIFAR's images, ImageNet's crop
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
