@@ -148,3 +148,41 @@ def test_a_shipped_name_is_recorded_as_such(tiny_config, tmp_path, monkeypatch):
     (tmp_path / "resnet56").mkdir()  # a folder of that name appearing later (the run's own --out) changes nothing
     assert type(cfg).from_dict(cfg.to_dict()).init == "shipped:resnet56"
     assert tiny_config(init="resnet56").init == str(tmp_path / "resnet56")  # an existing path is a path
+
+
+def test_streamed_fine_tuning_normalises_as_the_init_weights_were(tmp_path, large_data):
+    """A reslab run's weights keep the normalisation they were trained with, whatever --recipe says: per channel with
+    their mean and std, their mean image at the same crop size, else a mean image of the new data (never divided by
+    a std they did not see); weights normalised per channel are refused on the in-memory path."""
+    from reslab.engine import distributed as D
+    from reslab.engine.config import TrainConfig
+    from reslab.engine.recipes import get_recipe
+    from reslab.tasks.classification_run import classification_parts
+
+    data = str(large_data())
+
+    def config(recipe: str, size: int = 32, **kw) -> TrainConfig:
+        return TrainConfig(model="resnet20", data=data, image_size=size, precision="fp32", workers=0, progress=False,
+                           recipe=get_recipe(recipe, iterations=1, batch_size=8), eval_batch_size=4, **kw)  # fmt: skip
+
+    def source(cfg: TrainConfig, logs: list[str]):
+        return classification_parts(cfg, data=None, model=None, device=torch.device("cpu"), dist=D.DistInfo(),
+                                    log=logs.append, load_init=True, mean=None).source  # fmt: skip
+
+    train(config("imagenet-torchvision", out=str(tmp_path / "channel")))
+    train(config("imagenet-paper", out=str(tmp_path / "pixel")))
+    channel, pixel = (read_checkpoint(tmp_path / name) for name in ("channel", "pixel"))
+    logs: list[str] = []
+    got = source(config("imagenet-paper", init=str(tmp_path / "channel")), logs)
+    assert got.preprocess["large"]["normalization"] == "channel" and torch.equal(got.mean, channel["mean"])
+    assert torch.equal(got.preprocess["std"], channel["preprocess"]["std"]) and "per channel as the --init" in logs[0]
+    got = source(config("imagenet-torchvision", init=str(tmp_path / "pixel")), logs)
+    assert got.preprocess["large"]["normalization"] == "pixel" and got.preprocess["std"] is None
+    assert torch.equal(got.mean, pixel["mean"]) and "mean image of the --init weights" in logs[-1]
+    got = source(config("imagenet-torchvision", 48, init=str(tmp_path / "pixel")), logs)
+    assert got.preprocess["large"]["normalization"] == "pixel" and tuple(got.mean.shape) == (3, 48, 48)
+    assert "normalised with their own mean image" in logs[-1]
+    in_memory = TrainConfig(model="resnet20", data="synthetic:64", recipe=get_recipe("paper", iterations=1),
+                            init=str(tmp_path / "channel"))  # fmt: skip
+    with pytest.raises(ConfigError, match="weights trained on large images normalised per channel"):
+        source(in_memory, logs)

@@ -34,6 +34,7 @@ from reslab.weights.shipped import shipped_file
 from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
 from reslab.weights.tensorfile import read_tensorfile
 from reslab.weights.torchvision import parse as parse_torchvision
+from reslab.weights.trained import Preprocessing
 
 HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
 
@@ -63,15 +64,19 @@ def init_foreign(ref: str) -> Foreign | None:
     return None if ref.startswith((SHIPPED, TORCHVISION)) else read_weights(ref).foreign
 
 
-def init_mean(ref: str) -> torch.Tensor | None:
-    """The mean image the ``init`` weights were trained with, if they record one (reslab checkpoints, reslab
-    safetensors files, shipped weights, recognised foreign checkpoints: their per-channel mean); None for plain
-    weights and for torchvision's (a per-channel mean and std: the streamed path's channel normalisation,
-    `engine.run.open_stream`)."""
+def init_preprocessing(ref: str) -> Preprocessing | None:
+    """The preprocessing the ``init`` weights record (reslab checkpoints, run folders, safetensors files, shipped
+    weights; a recognised foreign checkpoint's per-channel mean as a mean image, its std folded into the weights);
+    None for plain weights and for torchvision's (their own path: `weights.torchvision`)."""
     if ref.startswith(TORCHVISION):
         return None
-    path = shipped_file(ref[len(SHIPPED) :]) if ref.startswith(SHIPPED) else ref
-    pre = recorded_preprocessing(path)
+    return recorded_preprocessing(shipped_file(ref[len(SHIPPED) :]) if ref.startswith(SHIPPED) else ref)
+
+
+def init_mean(ref: str) -> torch.Tensor | None:
+    """The mean image the ``init`` weights were trained with, if they record one (`init_preprocessing`); in-memory
+    data is normalised with it where it has the data's shape."""
+    pre = init_preprocessing(ref)
     return None if pre is None else pre.mean
 
 

@@ -18,7 +18,7 @@ from reslab.data.loader import channel_stats, default_workers, estimate_pixel_me
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
-from reslab.engine.finetune import freeze, init_foreign, init_mean
+from reslab.engine.finetune import freeze, init_foreign, init_preprocessing
 from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.parts import TaskParts
 from reslab.errors import ConfigError, DataError
@@ -42,7 +42,12 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
             freeze(create_model(config.model, num_classes=2, **config.model_kwargs), config.freeze, False)
     streamed = data is None and config.streams
     if mean is None and config.init and load_init and not streamed:
-        mean = init_mean(config.init)
+        pre = init_preprocessing(config.init)
+        if pre is not None and pre.std is not None:  # as torchvision's weights are refused here (TrainConfig)
+            raise ConfigError(f"--init {config.init}: weights trained on large images normalised per channel; "
+                              "fine-tune them on large images with --recipe imagenet-torchvision (a folder or .tar "
+                              "with train/ and val/)")  # fmt: skip
+        mean = None if pre is None else pre.mean
     if streamed:
         source = _stream(config, dist, device, log, load_init, mean, preprocess)
     else:
@@ -91,16 +96,24 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
 
 def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None], load_init: bool,
             resumed_mean: torch.Tensor | None, resumed: dict[str, Any] | None) -> ClassificationData:  # fmt: skip
-    """Streamed large images, normalised as the run's augmentation says; per channel with another project's statistics
-    where ``--init`` is in that project's format and ``load_init`` loads it (its weights saw such inputs, and are
-    loaded unfolded), and with the statistics a resumed run recorded (``resumed_mean`` and ``resumed``: its
-    checkpoint's ``mean`` and ``preprocess``)."""
+    """Streamed large images, normalised as the run's augmentation says, unless something fixes it otherwise: a
+    resumed run keeps the statistics it recorded (``resumed_mean`` and ``resumed``: its checkpoint's ``mean`` and
+    ``preprocess``); ``--init`` weights (loaded: ``load_init``) keep what they were trained with, since their features
+    expect those inputs: another project's per-channel statistics (its weights loaded unfolded), or a reslab run's
+    recorded mean and std (`_init_normalization`). torchvision's weights set their own through `open_stream`."""
     large, aug = open_stream(config)
     recorded = (resumed or {}).get("large") or {}
-    foreign = init_foreign(config.init) if config.init and load_init else None
-    channel = recorded.get("normalization") == "channel" and resumed_mean is not None and resumed.get("std") is not None
-    if foreign is not None or channel:
+    fixed: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (mean, std) that no estimate may replace
+    if recorded and resumed_mean is not None:
+        aug = replace(aug, normalization=recorded.get("normalization", aug.normalization))
+        fixed = (resumed_mean, (resumed or {}).get("std"))
+    elif config.init and load_init and (foreign := init_foreign(config.init)) is not None:
         aug = replace(aug, normalization="channel")
+        fixed = tuple(torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (foreign.mean, foreign.std))
+        log(f"images normalised per channel as the --init weights were ({foreign.source}: mean {foreign.mean}, "
+            f"std {foreign.std})")  # fmt: skip
+    elif config.init and load_init and not config.init.startswith(TORCHVISION):
+        aug, fixed = _init_normalization(config.init, aug, log)
     # Every rank indexes the data itself; a rank that sees other files (a copy still syncing, another mount) would
     # read other images for its part of each batch: stop all ranks together instead.
     counts = [len(large.splits["train"]), len(large.splits["val"])]
@@ -109,20 +122,38 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Ca
         raise DataError(f"the ranks index different data in {config.data} (this rank: {counts[0]} training and "
                         f"{counts[1]} validation images): every rank must see the same files")  # fmt: skip
     workers = default_workers() if config.workers is None else config.workers
-    if aug.normalization == "pixel":  # rank 0 estimates the mean image, every rank gets the same one
+    if fixed is not None:
+        mean, std = fixed
+    elif aug.normalization == "pixel":  # rank 0 estimates the mean image, every rank gets the same one
         mean, std = D.on_main(lambda: estimate_pixel_mean(large.splits["train"], aug, workers=workers)), None
-    elif foreign is not None:
-        mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (foreign.mean, foreign.std))
-        log(f"images normalised per channel as the --init weights were ({foreign.source}: mean {foreign.mean}, "
-            f"std {foreign.std})")  # fmt: skip
-    elif channel:
-        mean, std = resumed_mean, resumed["std"]
     else:
         mean, std = channel_stats()
     return streaming(large, aug, mean, std, batch_size=config.recipe.batch_size, seed=config.seed, rank=dist.rank,
                      world=dist.world, device=device, channels_last=config.channels_last, workers=workers,
                      eval_batch_size=config.eval_batch, strict=config.strict_data,
                      device_decode=config.device_decode)  # fmt: skip
+
+
+def _init_normalization(init: str, aug: LargeAugment, log: Callable[[str], None]
+                        ) -> tuple[LargeAugment, tuple[torch.Tensor, torch.Tensor | None] | None]:  # fmt: skip
+    """The normalisation of a reslab ``--init`` (a run folder, checkpoint, safetensors file or shipped name) for
+    streamed images: per channel with its recorded mean and std where it was trained so; its mean image where it was
+    trained with one of the run's crop size; else (a mean image of another size) a mean image of the run's training
+    images, as the weights' inputs had a mean image subtracted and were not divided by a std. Weights that record
+    nothing leave the run's normalisation."""
+    pre = init_preprocessing(init)
+    if pre is None or pre.mean is None:
+        return aug, None
+    if pre.std is not None:
+        log(f"images normalised per channel as the --init weights were (mean {pre.mean.flatten().tolist()}, std "
+            f"{pre.std.flatten().tolist()})")  # fmt: skip
+        return replace(aug, normalization="channel"), (pre.mean, pre.std)
+    if tuple(pre.mean.shape) == (3, aug.crop, aug.crop):
+        log(f"images normalised with the mean image of the --init weights ({init})")
+        return replace(aug, normalization="pixel"), (pre.mean, None)
+    log(f"the --init weights' mean image is {tuple(pre.mean.shape[1:])}, this run's crop {aug.crop} px: the images "
+        "are normalised with their own mean image, as the weights' were")  # fmt: skip
+    return replace(aug, normalization="pixel"), None
 
 
 def _data(config: TrainConfig, data: Data | None, dist: D.DistInfo, device: torch.device,
