@@ -117,6 +117,22 @@ def test_missing_and_damaged_cache_files_are_one_line(tmp_path, monkeypatch, cap
         assert what in capsys.readouterr().err
 
 
+def test_torchvisions_own_file_by_path_is_refused_with_the_name_that_loads_it(tmp_path, monkeypatch, capsys):
+    """Its keys fit reslab's network, whose bottleneck strides the first 1x1, not the 3x3 as torchvision's: loaded as a
+    path it would compute another function without a word, so the path is refused with the torchvision: name."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    path = tmp_path / parse("torchvision:resnet50.IMAGENET1K_V1").file.name
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(ModelError, match=r"torchvision's resnet50 IMAGENET1K_V1 file: load it as torchvision:resnet50"):
+        create_model("resnet50", weights=path)
+    assert main(["predict", str(path), str(_photo(tmp_path / "photo.jpg", (40, 40)))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "home") in err
+    renamed = tmp_path / "mine.pth"
+    path.rename(renamed)
+    create_model("resnet50", weights=renamed)  # any other name: a plain state dict, as the user says
+
+
 def test_fine_tuning_from_torchvision_weights(cache, large_data, tmp_path, capsys):
     cache("torchvision:resnet18.IMAGENET1K_V1")
     data = large_data("folder", n_train=8, n_val=3)

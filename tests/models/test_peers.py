@@ -137,3 +137,20 @@ def test_streamed_images_fine_tune_it_with_its_own_channel_statistics(tmp_path, 
                                    log=logs.append, load_init=False, mean=state["mean"],
                                    preprocess=state["preprocess"])  # fmt: skip
     assert resumed.source.mean is state["mean"] and resumed.source.preprocess["std"] is state["preprocess"]["std"]
+
+
+def test_an_export_of_foreign_weights_records_no_run(tmp_path, capsys):
+    """Exported to reslab's safetensors, weights trained elsewhere keep only their architecture: loaded back they
+    have no run configuration, so `reslab eval` asks for the data instead of taking the defaults' (cifar10)."""
+    from reslab.cli import main
+    from reslab.weights.tensorfile import write_tensorfile
+
+    path, _ = akamaster_file(tmp_path)
+    with pytest.warns(ForeignWeightsWarning):
+        loaded = load_trained(str(path))
+    assert loaded.config == {}
+    write_tensorfile(loaded, tmp_path / "exported.safetensors")
+    again = load_trained(str(tmp_path / "exported.safetensors"))
+    assert again.config == {} and again.arch == loaded.arch
+    assert main(["eval", str(tmp_path / "exported.safetensors")]) == 2
+    assert "records no training data: pass --data" in capsys.readouterr().err

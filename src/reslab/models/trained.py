@@ -66,7 +66,10 @@ def load_tensorfile(path: str | Path) -> TrainedModel:
 def _built(found: TensorFile, source: Path) -> TrainedModel:
     model = create_model(found.arch.name, num_classes=len(found.classes), **found.arch.kwargs)
     fit_weights(model, found.state, source)
-    return TrainedModel(model, found.arch, found.classes, found.preprocessing, found.iteration, source, found.config)
+    # A file exported from weights trained elsewhere (torchvision's, another project's) records only the architecture
+    # in its config: no run trained it here, so the model has no run configuration (`reslab eval` asks for --data).
+    run = found.config if "recipe" in found.config else {}
+    return TrainedModel(model, found.arch, found.classes, found.preprocessing, found.iteration, source, run)
 
 
 def _checkpoint(path: Path) -> TrainedModel:

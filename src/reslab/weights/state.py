@@ -22,6 +22,7 @@ from reslab.errors import ModelError, ReslabError
 from reslab.weights.checkpoint import NotACheckpoint, checkpoint_file, read_checkpoint
 from reslab.weights.peers import Foreign, recognise
 from reslab.weights.tensorfile import is_tensorfile, read_tensorfile
+from reslab.weights.torchvision import named_file
 from reslab.weights.trained import Preprocessing
 
 
@@ -41,8 +42,9 @@ class Weights:
 
 def read_weights(path: str | Path) -> Weights:
     """The weights in ``path``: a reslab checkpoint (its ``model`` entry), a run folder's, a state dict saved with
-    ``torch.save`` (torchvision's files too), a recognised foreign checkpoint (`reslab.models.peers`, its keys
-    renamed), or a safetensors file (reslab's own, whose preprocessing entries are left out, or any other)."""
+    ``torch.save``, a recognised foreign checkpoint (`reslab.models.peers`, its keys renamed), or a safetensors file
+    (reslab's own, whose preprocessing entries are left out, or any other). torchvision's own files are refused with
+    the name that loads them right (``torchvision:MODEL.WEIGHTS``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -67,6 +69,11 @@ def read_weights(path: str | Path) -> Weights:
         return Weights(foreign.state, foreign=foreign)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
+    tv = named_file(path)
+    if tv is not None:  # its keys fit reslab's net, but torchvision's bottleneck strides its 3x3, not its 1x1
+        raise ModelError(f"{path} is torchvision's {tv.model} {tv.weights.name} file: load it as {tv.ref}, which "
+                         "brings torchvision's network (stride on the 3x3), classes and normalisation and reads the "
+                         f"file from {tv.file.parent} (copy it there)")  # fmt: skip
     return Weights(_unwrapped(state))
 
 

@@ -127,6 +127,18 @@ def parse(ref: str, model: str | None = None) -> TorchvisionWeights:
     return _checked(TorchvisionWeights(name, enum[choice]), model)
 
 
+def named_file(path: str | Path) -> TorchvisionWeights | None:
+    """The torchvision weights whose file ``path`` is, by its name (torchvision's file names end in their hash's
+    first digits, e.g. resnet50-11ad3fa6.pth); None for any other name."""
+    name = Path(path).name
+    if not name.startswith(MODELS):
+        return None
+    from torchvision.models import get_model_weights  # torchvision loads only for these names
+
+    found = (TorchvisionWeights(m, w) for m in MODELS for w in get_model_weights(m))
+    return next((tv for tv in found if tv.file.name == name), None)
+
+
 def _checked(found: TorchvisionWeights, model: str | None) -> TorchvisionWeights:
     if model is not None and model != found.model:
         raise ModelError(f"{found.ref} are weights for {found.model}, not {model}")
