@@ -97,6 +97,24 @@ def test_predict_export_and_eval_by_name(cache, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "torchvision:resnet18"]) == 2
     assert "pass --data" in capsys.readouterr().err
+    assert main(["eval", str(out)]) == 2  # its export too: no run of it recorded its data (not cifar10's defaults)
+    assert "records no training data: pass --data" in capsys.readouterr().err
+
+
+def test_eval_takes_imagenets_folders_in_torchvisions_class_order_and_no_other_names():
+    from types import SimpleNamespace
+
+    from reslab.engine.evaluate import _check_classes
+    from reslab.errors import DataError
+
+    categories = list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    loaded = SimpleNamespace(classes=categories, source="torchvision:resnet18",
+                             preprocessing=SimpleNamespace(source="torchvision:resnet18.IMAGENET1K_V1"))  # fmt: skip
+    for fine in (categories, [f"n{i:08d}" for i in range(1000)], [str(i) for i in range(1000)]):
+        _check_classes(fine, loaded)
+    for wrong in (sorted(categories), [f"c{i}" for i in range(1000)], [f"n{i:08d}" for i in range(999)]):
+        with pytest.raises(DataError):
+            _check_classes(wrong, loaded)
 
 
 def test_missing_and_damaged_cache_files_are_one_line(tmp_path, monkeypatch, capsys):

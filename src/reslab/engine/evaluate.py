@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -110,11 +111,25 @@ def evaluate_checkpoint(
             "classes": loaded.classes, "iteration": loaded.iteration, "checkpoint": str(loaded.source)}  # fmt: skip
 
 
+WNID = re.compile(r"n\d{8}")  # a WordNet id: ImageNet's class folders (n01440764, ...)
+
+
 def _check_classes(classes: list[str], loaded: TrainedModel) -> None:
-    if loaded.preprocessing.source and len(classes) == len(loaded.classes):
-        return  # torchvision's class names for ImageNet's folders (n01440764, ...): the same order, sorted by wnid
-    if list(classes) != loaded.classes:
-        raise DataError(class_mismatch(list(classes), loaded.classes))
+    """The data's class folders must name the model's classes in its logit order. Weights named elsewhere
+    (torchvision's: their categories, "tench", ...) also accept ImageNet's own folders, WordNet ids sorted as
+    torchvision's classes are, or folders numbered by logit ("0" ... "999"); any other names are refused, since
+    their order says nothing of the model's."""
+    classes = list(classes)
+    if classes == loaded.classes:
+        return
+    n = len(loaded.classes)
+    if loaded.preprocessing.source and len(classes) == n:
+        if all(WNID.fullmatch(c) for c in classes) or classes == [str(i) for i in range(n)]:
+            return  # ImageFolder sorts WordNet ids as ImageNet's class indices are; numbered folders are the indices
+        raise DataError(f"the data's {n} class folders ({classes[0]!r}, ...) are not the class order of "
+                        f"{loaded.source} ({loaded.classes[0]!r}, ...): name them by WordNet id (n01440764, ...) as "
+                        f"ImageNet's, or by logit (0 ... {n - 1})")  # fmt: skip
+    raise DataError(class_mismatch(classes, loaded.classes))
 
 
 def _evaluate_large(loaded: TrainedModel, cfg: TrainConfig, data: str | None, split: str, flip: bool, shift: int,
