@@ -55,6 +55,11 @@ def test_layout_errors_are_one_line(large_data, tmp_path):
     with pytest.raises(DataError, match=r"compressed.*decompress"):
         open_large(gz)
     flat = large_data("flat-val")
+    flat_tar = tmp_path / "flat.tar"
+    with tarfile.open(flat_tar, "w") as tar:
+        tar.add(flat, arcname="imagenet")
+    with pytest.raises(DataError, match=r"has a flat val/ .* read from a folder, not a tar: extract it"):
+        open_large(flat_tar)
     (flat / "LOC_val_solution.csv").rename(flat / "ILSVRC2012_validation_ground_truth.txt")
     with pytest.raises(DataError, match="ILSVRC id, not synset"):
         open_large(flat)

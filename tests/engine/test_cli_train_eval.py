@@ -133,6 +133,10 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "/does/not/exist"], "data not found"),
         (["train", "--data", "synthetic", "--lr", "-1"], "bad value for lr"),
         (["train", "--data", "synthetic", "--lr", "inf"], "bad value for lr: inf (must be a finite number)"),
+        (
+            ["train", "--model", "resnet18", "--data", "synthetic", "--paper-warmup-min-depth", "18"],
+            "--paper-warmup-min-depth: the paper's warm-up rule is for its CIFAR nets",
+        ),
         (["train", "--data", "synthetic", "--momentum", "nan"], "bad value for momentum: nan"),
         (["train", "--data", "synthetic", "--lr", "abc"], "invalid float value"),
         (["train", "--data", "synthetic", "--recipe", "slow"], "invalid choice"),

@@ -112,6 +112,8 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
     assert r["views"] == "fully convolutional, shorter sides 32, 37, 55, 69, 91, and mirrored"
     assert main(["eval", str(out), "--multi-scale", "--scales", "32,48", "--workers", "0"]) == 0
     assert "shorter sides 32, 48, and mirrored" in capsys.readouterr().out
+    assert main(["eval", str(out), "--multi-scale", "--batch-size", "4"]) == 2  # one image at a time: not ignored
+    assert "--batch-size does not apply to --multi-scale" in capsys.readouterr().err
     assert main(["runs", str(out)]) == 0
     assert f"| {summary['val_error']:.2f} (val) |" in capsys.readouterr().out
     assert main(["eval", str(out), "--data", "synthetic:64"]) == 2  # one line that fits eval (it has no --recipe)
@@ -127,11 +129,15 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
         (["--data", "synthetic:64"], "is a 32x32 in-memory dataset: use --recipe paper or fast"),
         (["--val-split", "4"], "validated on its own val/ split"),
         (["--workers", "-1"], "workers must be >= 0"),
+        (["--flip", "alternate"], "--flip alternate is for in-memory data"),
+        (["--model", None], "trains a network for large images: name it with --model"),
     ],
 )
 def test_streamed_configuration_errors_are_one_line(large_data, tmp_path, capsys, extra, message):
     args = ["train", "--model", "resnet18", "--recipe", "imagenet-paper", "--data", str(large_data("folder")),
             "--out", str(tmp_path / "run"), *extra]  # fmt: skip
+    if extra == ["--model", None]:  # no --model at all: the default is a CIFAR net
+        args = args[:1] + args[3:-2]
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]

@@ -12,7 +12,8 @@ import json
 from reslab.cli.options import add_data_args, add_device_args, add_field, add_switch, default_of, field_of
 from reslab.cli.parser import COMMANDS
 from reslab.engine.config import COMPILE_MODES, TrainConfig, model_of_init
-from reslab.engine.recipes import OVERRIDABLE, RECIPES, Recipe, get_recipe
+from reslab.engine.recipes import IN_MEMORY, OVERRIDABLE, RECIPES, Recipe, get_recipe
+from reslab.errors import ConfigError
 from reslab.models.options import SHORTCUT_OPTIONS
 
 DESCRIPTION = """Train a network with the paper's CIFAR-10 recipe (Sec. 4.2), the measured fast one, or on large
@@ -76,21 +77,40 @@ def _show(value: object) -> str:
     return "none" if value is None else str(value)
 
 
+def _family(model: str, kwargs: dict) -> str | None:
+    """The model's family ("cifar" or "imagenet"); None for names the config check will refuse."""
+    from reslab.models import family_and_depth  # the registry imports torch: only when a run is configured
+
+    try:
+        return family_and_depth(model, **kwargs)[0]
+    except (ValueError, KeyError):
+        return None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's `TrainConfig`, from `reslab train`'s (or `reslab detect train`'s) parsed flags."""
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
     model_kwargs = dict(getattr(args, "model_kwargs", None) or {})  # set by `reslab detect train`
     if args.shortcut:
         model_kwargs["shortcut"] = args.shortcut
+    recipe = get_recipe(args.recipe, **overrides)
+    model = args.model or model_of_init(args.init)
+    warmup = {k: v for k, v in overrides.items() if k.startswith("paper_warmup") and v is not None}
+    if warmup and model is not None and _family(model, model_kwargs) not in (None, "cifar"):  # TaskParts.warmup_depth
+        flag = "--" + next(iter(warmup)).replace("_", "-")
+        raise ConfigError(f"{flag}: the paper's warm-up rule is for its CIFAR nets (Sec. 4.2); {model} never uses it")
+    if model is None and recipe.augmentation not in IN_MEMORY:  # the default, resnet20, is a 32-px CIFAR net
+        raise ConfigError(f"--recipe {recipe.name} trains a network for large images: name it with --model (e.g. "
+                          "resnet50; `reslab models` lists them)")  # fmt: skip
     return TrainConfig(
-        model=args.model or model_of_init(args.init) or default_of(TrainConfig, "model"),
+        model=model or default_of(TrainConfig, "model"),
         model_kwargs=model_kwargs, init=args.init,
         freeze=args.freeze, freeze_bn=args.freeze_bn, head_lr_scale=args.head_lr_scale,
         data=args.data,
         data_dir=args.data_dir, image_size=args.image_size, workers=args.workers, strict_data=args.strict_data,
         device_decode=args.device_decode,
         val_split=args.val_split,
-        augment=args.augment, recipe=get_recipe(args.recipe, **overrides), seed=args.seed, precision=args.precision,
+        augment=args.augment, recipe=recipe, seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, device=args.device, out=args.out, eval_every=args.eval_every,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         stop_at=args.stop_at, sync_bn=args.sync_bn, compile=args.compile, compile_mode=args.compile_mode,

@@ -219,6 +219,10 @@ def _folder_in_tar(path: Path) -> LargeData:
         elif m.isfile() and is_image(rel):
             files[rel] = (str(path), m.offset_data, m.size)
             dirs.update(rel[:k] for k in range(1, len(rel)))  # tars need not list their folders
+    root = find_root([*dirs, *files], path)
+    if any(len(rel) == len(root) + 2 and rel[len(root)] == "val" for rel in files):  # val/<image>, no class folder
+        raise DataError(f"{path} has a flat val/ (images without class folders): that layout, with its labels file, "
+                        "is read from a folder, not a tar: extract it and pass the folder")  # fmt: skip
     return _from_listing(path, dirs, files, "ImageFolder tar")
 
 

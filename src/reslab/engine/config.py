@@ -170,6 +170,9 @@ class TrainConfig:
             if not self.augment:
                 raise ConfigError("--no-augment is for in-memory data; the imagenet recipes' augmentation is "
                                   "--recipe's (imagenet-paper or imagenet-torchvision)")  # fmt: skip
+            if self.recipe.flip != "random":  # the workers mirror each crop at random (reslab.data.views)
+                raise ConfigError(f"--flip {self.recipe.flip} is for in-memory data; streamed images are mirrored "
+                                  "at random")  # fmt: skip
             if is_builtin(self.data):
                 raise ConfigError(
                     f"--recipe {self.recipe.name} streams large images from a folder or tar; "

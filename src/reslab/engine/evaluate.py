@@ -59,6 +59,8 @@ def evaluate_checkpoint(
         raise ConfigError("--scales are the shorter sides (each >= 8) of multi-scale testing (--multi-scale)")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if batch_size is not None and mode == "multi-scale":  # each image's scales are a batch of their own sizes
+        raise ConfigError("--batch-size does not apply to --multi-scale: it tests one image at a time")
     dev = resolve_device(device)
     loaded = path if isinstance(path, TrainedModel) else load_trained(path, dev)
     loaded.model.to(dev)
