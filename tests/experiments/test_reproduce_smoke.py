@@ -181,10 +181,10 @@ def test_reproduce_offers_no_workers(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert exc.value.code == 2 and "unrecognized arguments: --workers" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["responses", "signals", "construction", "table1"])
+@pytest.mark.parametrize("name", ["signals", "construction", "table1"])
 def test_one_seed_experiments_take_no_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
-    """Fig. 7, Sec. 4.1's signals, the construction and Table 1 use one run of each net: --seeds is not offered (it
-    was accepted and ignored, while the report listed the seeds)."""
+    """Sec. 4.1's signals, the construction and Table 1 use one run of each net: --seeds is not offered (it was
+    accepted and ignored, while the report listed the seeds)."""
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", name, "--seeds", "2", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "unrecognized arguments: --seeds" in capsys.readouterr().err
@@ -283,6 +283,20 @@ def test_table6_rows_are_steps_and_the_trend_from_the_shallowest_to_the_deepest(
     assert rows[3]["reslab"] == "11.00 (mean of 1) vs 13.20 (mean of 2)" and "gap -2.20" in rows[3]["margin"]
     worse = claims({"resnet20": group(20, 11.0), "resnet32": group(32, 11.2), "resnet44": group(44, 13.0)})
     assert worse[-1]["verdict"] == NOT_REPRODUCED and len(claims({"resnet20": group(20, 9.0)})) == 1
+
+
+def test_fig7_observations_count_beyond_the_spread_over_seeds() -> None:
+    from reslab.experiments.report import REPRODUCED, UNRESOLVED
+    from reslab.experiments.responses import claims
+
+    one = claims({"plain-20": [1.09], "ResNet-20": [0.934], "plain-56": [1.07], "ResNet-56": [0.925],
+                  "ResNet-110": [0.695]})  # fmt: skip
+    assert [c["verdict"] for c in one] == [REPRODUCED, REPRODUCED] and "no spread over seeds" in one[0]["margin"]
+    assert one[1]["reslab"] == "ResNet-20 0.934 > ResNet-56 0.925 > ResNet-110 0.695"
+    two = claims({"plain-20": [1.09, 1.10], "ResNet-20": [0.934, 0.90], "plain-56": [1.07, 1.08],
+                  "ResNet-56": [0.925, 0.95], "ResNet-110": [0.695, 0.70]})  # fmt: skip
+    assert [c["verdict"] for c in two] == [REPRODUCED, UNRESOLVED]  # 20 -> 56 is within the seeds' spread
+    assert two[1]["margin"] == "twice the SE over 2 seeds"
 
 
 def test_an_interrupted_experiment_says_how_to_continue(tmp_path: Path, capsys, monkeypatch) -> None:

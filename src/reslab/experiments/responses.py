@@ -24,9 +24,11 @@ from reslab.experiments import degradation
 from reslab.experiments.report import (
     NOT_REPRODUCED,
     REPRODUCED,
+    UNRESOLVED,
     claim,
     lines_figure,
     markdown_table,
+    seed_noise,
     write_report,
     write_results,
 )
@@ -36,9 +38,9 @@ from reslab.models.trained import load_trained
 
 
 def specs(ctx: Context) -> list[RunSpec]:
-    """Plain and ResNet at 20 and 56 layers (and 110 where the budget trains it), seed 0: Fig. 7 plots one run
-    each."""
-    return [s for s in degradation.specs(ctx, (20, 56, 110)) if s.seed == 0]
+    """Plain and ResNet at 20 and 56 layers (and 110 where the budget trains it), every seed: Fig. 7 plots seed 0,
+    and the observations compare the mean over seeds, beyond the spread between them."""
+    return degradation.specs(ctx, (20, 56, 110))
 
 
 def conv_bn_pairs(model: ResNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
@@ -81,64 +83,97 @@ def layer_stds(run: Path, images: torch.Tensor, labels: torch.Tensor, device: st
     return (sums[:, 1] / sums[:, 2] - mean**2).clamp_min(0).sqrt().tolist()
 
 
-def statements(stds: dict[str, list[float]]) -> list[str]:
-    """Fig. 7's two observations, decided from our numbers."""
-    avg = {k: statistics.fmean(v) for k, v in stds.items()}
+def compare(means: dict[str, list[float]], smaller: str, larger: str) -> tuple[str, str]:
+    """("lower" | "higher" | "within noise", in words) for the mean response std of ``smaller`` against ``larger``
+    (each a list over seeds): beyond twice the standard error over seeds where both have two or more; with one
+    seed the comparison of those checkpoints is exact, but says nothing of how seeds vary."""
+    a, b = statistics.fmean(means[smaller]), statistics.fmean(means[larger])
+    noise = seed_noise(means[smaller], means[larger])
+    if noise is None:
+        return ("lower" if a < b else "higher"), f"{a:.3f} vs {b:.3f}, one seed"
+    direction = "lower" if b - a > noise else "higher" if a - b > noise else "within noise"
+    return direction, f"{a:.3f} vs {b:.3f}, gap {a - b:+.3f}, noise {noise:.3f} ({len(means[smaller])} seeds)"
+
+
+def _pairs(means: dict[str, list[float]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(ResNet, plain twin) at each depth with both, and (deeper, shallower) ResNets in depth order."""
+    twins = [("ResNet" + p[len("plain") :], p) for p in means
+             if p.startswith("plain") and "ResNet" + p[len("plain") :] in means]  # fmt: skip
+    resnets = sorted((k for k in means if k.startswith("ResNet")), key=lambda k: int(k.split("-")[1]))
+    return twins, [(b, a) for a, b in itertools.pairwise(resnets)]
+
+
+def statements(means: dict[str, list[float]]) -> list[str]:
+    """Fig. 7's two observations, decided from our numbers (``means``: each net's mean response std, per seed)."""
+    words = {"lower": "smaller", "higher": "larger", "within noise": "within noise of it"}
+    twins, deeper = _pairs(means)
     out = []
-    for plain in (k for k in avg if k.startswith("plain")):
-        res = "ResNet" + plain[len("plain") :]
-        if res in avg:
-            word = "smaller" if avg[res] < avg[plain] else "not smaller"
-            out.append(f"- {res} mean response std {avg[res]:.3f} vs {avg[plain]:.3f} for {plain}: **{word}** (the "
-                       "paper: ResNets have generally smaller responses than their plain counterparts).")  # fmt: skip
-    resnets = sorted((k for k in avg if k.startswith("ResNet")), key=lambda k: int(k.split("-")[1]))
-    for a, b in itertools.pairwise(resnets):
-        word = "smaller" if avg[b] < avg[a] else "not smaller"
-        out.append(f"- {b} mean response std {avg[b]:.3f} vs {avg[a]:.3f} for {a}: **{word}** (the paper: the "
+    for res, plain in twins:
+        direction, text = compare(means, res, plain)
+        out.append(f"- {res} against {plain}, mean response std {text}: **{words[direction]}** (the paper: ResNets "
+                   "have generally smaller responses than their plain counterparts).")  # fmt: skip
+    for deep, shallow in deeper:
+        direction, text = compare(means, deep, shallow)
+        out.append(f"- {deep} against {shallow}, mean response std {text}: **{words[direction]}** (the paper: the "
                    "deeper ResNet has smaller magnitudes of responses).")  # fmt: skip
     return out
 
 
-def claims(stds: dict[str, list[float]]) -> list[dict[str, str]]:
-    """Fig. 7's two observations for the scorecard (one run each: the comparison is exact for these checkpoints, so
-    no noise margin; other seeds may differ)."""
-    avg = {k: statistics.fmean(v) for k, v in stds.items()}
-    pairs = [("ResNet" + p[len("plain") :], p) for p in avg if p.startswith("plain") and "ResNet" + p[len("plain") :]
-             in avg]  # fmt: skip
-    smaller = [avg[r] < avg[p] for r, p in pairs]
-    resnets = sorted((k for k in avg if k.startswith("ResNet")), key=lambda k: int(k.split("-")[1]))
-    falling = [avg[b] < avg[a] for a, b in itertools.pairwise(resnets)]
+def claims(means: dict[str, list[float]]) -> list[dict[str, str]]:
+    """Fig. 7's two observations for the scorecard: each comparison counts beyond the spread over seeds where there
+    are two or more; with one seed it is exact for those checkpoints and says so."""
+    twins, deeper = _pairs(means)
+    seeds = min(len(v) for v in means.values())
+    margin = "one run each (seed 0): no spread over seeds measured" if seeds < 2 else f"twice the SE over {seeds} seeds"
+
+    def verdict(steps: list[str]) -> str:
+        if not steps or "higher" in steps:
+            return NOT_REPRODUCED
+        return REPRODUCED if all(d == "lower" for d in steps) else UNRESOLVED
+
+    def avg(k: str) -> float:
+        return statistics.fmean(means[k])
+
     return [
         claim("Fig. 7: ResNets respond less than their plain twins", "ResNet std below plain's at 20 and 56 layers",
-              ", ".join(f"{r} {avg[r]:.3f} vs {p} {avg[p]:.3f}" for r, p in pairs),
-              REPRODUCED if smaller and all(smaller) else NOT_REPRODUCED, "one run each (seed 0)"),
+              ", ".join(f"{r} {avg(r):.3f} vs {p} {avg(p):.3f}" for r, p in twins),
+              verdict([compare(means, r, p)[0] for r, p in twins]), margin),
         claim("Fig. 7: deeper ResNets respond less", "std falls from ResNet-20 to 56 to 110",
-              " > ".join(f"{k} {avg[k]:.3f}" for k in resnets),
-              REPRODUCED if falling and all(falling) else NOT_REPRODUCED, "one run each (seed 0)"),
+              " > ".join(f"{k} {avg(k):.3f}" for k in [*(s for _, s in deeper[:1]), *(d for d, _ in deeper)]),
+              verdict([compare(means, d, s)[0] for d, s in deeper]), margin),
     ]  # fmt: skip
 
 
 def run(ctx: Context) -> Path:
     results: dict[str, RunResult] = ctx.runner.run_all(specs(ctx))
     ds = ctx.runner.dataset
-    stds = {degradation.label(r.spec.model): layer_stds(r.path, ds.test_images, ds.test_labels, ctx.runner.device)
-            for r in results.values()}  # fmt: skip
+    per_run = {name: layer_stds(r.path, ds.test_images, ds.test_labels, ctx.runner.device)
+               for name, r in results.items()}  # fmt: skip
+    stds: dict[str, list[float]] = {}  # seed 0's, layer by layer: the figure
+    means: dict[str, list[float]] = {}  # each seed's mean over layers: the observations
+    for name, r in results.items():
+        net = degradation.label(r.spec.model)
+        if r.spec.seed == 0:
+            stds[net] = per_run[name]
+        means.setdefault(net, []).append(statistics.fmean(per_run[name]))
     ctx.out.mkdir(parents=True, exist_ok=True)
     lines_figure(ctx.out / "fig7_responses.png", [
         ("std of layer responses, in layer order", "layer index (original)", stds),
         ("std of layer responses, sorted by magnitude", "layer index (sorted by magnitude)",
          {k: sorted(v, reverse=True) for k, v in stds.items()}),
     ], ylabel="std", data=ctx.data_label)  # fmt: skip
-    table = [{"net": k, "3x3 layers": len(v), "mean std": statistics.fmean(v), "max std": max(v), "min std": min(v)}
-             for k, v in stds.items()]  # fmt: skip
+    table = [{"net": k, "3x3 layers": len(v), "mean std": statistics.fmean(v), "max std": max(v), "min std": min(v),
+              "mean std, each seed": ", ".join(f"{m:.3f}" for m in means[k])} for k, v in stds.items()]  # fmt: skip
     sections = [
         "## Fig. 7: standard deviations of layer responses\n\n![Fig. 7](fig7_responses.png)",
         f"Response = output of the BN after each 3x3 convolution (stem included), before the ReLU or the addition; "
         f"final model in eval mode on the {len(ds.test_labels)} test images, preprocessed as in training (the "
-        "checkpoint's mean image). Std over all elements (images, channels, positions) of each layer's response.",
+        "checkpoint's mean image). Std over all elements (images, channels, positions) of each layer's response. The "
+        "figure and the columns but the last are seed 0's run of each net; the observations below compare the mean "
+        "over seeds of each run's mean std.",
         "## Summary\n\n" + markdown_table(table, list(table[0]), digits=3),
-        "## Does Fig. 7 reproduce?\n\n" + "\n".join(statements(stds)),
+        "## Does Fig. 7 reproduce?\n\n" + "\n".join(statements(means)),
     ]
-    write_results(ctx, table, {"stds": stds, "claims": claims(stds)})
+    write_results(ctx, table, {"stds": stds, "means": means, "claims": claims(means)})
     return write_report(ctx, "Fig. 7: layer responses of plain nets and ResNets", "Fig. 7 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip
