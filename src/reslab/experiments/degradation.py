@@ -71,7 +71,9 @@ def standard_error(runs: list[RunResult]) -> float:
     var = 0.0
     for r in runs:
         tail = r.tail_train_errors(TAIL)
-        var += statistics.variance(tail) / len(tail) if len(tail) > 1 else 0.0
+        if len(tail) < 2:  # one record says nothing of its noise: no gap may count against it
+            return math.inf
+        var += statistics.variance(tail) / len(tail)
     return math.sqrt(var) / len(runs)
 
 
@@ -81,6 +83,10 @@ def margin(deep: list[RunResult], shallow: list[RunResult]) -> float:
     within = 2 * math.hypot(standard_error(deep), standard_error(shallow))
     seeds = seed_noise([r.final_train_error(TAIL) for r in deep], [r.final_train_error(TAIL) for r in shallow])
     return max(within, seeds or 0.0)
+
+
+def noise_text(noise: float) -> str:
+    return f"noise {noise:.2f}" if math.isfinite(noise) else "noise unknown (one training-error record in the tail)"
 
 
 def compare(deep: list[RunResult], shallow: list[RunResult]) -> tuple[float, float, str]:
@@ -98,7 +104,7 @@ def train_claim(text: str, paper_says: str, groups: dict[str, list[RunResult]], 
     seeds = min(len(groups[deep]), len(groups[shallow]))
     return claim(text, paper_says, f"{label(deep)} {d:.2f}% vs {label(shallow)} {s:.2f}% training error "
                  f"({seeds} seed{'s' if seeds > 1 else ''})", gap_verdict(direction, expected),
-                 f"gap {d - s:+.2f}, noise {margin(groups[deep], groups[shallow]):.2f}")  # fmt: skip
+                 f"gap {d - s:+.2f}, {noise_text(margin(groups[deep], groups[shallow]))}")  # fmt: skip
 
 
 def verdicts(groups: dict[str, list[RunResult]]) -> tuple[list[str], dict[str, str]]:

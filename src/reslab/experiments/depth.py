@@ -90,17 +90,18 @@ def rows(groups: dict[str, list[RunResult]], start_error: float) -> list[dict[st
     return out
 
 
-def _step(text: str, paper_says: str, ours: str, tests: list[float], against: list[float],
-          expected: str) -> dict[str, str]:  # fmt: skip
-    """A scorecard row for "``tests`` lie ``expected`` (lower/higher) than ``against`` beyond noise"."""
-    noise, how = test_noise(tests, against)
+def _step(text: str, paper_says: str, ours: str, tests: list[float], against: list[float], expected: str,
+          images: int) -> dict[str, str]:  # fmt: skip
+    """A scorecard row for "``tests`` lie ``expected`` (lower/higher) than ``against`` beyond noise" (`test_noise`
+    on ``images`` test images)."""
+    noise, how = test_noise(tests, against, images)
     diff = statistics.fmean(tests) - statistics.fmean(against)
     direction = "lower" if -diff > noise else "higher" if diff > noise else "within noise"
     margin = f"gap {diff:+.2f}, noise {noise:.2f} ({how})"
     return claim(text, paper_says, ours, gap_verdict(direction, expected), margin)
 
 
-def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
+def claims(groups: dict[str, list[RunResult]], images: int = 10_000) -> list[dict[str, str]]:
     """Table 6 for the scorecard: each depth's test error beside the paper's; from the second depth on, whether it
     is lower than the shallower net's beyond noise, as the paper's are up to 110 layers (1202 is worse there). With
     three or more depths up to 110, one more row: the deepest of them against the shallowest, the trend Table 6
@@ -117,7 +118,7 @@ def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
             word = "above" if depth == 1202 else "below"
             out.append(_step(f"Table 6: ResNet-{depth} {word} ResNet-{prev_depth}",
                              f"{paper_error(depth)}% vs {paper.CIFAR_TEST_ERROR[prev_depth]:.2f}%", ours, tests,
-                             prev_tests, "higher" if depth == 1202 else "lower"))  # fmt: skip
+                             prev_tests, "higher" if depth == 1202 else "lower", images))  # fmt: skip
         previous = (depth, tests)
     trend = [d for d in tested if d <= 110]
     if len(trend) >= 3:
@@ -125,7 +126,7 @@ def claims(groups: dict[str, list[RunResult]]) -> list[dict[str, str]]:
         means = " vs ".join(f"{mean_std(tested[d])[0]:.2f} (mean of {len(tested[d])})" for d in (deep, shallow))
         out.append(_step(f"Table 6: deeper ResNets test better, ResNet-{deep} below ResNet-{shallow}",
                          f"{paper_error(deep)}% vs {paper.CIFAR_TEST_ERROR[shallow]:.2f}%", means, tested[deep],
-                         tested[shallow], "lower"))  # fmt: skip
+                         tested[shallow], "lower", images))  # fmt: skip
     return out
 
 
@@ -195,6 +196,6 @@ def run(ctx: Context) -> Path:
         warmup_note(recipe.paper_warmup_min_depth, start_error, recipe.batch_size),
         "![test error vs depth](table6_depth.png)",
     ]
-    write_results(ctx, table, {"claims": claims(by_key(results))})
+    write_results(ctx, table, {"claims": claims(by_key(results), len(ctx.runner.dataset.test_labels))})
     return write_report(ctx, f"Table 6: ResNets by depth on {ctx.data_label}", "Table 6 (Sec. 4.2)", sections,
                         list(results.values()))  # fmt: skip

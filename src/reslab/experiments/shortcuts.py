@@ -67,16 +67,17 @@ def ordering(table: list[dict[str, Any]], net: str) -> str:
     return " < ".join(f"{r['option']} ({r['test mean (%)']:.2f}%)" for r in chosen)
 
 
-def order_claim(table: list[dict[str, Any]], net: str) -> dict[str, str]:
-    """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (`test_noise`:
-    the test set's sampling error, or the spread over seeds where larger)."""
+def order_claim(table: list[dict[str, Any]], net: str, images: int = 10_000) -> dict[str, str]:
+    """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (`test_noise`
+    on ``images`` test images: their sampling error, or the spread over seeds where larger); the margin shows both."""
     rows = {r["option"]: r for r in table if r["net"] == net}
     tests = {o: [float(v) for v in rows[o]["tests"]] for o in OPTIONS}
-    steps = []
+    steps, margins = [], []
     for better, worse in (("C", "B"), ("B", "A")):
-        noise, how = test_noise(tests[better], tests[worse])
+        noise, how = test_noise(tests[better], tests[worse], images)
         diff = statistics.fmean(tests[worse]) - statistics.fmean(tests[better])
         steps.append("lower" if diff > noise else "higher" if -diff > noise else "within noise")
+        margins.append(f"{better} vs {worse}: gap {-diff:+.2f}, noise {noise:.2f} ({how})")
     verdict = NOT_REPRODUCED if "higher" in steps else REPRODUCED if steps == ["lower", "lower"] else UNRESOLVED
     paper_order = " < ".join(sorted(OPTIONS, key=lambda o: paper.IMAGENET_TOP1_10CROP[f"resnet34_{o}"]))
     return claim(
@@ -84,7 +85,7 @@ def order_claim(table: list[dict[str, Any]], net: str) -> dict[str, str]:
         f"{paper_order} (Table 3, ImageNet ResNet-34)",
         ordering(table, net),
         verdict,
-        f"noise {noise:.2f} ({how})",
+        "; ".join(margins),
     )
 
 
@@ -102,6 +103,7 @@ def run(ctx: Context) -> Path:
         "dataset and network, shown only for the ordering of the options.",
         "## Ordering\n\n" + "\n".join(findings) + f"\n- paper (Table 3, ImageNet): {' < '.join(paper_order)}",
     ]
-    write_results(ctx, table, {"claims": [order_claim(table, net) for net in nets]})
+    images = len(ctx.runner.dataset.test_labels)
+    write_results(ctx, table, {"claims": [order_claim(table, net, images) for net in nets]})
     return write_report(ctx, f"Identity vs projection shortcuts on {ctx.data_label}", "Table 3 (Sec. 4.1)", sections,
                         list(results.values()))  # fmt: skip
