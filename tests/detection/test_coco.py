@@ -80,6 +80,16 @@ def test_a_perfect_prediction_scores_1_and_an_empty_one_0(tmp_path):
     assert "| mAP | mAP50 |" in format_stats(stats) and "n/a" in format_stats(stats)
 
 
+def test_ids_written_as_strings_are_read_and_evaluated_as_numbers(tmp_path):
+    """ "1" and 1 are the same id to the reader; COCOeval reads the records, so they become numbers there too (else a
+    perfect prediction would score 0, or COCOeval would refuse the results)."""
+    anns = [{**a, "category_id": str(a["category_id"]), "image_id": str(a["image_id"])} for a in ANNS]
+    cats = [{"id": "3", "name": "cat"}, {"id": "17", "name": "dog"}]
+    with pytest.warns(UserWarning):
+        data = load_coco(*_write(tmp_path, anns, cats))
+    assert coco_eval(data, to_coco_results(data, _perfect(data)))["mAP"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

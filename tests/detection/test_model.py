@@ -95,13 +95,37 @@ def test_backbone_weights_come_from_a_classification_run(tmp_path):
     assert torch.equal(model.backbone.stem[0].weight, loaded.model.conv1.weight)
     expected = loaded.preprocessing.mean.mean((1, 2))
     assert model.transform.image_mean == pytest.approx(expected.tolist()) and model.transform.image_std == [1.0] * 3
-    with pytest.raises(ModelError, match="are a resnet20, not a resnet56"):
+    with pytest.raises(ModelError, match="were trained as resnet20; this detector's backbone is resnet56"):
         create_detector("fasterrcnn_resnet56_c4", num_classes=2, backbone_weights=run)
     # plain-20 has exactly ResNet-20's tensors: only the architecture tells them apart
-    with pytest.raises(ModelError, match="are a resnet20, not a plain20"):
+    with pytest.raises(ModelError, match="were trained as resnet20; this detector's backbone is plain20"):
         create_detector("fasterrcnn_plain20_c4", num_classes=2, backbone_weights=run)
     generic = create_detector("fasterrcnn_cifar_resnet_c4", num_classes=2, backbone_weights=run)  # depth 20 too
     assert torch.equal(generic.backbone.stem[0].weight, loaded.model.conv1.weight)
+    with pytest.raises(ModelError, match="trained as resnet20; this detector's backbone is resnet20 with shortcut='B'"):
+        create_detector("fasterrcnn_resnet20_c4", 2, backbone_weights=run, backbone_kwargs={"shortcut": "B"})
+    shipped = create_detector("fasterrcnn_resnet20_c4", num_classes=2, backbone_weights="shipped:resnet20")
+    assert torch.equal(shipped.backbone.stem[0].weight, load_trained("resnet20").model.conv1.weight)
+    with pytest.raises(ModelError, match="no keyword 'trainable_backbone_layers'"):  # FasterRCNN's **kwargs took it
+        create_detector("fasterrcnn_resnet20_c4", num_classes=2, trainable_backbone_layers=5)
+
+
+def test_boxes_are_decoded_in_fp32_under_bf16_autocast():
+    """The backbone runs in the caller's precision; the RPN and RoI heads in fp32, as the model's own forward in
+    fp32 computes them (bf16 coordinates above 512 px would be multiples of 4)."""
+    from reslab.detection.task import detections
+
+    torch.manual_seed(0)
+    model = create_detector("fasterrcnn_resnet18_c4", num_classes=3, min_size=96, max_size=96).eval()
+    images = [torch.rand(3, 96, 128)]
+    with torch.no_grad():
+        expected = model(images)
+    found = detections(model, images)
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(found[0][key], expected[0][key])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = detections(model, images)
+    assert mixed[0]["boxes"].dtype == torch.float32
 
 
 def test_both_designs_compute_the_classification_networks_own_features(tmp_path):

@@ -24,6 +24,7 @@ def canvases(tmp_path_factory, colour_tar_maker):
 def _config(data, out, **kw) -> TrainConfig:
     recipe = get_recipe("detection", batch_size=2, iterations=4, epochs=None)
     base = dict(model="fasterrcnn_resnet20_c4", model_kwargs={"min_size": 96, "max_size": 96}, data=str(data),
+                init="resnet20",  # the shipped weights: a detector's backbone starts trained (Sec. 4.3)
                 recipe=recipe, precision="fp32", device="cpu", out=str(out), log_every=2, eval_every=2,
                 progress=False)  # fmt: skip
     return TrainConfig(**{**base, **kw})
@@ -42,6 +43,13 @@ def test_a_detection_run_trains_evaluates_and_resumes_exactly(canvases, tmp_path
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_a_detectors_init_brings_its_backbones_keywords(canvases):
+    """torchvision's weights need their bottleneck built as torchvision's: the keyword goes to the backbone."""
+    config = _config(canvases, "unused", model="fasterrcnn_resnet50_c4", init="torchvision:resnet50")
+    assert config.model_kwargs["backbone_kwargs"] == {"stride_in_1x1": False}
+    assert "stride_in_1x1" not in config.model_kwargs  # not a keyword of the detector itself
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
@@ -53,6 +61,8 @@ def test_a_detection_run_trains_evaluates_and_resumes_exactly(canvases, tmp_path
         ({"recipe": get_recipe("detection", label_smoothing=0.1)}, "do not use --label-smoothing"),
         ({"recipe": get_recipe("detection", tta_flip=True)}, "do not use --tta-flip"),
         ({"recipe": get_recipe("detection", low_res_size=16, low_res_fraction=0.5)}, "do not use --low-res-size"),
+        ({"recipe": get_recipe("detection", paper_warmup_min_depth=20)}, "--paper-warmup-min-depth: the paper's warm"),
+        ({"sync_bn": True}, "--sync-bn: a detector's BN layers are frozen"),
     ],
 )
 def test_detection_configuration_errors_are_one_line(canvases, tmp_path, kw, message):
@@ -68,6 +78,8 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
     train(_config(canvases, tmp_path / "run", recipe=get_recipe("detection", batch_size=2, iterations=2, epochs=None)))
     assert main(["detect", "eval", str(tmp_path / "run"), "--json", "--precision", "fp32"]) == 0
     stats = json.loads(capsys.readouterr().out)
+    assert main(["detect", "eval", str(tmp_path / "run"), "--precision", "fp32"]) == 0  # the table, not a traceback
+    assert "4 test images, COCO box statistics (%):" in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert stats["images"] == 4 and stats["mAP"] * 100 == pytest.approx(summary["test_mAP"], abs=1e-6)
     images = canvases / "test" / "images"
@@ -115,13 +127,16 @@ def test_eval_and_predict_a_detection_run(canvases, tmp_path, capsys):
 def test_detect_train_from_the_command_line(canvases, tmp_path, capsys):
     from reslab.cli import main
 
-    args = ["detect", "train", "--backbone", "resnet20", "--data", str(canvases), "--iterations", "2", "--epochs",
+    args = ["detect", "train", "--backbone", "resnet20", "--init", "resnet20", "--data", str(canvases), "--iterations",
+            "2", "--epochs",
             "none", "--batch-size", "2", "--min-size", "96", "--max-size", "96", "--precision", "fp32", "--device",
             "cpu", "--quiet", "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(args) == 0
     assert '"test_mAP"' in capsys.readouterr().out
     assert main([*args[:4], "--shortcut", "B", *args[4:]]) == 2
     assert "--shortcut is for classification" in capsys.readouterr().err
+    assert main([*args[:4], *args[6:]]) == 2  # no --init
+    assert "a detector's backbone starts from trained weights (Sec. 4.3): pass --init" in capsys.readouterr().err
 
 
 def test_a_split_without_objects_is_one_line(canvases, tmp_path):

@@ -227,10 +227,11 @@ def test_recorded_detection_runs_with_fields_they_never_read_still_load():
     from reslab.engine.recipes import get_recipe
 
     base = TrainConfig(model="fasterrcnn_resnet20_c4", data="/data/coco", recipe=get_recipe("detection"),
-                       model_kwargs={"min_size": 96, "max_size": 96})  # fmt: skip
+                       init="resnet20", model_kwargs={"min_size": 96, "max_size": 96})  # fmt: skip
     d = base.to_dict()
     d.update(strict_data=True, image_size=48, data_dir="/cache", model_kwargs={"min_size": 128, "max_size": 96})
-    d["recipe"].update(label_smoothing=0.1, tta_flip=True, flip="alternate")
+    d["recipe"].update(label_smoothing=0.1, tta_flip=True, flip="alternate", paper_warmup_min_depth=20)
+    d["sync_bn"] = True
     assert TrainConfig.from_dict(d) == base
     with pytest.raises(ConfigError, match="detection runs do not use --strict"):
         dataclasses.replace(base, strict_data=True)

@@ -85,6 +85,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.shortcut:
         raise ConfigError("--shortcut is for classification; a detector's backbone keeps its family's option")
+    if args.init is None:  # create_detector still builds a random one, for tests and for Python users who know
+        raise ConfigError("a detector's backbone starts from trained weights (Sec. 4.3): pass --init (a classification "
+                          "run, weights file, shipped name or torchvision:NAME); its BN layers are frozen, which a "
+                          "randomly initialised network cannot train through")  # fmt: skip
     args.model = f"fasterrcnn_{args.backbone}_{args.design}"
     args.model_kwargs = {"min_size": args.min_size, "max_size": args.max_size}
     return run(args)
@@ -106,7 +110,7 @@ def run_make_dataset(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from reslab.detection.coco import format_stats
+    from reslab.detection.coco import STATS, format_stats
     from reslab.tasks.detection import evaluate_detector
 
     r = evaluate_detector(args.run, data=args.data, batch_size=args.batch_size, device=args.device,
@@ -115,7 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(r, indent=2))
     else:
         print(f"{r['run']}: {r['images']} test images, COCO box statistics (%):")
-        print(format_stats(r))
+        print(format_stats({name: r[name] for name in STATS}))
     return 0
 
 

@@ -14,6 +14,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from reslab.choices import DETECTION_THRESHOLD
 from reslab.deploy.predict import image_files
+from reslab.detection.task import detections
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.errors import ConfigError, DataError
 from reslab.files import write_text
@@ -72,7 +73,7 @@ def detect_files(loaded: TrainedModel, files: Iterable[Path], *, threshold: floa
             yield Detections(Path(f), error=f"cannot decode it ({type(e).__name__})")
             continue
         with torch.inference_mode(), autocast(precision, device):
-            out = loaded.model([image.to(device).float().div_(255)])[0]
+            out = detections(loaded.model, [image.to(device).float().div_(255)])[0]
         yield Detections(
             Path(f), found_boxes(loaded.classes, out["labels"], out["boxes"], out["scores"], threshold), image
         )

@@ -78,11 +78,14 @@ def load_coco(images: str | Path, annotations: str | Path) -> CocoDetection:
     record: Any = None
     try:  # every record's fields, read once: a missing key or a malformed value is one line naming the record
         names: dict[int, str] = {}
+        # Ids are made ints in the records themselves: COCOeval reads these records, and "1" is not 1 there.
         for record in cats:
-            names[int(record["id"])] = str(record.get("name", record["id"]))
+            record["id"] = int(record["id"])
+            names[record["id"]] = str(record.get("name", record["id"]))
         index: dict[int, int] = {}
         for k, record in enumerate(image_list):
-            index[int(record["id"])] = k
+            record["id"] = int(record["id"])
+            index[record["id"]] = k
             record["width"], record["height"] = float(record["width"]), float(record["height"])
             if not isinstance(record["file_name"], str):
                 raise TypeError("file_name is not a string")
@@ -92,6 +95,9 @@ def load_coco(images: str | Path, annotations: str | Path) -> CocoDetection:
         labels: list[list[int]] = [[] for _ in image_list]
         dropped = 0
         for record in anns:
+            record["image_id"], record["category_id"] = int(record["image_id"]), int(record["category_id"])
+            if "id" in record:
+                record["id"] = int(record["id"])
             dropped += _add(record, image_list, index, label_of, boxes, labels, ann_path)
         next_id = max((int(record["id"]) for record in anns if "id" in record), default=0) + 1
     except (KeyError, TypeError, ValueError) as e:

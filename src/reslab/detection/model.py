@@ -41,6 +41,7 @@ CIFAR nets' levels at strides 1-8.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,26 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from reslab.choices import DETECTOR_DESIGNS, DETECTOR_MAX_SIZE, DETECTOR_MIN_SIZE
+from reslab.choices import DETECTOR_DESIGNS, DETECTOR_MAX_SIZE, DETECTOR_MIN_SIZE, SHIPPED
 from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
-from reslab.errors import ModelError, ReslabError
+from reslab.errors import ModelError
 from reslab.models import ResNet, create_model
 from reslab.models.features import FeatureInfo, features
 from reslab.models.parts import freeze_batchnorm
 from reslab.models.parts import parts as resnet_parts
 from reslab.models.registry import is_model_name, resolve
 from reslab.models.trained import load_trained
+from reslab.weights.state import recorded_preprocessing
+from reslab.weights.torchvision import is_torchvision_ref
 
 DESIGNS = DETECTOR_DESIGNS
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # at stride 16 (the ImageNet nets' conv4_x)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+# torchvision's FasterRCNN keywords (its **kwargs would swallow a misspelt one: the transform takes any)
+_FASTER_RCNN_KEYWORDS = {n for n, p in inspect.signature(FasterRCNN.__init__).parameters.items()
+                         if p.kind is not p.VAR_KEYWORD} - {"self", "backbone", "num_classes"}  # fmt: skip
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -108,7 +116,8 @@ class C4Head(nn.Module):
 
 
 def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path | None = None,
-                    trainable_stages: int = 3, min_size: int = DETECTOR_MIN_SIZE, max_size: int = DETECTOR_MAX_SIZE,
+                    backbone_kwargs: dict[str, Any] | None = None, trainable_stages: int = 3,
+                    min_size: int = DETECTOR_MIN_SIZE, max_size: int = DETECTOR_MAX_SIZE,
                     anchor_sizes: tuple[int, ...] | None = None, proposals_test: int = 300,
                     rois_per_image: int = 128, image_mean: tuple[float, ...] | None = None,
                     image_std: tuple[float, ...] | None = None, **kwargs: Any) -> FasterRCNN:  # fmt: skip
@@ -116,17 +125,22 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
     ``create_detector("fasterrcnn_resnet50_c4", num_classes=80)``; see the module doc for every default.
 
     ``backbone_weights``: a reslab checkpoint, run folder, safetensors or state-dict file, or a model name with
-    shipped weights (as ``reslab train --init``); the classifier is dropped. ``trainable_stages``: how many of the
-    network's parts train, counted from the top (stem, stage 1, ...): 0 freezes all, ``len(stages) + 1`` none.
-    Other keywords go to torchvision's ``FasterRCNN``.
+    shipped weights, or torchvision's (``torchvision:resnet50``; as ``reslab train --init``); the classifier is
+    dropped. ``backbone_kwargs``: the backbone's model keywords, as the weights were trained (``reslab detect train``
+    records those of its ``--init``: torchvision's ``stride_in_1x1=False``, a run's ``shortcut``). ``trainable_stages``:
+    how many of the network's parts train, counted from the top (stem, stage 1, ...): 0 freezes all,
+    ``len(stages) + 1`` none. Other keywords go to torchvision's ``FasterRCNN`` (one it does not take is refused).
     """
     backbone, design = parse_name(name)
+    unknown = sorted(set(kwargs) - _FASTER_RCNN_KEYWORDS)
+    if unknown:
+        raise ModelError(f"create_detector has no keyword {unknown[0]!r} (its own, or torchvision FasterRCNN's)")
     if min_size > max_size:  # torchvision's resize would cap the shorter side at max_size: min_size would do nothing
         raise ModelError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer (object classes, without background), got "
                          f"{num_classes!r}")  # fmt: skip
-    net, mean, std = _classifier(backbone, backbone_weights)
+    net, mean, std = _classifier(backbone, backbone_weights, dict(backbone_kwargs or {}))
     if not isinstance(net, ResNet):
         raise ModelError(f"{backbone} is not a reslab ResNet; detection needs its stem and stages")
     parts = [nn.ModuleList(modules) for modules in resnet_parts(net).values()]  # stem, then the stages
@@ -155,21 +169,30 @@ def create_detector(name: str, num_classes: int, *, backbone_weights: str | Path
     return FasterRCNN(fpn, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **{**common, **kwargs})
 
 
-def _classifier(backbone: str, weights: str | Path | None) -> tuple[nn.Module, tuple, tuple]:
+def _classifier(backbone: str, weights: str | Path | None,
+                kwargs: dict[str, Any]) -> tuple[nn.Module, tuple, tuple]:  # fmt: skip
     """The classification network (with ``weights`` if given) and the input statistics it was trained with."""
     if weights is None:
-        return create_model(backbone), IMAGENET_MEAN, IMAGENET_STD
-    try:
-        loaded = load_trained(weights)
-    except ReslabError:  # not a model reslab trained (a bare state dict): its weights, ImageNet's statistics
-        return create_model(backbone, weights=weights), IMAGENET_MEAN, IMAGENET_STD
-    if _architecture(loaded.arch.name, loaded.arch.kwargs) != _architecture(backbone, {}):
-        raise ModelError(f"backbone weights {weights} are a {loaded.arch.name}, not a {backbone}")
+        return create_model(backbone, **kwargs), IMAGENET_MEAN, IMAGENET_STD
+    ref = str(weights)
+    ref = ref[len(SHIPPED) :] if ref.startswith(SHIPPED) else ref  # as a run's config records a shipped name
+    if not (is_torchvision_ref(ref) or is_model_name(ref)) and recorded_preprocessing(ref) is None:
+        # plain weights (a bare state dict): they record no architecture or statistics; ImageNet's are assumed
+        return create_model(backbone, weights=ref, **kwargs), IMAGENET_MEAN, IMAGENET_STD
+    loaded = load_trained(ref)
+    if _architecture(loaded.arch.name, loaded.arch.kwargs) != _architecture(backbone, kwargs):
+        trained = _described(loaded.arch.name, loaded.arch.kwargs)
+        raise ModelError(f"backbone weights {weights} were trained as {trained}; this detector's backbone is "
+                         f"{_described(backbone, kwargs)}")  # fmt: skip
     pre = loaded.preprocessing
     mean = pre.mean.float().mean((1, 2)) if pre.mean is not None else torch.tensor(IMAGENET_MEAN)
     std = pre.std
     std = std.flatten() if isinstance(std, torch.Tensor) else torch.ones(3)
     return loaded.model, tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _described(name: str, kwargs: dict[str, Any]) -> str:
+    return name + (f" with {', '.join(f'{k}={v!r}' for k, v in sorted(kwargs.items()))}" if kwargs else "")
 
 
 def _architecture(name: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -95,6 +95,22 @@ class DetectionData:
 
 
 @torch.inference_mode()
+def detections(model: nn.Module, images: Images) -> list[dict[str, torch.Tensor]]:
+    """torchvision's ``GeneralizedRCNN`` at inference, with its heads in fp32: the backbone runs in the caller's
+    autocast (bf16 where asked), but the RPN and the RoI heads decode boxes in the dtype of their inputs, and bf16
+    coordinates above 512 px are multiples of 4 (COCO's mAP at small sizes drops by points), so they get fp32
+    features and no autocast, as detectron2 decodes boxes in fp32. ``model`` in eval mode; ``images`` in [0, 1]."""
+    sizes = [tuple(int(s) for s in image.shape[-2:]) for image in images]
+    batch, _ = model.transform(images)
+    features = model.backbone(batch.tensors)
+    features = {k: v.float() for k, v in (features.items() if isinstance(features, dict) else [("0", features)])}
+    with torch.autocast(batch.tensors.device.type, enabled=False):
+        proposals, _ = model.rpn(batch, features)
+        found, _ = model.roi_heads(features, proposals, batch.image_sizes)
+        return model.transform.postprocess(found, batch.image_sizes, sizes)
+
+
+@torch.inference_mode()
 def detect(model: nn.Module, data: CocoDetection, *, batch_size: int = BATCH, device: torch.device | str = "cpu",
            log: Callable[[str], None] = lambda message: None) -> list[dict[str, torch.Tensor]]:  # fmt: skip
     """The model's detections on every image of ``data``, in order (eval mode, restored afterwards)."""
@@ -104,7 +120,7 @@ def detect(model: nn.Module, data: CocoDetection, *, batch_size: int = BATCH, de
     try:
         for lo in range(0, len(data), batch_size):
             images = [data[i][0].to(device).float().div_(255) for i in range(lo, min(lo + batch_size, len(data)))]
-            outputs += [{k: v.float().cpu() for k, v in out.items()} for out in model(images)]
+            outputs += [{k: v.float().cpu() for k, v in out.items()} for out in detections(model, images)]
     finally:
         model.train(was_training)
     return outputs

@@ -17,7 +17,7 @@ from typing import Any
 from reslab.choices import EVAL_BATCH, SHIPPED, TASKS, TORCHVISION
 from reslab.data.spec import is_builtin, resolve_spec
 from reslab.engine.precision import check_device_name, check_precision_name
-from reslab.engine.recipes import IN_MEMORY, PAPER, Recipe, schedule_view
+from reslab.engine.recipes import IN_MEMORY, PAPER, RECIPES, Recipe, schedule_view
 from reslab.errors import ConfigError, ModelError
 
 # Fields a resumed run may change: where and how often it reports, not what it computes.
@@ -31,10 +31,12 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
 
 # What a detection run does not read (its task sizes images with the detector's min_size/max_size, flips them at random
 # and tests one view): refused when given (not at their defaults), reset in configs recorded before they were refused
-# (`_migrate`). Their defaults, read from the dataclasses, are DETECTION_UNREAD below TrainConfig.
+# (`_migrate`). Their values when not given (TrainConfig's defaults, the detection recipe's) are DETECTION_UNREAD and
+# DETECTION_UNREAD_RECIPE below TrainConfig.
 _DETECTION_UNREAD_FIELDS = ("image_size", "strict_data", "data_dir", "head_lr_scale")
 _DETECTION_UNREAD_RECIPE_FIELDS = ("label_smoothing", "flip", "tta_flip", "tta_shift", "low_res_size",
-                                   "low_res_fraction")  # fmt: skip
+                                   "low_res_fraction", "paper_warmup_min_depth", "paper_warmup_lr",
+                                   "paper_warmup_error")  # fmt: skip
 
 RESIZE_HELP = (
     "resize images (shorter side S, centre crop SxS; needed when their sizes differ)"  # --image-size in memory
@@ -111,10 +113,20 @@ class TrainConfig:
         if self.init is not None:
             object.__setattr__(self, "init", resolve_init(self.init))
             # Weights compute their function only when built as they were trained (akamaster's option A zeros on both
-            # sides; a reslab run's recorded keywords): those keywords join the config, unless given.
-            chosen = {k: v for k, v in init_kwargs(self.init, self.model).items() if k not in self.model_kwargs}
-            if chosen:
-                object.__setattr__(self, "model_kwargs", {**self.model_kwargs, **chosen})
+            # sides; a reslab run's recorded keywords): those keywords join the config, unless given; a detector's
+            # go to its backbone (model keyword backbone_kwargs).
+            if self.task == "detection":
+                from reslab.detection.model import parse_name
+
+                given = dict(self.model_kwargs.get("backbone_kwargs") or {})
+                chosen = {k: v for k, v in init_kwargs(self.init, parse_name(self.model)[0]).items() if k not in given}
+                if chosen:
+                    object.__setattr__(self, "model_kwargs",
+                                       {**self.model_kwargs, "backbone_kwargs": {**given, **chosen}})  # fmt: skip
+            else:
+                chosen = {k: v for k, v in init_kwargs(self.init, self.model).items() if k not in self.model_kwargs}
+                if chosen:
+                    object.__setattr__(self, "model_kwargs", {**self.model_kwargs, **chosen})
         object.__setattr__(self, "freeze", tuple(self.freeze))
         if (self.freeze or self.freeze_bn) and self.init is None:
             raise ConfigError("--freeze and --freeze-bn keep trained weights fixed: they need --init")
@@ -146,6 +158,8 @@ class TrainConfig:
             from reslab.detection.model import parse_name
 
             parse_name(self.model)  # a detector's name, or one line saying what one looks like
+            if self.sync_bn:
+                raise ConfigError("--sync-bn: a detector's BN layers are frozen (Sec. 4.3), nothing to sync")
             if self.val_split or not self.augment or self.freeze or self.freeze_bn:
                 raise ConfigError(
                     "detection runs have no --val-split, --no-augment, --freeze or --freeze-bn (the "
@@ -155,8 +169,10 @@ class TrainConfig:
             given += [name for name, value in DETECTION_UNREAD_RECIPE.items() if getattr(self.recipe, name) != value]
             if given:
                 flag = "--strict" if given[0] == "strict_data" else "--" + given[0].replace("_", "-")
-                raise ConfigError(f"detection runs do not use {flag}: their images are read at --min-size/"
-                                  "--max-size, flipped at random and tested in one view")  # fmt: skip
+                why = ("the paper's warm-up rule is for its CIFAR nets (Sec. 4.2)" if given[0].startswith("paper_")
+                       else "their images are read at --min-size/--max-size, flipped at random and tested in one "
+                       "view")  # fmt: skip
+                raise ConfigError(f"detection runs do not use {flag}: {why}")
         elif self.model.startswith("fasterrcnn_"):
             raise ConfigError(f"{self.model} is a detector: train it with --recipe detection (reslab detect train)")
         elif self.init is not None and self.init.startswith(TORCHVISION) and not self.streams:
@@ -237,7 +253,7 @@ def _defaults(cls: type, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 DETECTION_UNREAD = _defaults(TrainConfig, _DETECTION_UNREAD_FIELDS)
-DETECTION_UNREAD_RECIPE = _defaults(Recipe, _DETECTION_UNREAD_RECIPE_FIELDS)
+DETECTION_UNREAD_RECIPE = {f: getattr(RECIPES["detection"], f) for f in _DETECTION_UNREAD_RECIPE_FIELDS}
 
 
 def model_of_init(init: str | None) -> str | None:
@@ -339,7 +355,7 @@ def _migrate(d: dict[str, Any], recipe: dict[str, Any]) -> tuple[dict[str, Any],
     if recipe.get("augmentation", "cifar") in IN_MEMORY:
         d.pop("workers", None)
     if recipe.get("augmentation") == "detection":
-        d.update(DETECTION_UNREAD)
+        d.update(DETECTION_UNREAD, sync_bn=False)  # a detector's BN is frozen: --sync-bn never did anything
         recipe.update(DETECTION_UNREAD_RECIPE)
         kwargs = dict(d.get("model_kwargs") or {})
         if kwargs.get("min_size", 0) > kwargs.get("max_size", float("inf")):
