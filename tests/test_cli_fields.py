@@ -38,9 +38,10 @@ VALID = {
     "data": (["--data", "synthetic:128"], lambda c: c.data, "synthetic:128"),
     "data_dir": (["--data-dir", "/tmp/reslab-cache"], lambda c: c.data_dir, "/tmp/reslab-cache"),
     "image_size": (["--image-size", "24"], lambda c: c.image_size, 24),
-    "workers": (["--recipe", "imagenet-paper", "--data", "/tmp/photos", "--workers", "3"], lambda c: c.workers, 3),
+    "workers": (["--recipe", "imagenet-paper", "--model", "resnet18", "--data", "/tmp/photos", "--workers", "3"],
+                lambda c: c.workers, 3),
     "strict_data": (["--strict"], lambda c: c.strict_data, True),
-    "device_decode": (["--recipe", "imagenet-paper", "--data", "/tmp/photos", "--device-decode"],
+    "device_decode": (["--recipe", "imagenet-paper", "--model", "resnet18", "--data", "/tmp/photos", "--device-decode"],
                       lambda c: c.device_decode, True),
     "val_split": (["--val-split", "16"], lambda c: c.val_split, 16),
     "augment": (["--no-augment"], lambda c: c.augment, False),
@@ -90,7 +91,7 @@ VALID = {
     "r_low_res_fraction": (["--low-res-size", "24", "--low-res-fraction", "0.5"],
                            lambda c: c.recipe.low_res_fraction, 0.5),
     "r_evaluations": (["--evaluations", "3"], lambda c: c.recipe.evaluations, 3),
-    "r_augmentation": (["--augmentation", "imagenet-torchvision", "--data", "FOLDER"],
+    "r_augmentation": (["--augmentation", "imagenet-torchvision", "--model", "resnet18", "--data", "FOLDER"],
                        lambda c: c.recipe.augmentation, "imagenet-torchvision"),
 }  # fmt: skip
 
@@ -151,7 +152,7 @@ INVALID = {
     "r_low_res_size": (["--low-res-size", "4"], "bad value for low_res_size"),
     "r_low_res_fraction": (["--low-res-fraction", "0.5"], "bad value for low_res_fraction"),
     "r_evaluations": (["--evaluations", "0"], "bad value for evaluations"),
-    "r_augmentation": (["--augmentation", "imagenet-paper"], "streams large images"),
+    "r_augmentation": (["--augmentation", "imagenet-paper", "--model", "resnet18"], "streams large images"),
 }
 
 NOT_CONFIG = {"help", "resume", "func", "command"}  # flags that are not a field of the run's config
