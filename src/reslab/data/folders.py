@@ -52,9 +52,7 @@ def load_image_folder(
     path = Path(path)
     if image_size is not None and image_size < 1:
         raise DataError(f"image size must be positive, got {image_size}")
-    is_tar = path.is_file() and path.name.lower().endswith(TAR_SUFFIXES)
-    if not path.is_dir() and not is_tar:
-        raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
+    is_tar = _is_tar(path)
     listing = None if is_tar else scan_directory(path)
     key = _cache_key(path, listing, image_size)
     cache_file = Path(cache_dir).expanduser() / "folders" / f"{key}.pt"
@@ -75,6 +73,15 @@ def load_image_folder(
     )
 
 
+def _is_tar(path: Path) -> bool:
+    """True for a tar, False for a folder; anything else is one line."""
+    if path.is_dir():
+        return False
+    if path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
+        return True
+    raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
+
+
 def list_folder(path: str | Path) -> tuple[list[str], dict[str, list[tuple[str, Source, int]]]]:
     """An ImageFolder folder or tar, listed without decoding: its classes and, for ``train`` and ``test`` (a ``val/``
     folder stands for test/), the ``(name, bytes or file, label)`` of every image, in the order `load_image_folder`
@@ -82,13 +89,7 @@ def list_folder(path: str | Path) -> tuple[list[str], dict[str, list[tuple[str, 
     path = Path(path)
     if not path.exists():
         raise DataError(f"data not found: {path} (expected a folder with train/ and test/, or a .tar of one)")
-    if path.is_dir():
-        listing = scan_directory(path)
-    elif path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
-        listing = _read_tar(path)
-    else:
-        raise DataError(f"unsupported data path {path}: expected a folder or a .tar/.tar.gz/.tgz file")
-    classes, splits = _layout(path, *listing)
+    classes, splits = _layout(path, *(_read_tar(path) if _is_tar(path) else scan_directory(path)))
     return classes, dict(zip(("train", "test"), splits.values(), strict=True))
 
 
