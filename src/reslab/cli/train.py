@@ -77,16 +77,6 @@ def _show(value: object) -> str:
     return "none" if value is None else str(value)
 
 
-def _family(model: str, kwargs: dict) -> str | None:
-    """The model's family ("cifar" or "imagenet"); None for names the config check will refuse."""
-    from reslab.models import family_and_depth  # the registry imports torch: only when a run is configured
-
-    try:
-        return family_and_depth(model, **kwargs)[0]
-    except (ValueError, KeyError):
-        return None
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's `TrainConfig`, from `reslab train`'s (or `reslab detect train`'s) parsed flags."""
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("r_")}
@@ -95,10 +85,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         model_kwargs["shortcut"] = args.shortcut
     recipe = get_recipe(args.recipe, **overrides)
     model = args.model or model_of_init(args.init)
-    warmup = {k: v for k, v in overrides.items() if k.startswith("paper_warmup") and v is not None}
-    if warmup and model is not None and _family(model, model_kwargs) not in (None, "cifar"):  # TaskParts.warmup_depth
-        flag = "--" + next(iter(warmup)).replace("_", "-")
-        raise ConfigError(f"{flag}: the paper's warm-up rule is for its CIFAR nets (Sec. 4.2); {model} never uses it")
     if model is None and recipe.augmentation not in IN_MEMORY:  # the default, resnet20, is a 32-px CIFAR net
         raise ConfigError(f"--recipe {recipe.name} trains a network for large images: name it with --model (e.g. "
                           "resnet50; `reslab models` lists them)")  # fmt: skip

@@ -34,9 +34,9 @@ def _opt(default: Any, help: str, *, free: bool = False) -> Any:
 # (`_migrate`). Their values when not given (TrainConfig's defaults, the detection recipe's) are DETECTION_UNREAD and
 # DETECTION_UNREAD_RECIPE below TrainConfig.
 _DETECTION_UNREAD_FIELDS = ("image_size", "strict_data", "data_dir", "head_lr_scale")
+_WARMUP_FIELDS = ("paper_warmup_min_depth", "paper_warmup_lr", "paper_warmup_error")  # the paper's rule, CIFAR only
 _DETECTION_UNREAD_RECIPE_FIELDS = ("label_smoothing", "flip", "tta_flip", "tta_shift", "low_res_size",
-                                   "low_res_fraction", "paper_warmup_min_depth", "paper_warmup_lr",
-                                   "paper_warmup_error")  # fmt: skip
+                                   "low_res_fraction", *_WARMUP_FIELDS)  # fmt: skip
 
 RESIZE_HELP = (
     "resize images (shorter side S, centre crop SxS; needed when their sizes differ)"  # --image-size in memory
@@ -199,6 +199,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task != "detection" and not _models().is_model_name(self.model):
             raise ModelError(_models().unknown_model(self.model))
+        named = RECIPES.get(self.recipe.name)
+        if self.task != "detection" and named is not None:  # the warm-up rule reads CIFAR depths only (TaskParts)
+            given = [f for f in _WARMUP_FIELDS if getattr(self.recipe, f) != getattr(named, f)]
+            if given and _models().family_and_depth(self.model, **self.model_kwargs)[0] != "cifar":
+                raise ConfigError(f"--{given[0].replace('_', '-')}: the paper's warm-up rule is for its CIFAR nets "
+                                  f"(Sec. 4.2); {self.model} never uses it")  # fmt: skip
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
 
