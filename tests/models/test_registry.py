@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reslab import ModelError, create_model, list_models
-from reslab.models import model_spec
+from reslab.models import family_and_depth, model_spec
 
 ALL = list_models()
 DEEP = {"resnet1202", "preact_resnet1001"}
@@ -74,6 +74,9 @@ def test_torch_export(name):
         (lambda: create_model("cifar_resnet", depth=20, widths=(64, 32, 16)), "option A cannot reduce channels"),
         (lambda: create_model("resnet20", num_classes=0), "num_classes"),
         (lambda: create_model("resnet20", mode="gated"), "unknown unit mode"),
+        # family_and_depth answers for any builder keywords a config holds (TrainConfig's warm-up check)
+        (lambda: family_and_depth("cifar_resnet", depth="x"), "depth must be an integer"),
+        (lambda: family_and_depth("imagenet_resnet", depth=2.5), "depth must be an integer"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, message):

@@ -203,7 +203,10 @@ def family_and_depth(name: str, **kwargs: Any) -> tuple[str, int]:
     _ensure_loaded()
     if name in _BUILDERS:
         builder, family = _BUILDERS[name]
-        return family, int(kwargs.get("depth", inspect.signature(builder).parameters["depth"].default))
+        depth = kwargs.get("depth", inspect.signature(builder).parameters["depth"].default)
+        if isinstance(depth, bool) or not isinstance(depth, int):  # the builder's own rule (6n+2, Table 1) comes later
+            raise ModelError(f"{name}: depth must be an integer, got {depth!r}")
+        return family, depth
     spec = model_spec(name)
     return spec.family, spec.depth
 
