@@ -45,8 +45,8 @@ def test_fine_tuning_from_the_published_file_uses_its_channel_mean():
     import torch
 
     from reslab.data.presets import IMAGENET_MEAN
-    from reslab.engine.finetune import init_mean
+    from reslab.engine.finetune import read_init
 
-    mean = init_mean(str(PEERS / "resnet20.th"))
+    mean = read_init(str(PEERS / "resnet20.th")).mean
     assert mean is not None and mean.shape == (3, 32, 32)
     torch.testing.assert_close(mean[:, 0, 0], torch.tensor(IMAGENET_MEAN))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from reslab.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from reslab.engine.config import TrainConfig
-from reslab.engine.finetune import init_mean, read_init
+from reslab.engine.finetune import read_init
 from reslab.errors import ModelError
 from reslab.models import create_model
 from reslab.models.blocks import ZeroPadShortcut
@@ -76,8 +76,9 @@ def test_eval_predict_and_init_read_it_with_its_preprocessing(tmp_path, legacy):
     assert TrainConfig(model="resnet32", init=str(path), data="synthetic", model_kwargs={"zero_pad": "after"}) \
         .model_kwargs == {"zero_pad": "after"}  # fmt: skip
     model = create_model("resnet32", **config.model_kwargs)
-    model.load_state_dict(read_init(config.init))
-    torch.testing.assert_close(model.eval()(pixels - init_mean(config.init)), ours, atol=1e-5, rtol=1e-5)
+    init = read_init(config.init)  # read once, as a run reads it
+    model.load_state_dict(init.state())
+    torch.testing.assert_close(model.eval()(pixels - init.mean), ours, atol=1e-5, rtol=1e-5)
 
 
 def test_a_bare_state_dict_of_another_layout_is_not_taken_for_akamasters(tmp_path):
@@ -110,13 +111,15 @@ def test_weights_recorded_as_another_architecture_are_refused(tmp_path):
         create_model("resnet20", weights=tmp_path / "both.safetensors")
 
 
-def test_streamed_images_fine_tune_it_with_its_own_channel_statistics(tmp_path, large_data):
+def test_streamed_images_fine_tune_it_with_its_own_channel_statistics(tmp_path, large_data, monkeypatch):
     """Streamed images divide by a std themselves: the foreign weights load as they are (not folded) and the images
     are normalised with the statistics those weights saw; a resumed run keeps the statistics it recorded."""
     from reslab.engine import distributed as D
+    from reslab.engine import finetune
     from reslab.engine.recipes import get_recipe
     from reslab.engine.run import train
     from reslab.tasks.classification_run import classification_parts
+    from reslab.weights import state as state_module
     from reslab.weights.checkpoint import read_checkpoint
 
     path, source = akamaster_file(tmp_path, legacy=True)
@@ -125,8 +128,11 @@ def test_streamed_images_fine_tune_it_with_its_own_channel_statistics(tmp_path, 
                          precision="fp32", workers=0, out=str(tmp_path / "run"), progress=False,
                          eval_batch_size=4)  # fmt: skip
     logs: list[str] = []
+    reads: list[str] = []
+    monkeypatch.setattr(finetune, "read_weights", lambda ref: reads.append(ref) or state_module.read_weights(ref))
     parts = classification_parts(config, data=None, model=None, device=torch.device("cpu"), dist=D.DistInfo(),
                                  log=logs.append, load_init=True, mean=None)  # fmt: skip
+    assert reads == [str(path)]  # the weights, their format and their statistics from one read of the file
     assert torch.equal(parts.model.conv1.weight, source.conv1.weight)  # unfolded: the data divides by the std
     torch.testing.assert_close(parts.source.mean.view(1, 3, 1, 1), MEAN)
     assert any("normalised per channel as the --init weights were (akamaster" in line for line in logs)

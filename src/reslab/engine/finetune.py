@@ -20,6 +20,7 @@ here are the usual ones (torchvision's and detectron2's), each a `TrainConfig` f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from reslab.models.parts import freeze_statistics, parts
 from reslab.models.registry import check_architecture
 from reslab.weights.peers import Foreign
 from reslab.weights.shipped import shipped_file
-from reslab.weights.state import fit_weights, read_weights, recorded_preprocessing
+from reslab.weights.state import Weights, fit_weights, read_weights
 from reslab.weights.tensorfile import read_tensorfile
 from reslab.weights.torchvision import parse as parse_torchvision
 from reslab.weights.trained import Preprocessing
@@ -39,61 +40,63 @@ from reslab.weights.trained import Preprocessing
 HEAD = "fc"  # the classifier of every reslab model (`ResNet.fc`)
 
 
-def read_init(ref: str) -> dict[str, torch.Tensor]:
-    """The state dict ``ref`` (a `TrainConfig.init`) names: a weights file or run folder, ``shipped:NAME`` or
-    torchvision's weights (``torchvision:resnet50.IMAGENET1K_V2``)."""
-    return _read_init(ref)[0]
+@dataclass(frozen=True)
+class Init:
+    """The ``init`` weights of a run (`TrainConfig.init`), read once: the state dict, the run configuration they
+    record (reslab files), the foreign format they are in (`reslab.weights.peers`, with the per-channel
+    normalisation they were trained with) and the preprocessing they record (reslab checkpoints, run folders,
+    safetensors files and shipped weights; a recognised foreign checkpoint's per-channel mean as a mean image, its
+    std folded into the weights by `state`). torchvision's weights record none of these here: their preprocessing
+    has its own path (`weights.torchvision`)."""
+
+    ref: str
+    weights: Weights
+
+    @property
+    def foreign(self) -> Foreign | None:
+        return self.weights.foreign
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        return self.weights.preprocessing
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        """The mean image the weights were trained with, if they record one; in-memory data is normalised with it
+        where it has the data's shape."""
+        return None if self.preprocessing is None else self.preprocessing.mean
+
+    def state(self, fold: bool = True) -> dict[str, torch.Tensor]:
+        """The state dict; ``fold``: a foreign checkpoint's std division goes into the stem, so that data which only
+        subtracts a mean (the run's reslab preprocessing) fits it; False where the data divides by that std itself
+        (streamed images normalised per channel with the weights' own statistics)."""
+        foreign = self.weights.foreign
+        return foreign.folded() if foreign is not None and fold else self.weights.state
 
 
-def _read_init(ref: str, fold: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """`read_init`'s state dict and the run configuration the weights record (reslab files), else None. ``fold``:
-    see `load_init`."""
+def read_init(ref: str) -> Init:
+    """The weights ``ref`` names: a weights file or run folder, ``shipped:NAME`` or torchvision's weights
+    (``torchvision:resnet50.IMAGENET1K_V2``)."""
     if ref.startswith(SHIPPED):
         found = read_tensorfile(shipped_file(ref[len(SHIPPED) :]))
-        return found.state, found.config
+        return Init(ref, Weights(found.state, found.config, preprocessing=found.preprocessing))
     if ref.startswith(TORCHVISION):
-        return parse_torchvision(ref).state_dict(), None
-    weights = read_weights(ref)
-    # A foreign checkpoint's std division goes into the stem, so the run's reslab preprocessing (init_mean) fits it.
-    return (weights.foreign.folded() if weights.foreign is not None and fold else weights.state), weights.config
-
-
-def init_foreign(ref: str) -> Foreign | None:
-    """The foreign format the ``init`` weights are in (`reslab.weights.peers`), with the per-channel normalisation
-    they were trained with; None for reslab's, torchvision's and plain weights."""
-    return None if ref.startswith((SHIPPED, TORCHVISION)) else read_weights(ref).foreign
-
-
-def init_preprocessing(ref: str) -> Preprocessing | None:
-    """The preprocessing the ``init`` weights record (reslab checkpoints, run folders, safetensors files, shipped
-    weights; a recognised foreign checkpoint's per-channel mean as a mean image, its std folded into the weights);
-    None for plain weights and for torchvision's (their own path: `weights.torchvision`)."""
-    if ref.startswith(TORCHVISION):
-        return None
-    return recorded_preprocessing(shipped_file(ref[len(SHIPPED) :]) if ref.startswith(SHIPPED) else ref)
-
-
-def init_mean(ref: str) -> torch.Tensor | None:
-    """The mean image the ``init`` weights were trained with, if they record one (`init_preprocessing`); in-memory
-    data is normalised with it where it has the data's shape."""
-    pre = init_preprocessing(ref)
-    return None if pre is None else pre.mean
+        return Init(ref, Weights(parse_torchvision(ref).state_dict()))
+    return Init(ref, read_weights(ref))
 
 
 def load_init(
     model: nn.Module,
-    ref: str,
+    init: Init,
     log: Callable[[str], None] = print,
     name: str | None = None,
     kwargs: dict[str, Any] | None = None,
     fold: bool = True,
 ) -> None:
-    """Load ``ref`` into ``model`` (built as ``name(**kwargs)``, where given); a classifier of another size is left as
-    initialised (and logged). Weights that record another architecture whose keys would fit (plain vs residual,
-    option A's zero placement) are refused, as `create_model` refuses them. ``fold``: a foreign checkpoint's std
-    division goes into the stem, for data that only subtracts a mean; False where the data divides by that std itself
-    (streamed images normalised per channel with the weights' own statistics, `init_foreign`)."""
-    state, recorded = _read_init(ref, fold)
+    """Load ``init`` into ``model`` (built as ``name(**kwargs)``, where given); a classifier of another size is left
+    as initialised (and logged). Weights that record another architecture whose keys would fit (plain vs residual,
+    option A's zero placement) are refused, as `create_model` refuses them. ``fold``: see `Init.state`."""
+    ref, state, recorded = init.ref, init.state(fold), init.weights.config
     if name is not None and recorded is not None:
         try:
             check_architecture(name, dict(kwargs or {}), recorded, ref)

@@ -18,7 +18,7 @@ from reslab.data.loader import channel_stats, default_workers, estimate_pixel_me
 from reslab.data.views import LargeAugment, preset
 from reslab.engine import distributed as D
 from reslab.engine.config import TrainConfig
-from reslab.engine.finetune import freeze, init_foreign, init_preprocessing
+from reslab.engine.finetune import Init, freeze, read_init
 from reslab.engine.finetune import load_init as load_init_weights
 from reslab.engine.parts import TaskParts
 from reslab.errors import ConfigError, DataError
@@ -41,28 +41,27 @@ def classification_parts(config: TrainConfig, *, data: Data | None, model: nn.Mo
         with torch.device("meta"):
             freeze(create_model(config.model, num_classes=2, **config.model_kwargs), config.freeze, False)
     streamed = data is None and config.streams
-    if mean is None and config.init and load_init and not streamed:
-        pre = init_preprocessing(config.init)
+    init = read_init(config.init) if config.init and load_init else None  # read once: its weights, mean, format
+    if mean is None and init is not None and not streamed:
+        pre = init.preprocessing
         if pre is not None and pre.std is not None:  # as torchvision's weights are refused here (TrainConfig)
             raise ConfigError(f"--init {config.init}: weights trained on large images normalised per channel; "
                               "fine-tune them on large images with --recipe imagenet-torchvision (a folder or .tar "
                               "with train/ and val/)")  # fmt: skip
         mean = None if pre is None else pre.mean
     if streamed:
-        source = _stream(config, dist, device, log, load_init, mean, preprocess)
+        source = _stream(config, dist, device, log, init, mean, preprocess)
     else:
         source = _data(config, data, dist, device, mean)
-    if mean is not None and source.mean is mean and load_init:
+    if mean is not None and source.mean is mean and init is not None:
         log(f"images normalised with the mean image of the --init weights ({config.init})")
     custom = model is not None
     torch.manual_seed(config.seed)  # the initial weights
     if model is None:
         model = create_model(config.model, num_classes=source.num_classes, **config.model_kwargs)
-    if config.init and load_init:
+    if init is not None:
         # A model passed in is its caller's to describe: config.model may not name it.
-        load_init_weights(
-            model, config.init, log, None if custom else config.model, config.model_kwargs, fold=not streamed
-        )
+        load_init_weights(model, init, log, None if custom else config.model, config.model_kwargs, fold=not streamed)
     freeze(model, config.freeze, config.freeze_bn)  # before DDP wraps the model: it registers the trainable ones
 
     def make_task(total: int) -> ClassificationTask:
@@ -94,11 +93,12 @@ def open_stream(config: TrainConfig) -> tuple[LargeData, LargeAugment]:
     return large, aug
 
 
-def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None], load_init: bool,
-            resumed_mean: torch.Tensor | None, resumed: dict[str, Any] | None) -> ClassificationData:  # fmt: skip
+def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Callable[[str], None],
+            init: Init | None, resumed_mean: torch.Tensor | None,
+            resumed: dict[str, Any] | None) -> ClassificationData:  # fmt: skip
     """Streamed large images, normalised as the run's augmentation says, unless something fixes it otherwise: a
     resumed run keeps the statistics it recorded (``resumed_mean`` and ``resumed``: its checkpoint's ``mean`` and
-    ``preprocess``); ``--init`` weights (loaded: ``load_init``) keep what they were trained with, since their features
+    ``preprocess``); ``init`` weights (those being loaded) keep what they were trained with, since their features
     expect those inputs: another project's per-channel statistics (its weights loaded unfolded), or a reslab run's
     recorded mean and std (`_init_normalization`). torchvision's weights set their own through `open_stream`."""
     large, aug = open_stream(config)
@@ -107,13 +107,13 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Ca
     if recorded and resumed_mean is not None:
         aug = replace(aug, normalization=recorded.get("normalization", aug.normalization))
         fixed = (resumed_mean, (resumed or {}).get("std"))
-    elif config.init and load_init and (foreign := init_foreign(config.init)) is not None:
+    elif init is not None and (foreign := init.foreign) is not None:
         aug = replace(aug, normalization="channel")
         fixed = tuple(torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (foreign.mean, foreign.std))
         log(f"images normalised per channel as the --init weights were ({foreign.source}: mean {foreign.mean}, "
             f"std {foreign.std})")  # fmt: skip
-    elif config.init and load_init and not config.init.startswith(TORCHVISION):
-        aug, fixed = _init_normalization(config.init, aug, log)
+    elif init is not None:  # torchvision's record none here: `open_stream` fitted the augmentation to them
+        aug, fixed = _init_normalization(init, aug, log)
     # Every rank indexes the data itself; a rank that sees other files (a copy still syncing, another mount) would
     # read other images for its part of each batch: stop all ranks together instead.
     counts = [len(large.splits["train"]), len(large.splits["val"])]
@@ -134,14 +134,14 @@ def _stream(config: TrainConfig, dist: D.DistInfo, device: torch.device, log: Ca
                      device_decode=config.device_decode)  # fmt: skip
 
 
-def _init_normalization(init: str, aug: LargeAugment, log: Callable[[str], None]
+def _init_normalization(init: Init, aug: LargeAugment, log: Callable[[str], None]
                         ) -> tuple[LargeAugment, tuple[torch.Tensor, torch.Tensor | None] | None]:  # fmt: skip
     """The normalisation of a reslab ``--init`` (a run folder, checkpoint, safetensors file or shipped name) for
     streamed images: per channel with its recorded mean and std where it was trained so; its mean image where it was
     trained with one of the run's crop size; else (a mean image of another size) a mean image of the run's training
     images, as the weights' inputs had a mean image subtracted and were not divided by a std. Weights that record
     nothing leave the run's normalisation."""
-    pre = init_preprocessing(init)
+    pre = init.preprocessing
     if pre is None or pre.mean is None:
         return aug, None
     if pre.std is not None:
@@ -149,7 +149,7 @@ def _init_normalization(init: str, aug: LargeAugment, log: Callable[[str], None]
             f"{pre.std.flatten().tolist()})")  # fmt: skip
         return replace(aug, normalization="channel"), (pre.mean, pre.std)
     if tuple(pre.mean.shape) == (3, aug.crop, aug.crop):
-        log(f"images normalised with the mean image of the --init weights ({init})")
+        log(f"images normalised with the mean image of the --init weights ({init.ref})")
         return replace(aug, normalization="pixel"), (pre.mean, None)
     log(f"the --init weights' mean image is {tuple(pre.mean.shape[1:])}, this run's crop {aug.crop} px: the images "
         "are normalised with their own mean image, as the weights' were")  # fmt: skip

@@ -33,11 +33,13 @@ class ForeignWeightsWarning(UserWarning):
 @dataclass
 class Weights:
     """What a weights file holds: the state dict (reslab's key names) and, where the file says, the configuration
-    of the run that wrote it (a dict, reslab files) or the foreign format it is in."""
+    of the run that wrote it (a dict, reslab files) or the foreign format it is in, and the preprocessing it records
+    (`recorded_preprocessing`)."""
 
     state: dict[str, torch.Tensor]
     config: dict[str, Any] | None = None
     foreign: Foreign | None = None
+    preprocessing: Preprocessing | None = None
 
 
 def read_weights(path: str | Path) -> Weights:
@@ -60,13 +62,13 @@ def read_weights(path: str | Path) -> Weights:
         raise ModelError(f"cannot read weights from {path}: not a weights-only file ({type(e).__name__})") from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a reslab checkpoint
         config = state.get("config") if isinstance(state.get("config"), dict) else None
-        state = state["model"]
+        pre, state = Preprocessing.from_checkpoint(state), state["model"]
         if not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
-        return Weights(_unwrapped(state), config)
+        return Weights(_unwrapped(state), config, preprocessing=pre)
     foreign = recognise(state)
     if foreign is not None:
-        return Weights(foreign.state, foreign=foreign)
+        return Weights(foreign.state, foreign=foreign, preprocessing=Preprocessing(foreign.mean_image()))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
     tv = named_file(path)
@@ -92,7 +94,7 @@ def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _read_safetensors(path: Path) -> Weights:
     if is_tensorfile(path):  # reslab's own: the run's configuration comes with it
         found = read_tensorfile(path)
-        return Weights(_unwrapped(found.state), found.config)
+        return Weights(_unwrapped(found.state), found.config, preprocessing=found.preprocessing)
     try:
         return Weights(_unwrapped(load_file(str(path))))
     except (SafetensorError, OSError, ValueError) as e:
@@ -133,7 +135,6 @@ def recorded_preprocessing(path: str | Path) -> Preprocessing | None:
             return read_tensorfile(path, weights=False).preprocessing if is_tensorfile(path) else None
         return Preprocessing.from_checkpoint(read_checkpoint(path, mmap=True))
     except NotACheckpoint:
-        foreign = read_weights(path).foreign
-        return Preprocessing(foreign.mean_image()) if foreign is not None else None
+        return read_weights(path).preprocessing
     except (ReslabError, OSError):
         return None
