@@ -167,9 +167,26 @@ def test_help_shows_defaults_recipes_and_each_experiment(capsys, monkeypatch):
         (["train", "--data", "synthetic", "--schedule", "cosine", "--gamma", "0.5"], "--gamma shapes the step and"),
         (["train", "--data", "synthetic:256", "--iterations", "3", "--stop-at", "4"], "beyond the run's last"),
         (["train", "--data", "synthetic", "--workers", "2"], "--workers sets the data-loading processes of streamed"),
+        # flags that would change nothing, or read the test set, in the run they are given to
+        (["train", "--data", "synthetic", "--schedule", "plateau"], "needs --val-split N"),
+        (["train", "--data", "synthetic", "--paper-warmup-lr", "0.05"], "which is off for resnet20 (20 layers"),
+        (
+            ["train", "--data", "synthetic", "--recipe", "fast", "--model", "resnet110", "--paper-warmup-error", "0.5"],
+            "--paper-warmup-min-depth, none here",
+        ),
+        (["train", "--data", "synthetic", "--low-res-size", "24"], "fraction is 0: give --low-res-fraction too"),
+        (["train", "--data", "synthetic", "--strict"], "'synthetic' has none"),
+        (["train", "--data", "synthetic", "--data-dir", "x"], "'synthetic' is generated in memory"),
+        (["train", "--data", "synthetic", "--model", "plain20", "--shortcut", "B"], "plain20 is a plain net"),
+        (
+            ["train", "--recipe", "imagenet-torchvision", "--model", "resnet18", "--data", "FOLDER", "--data-dir", "x"],
+            "--data-dir is the download cache of in-memory data",
+        ),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path, capsys):
+    (tmp_path / "images" / "train" / "a").mkdir(parents=True)
+    args = [str(tmp_path / "images") if a == "FOLDER" else a for a in args]
     with pytest.raises(SystemExit) as exc:
         code = main([*args, "--out", str(tmp_path / "r")] if args[0] == "train" else args)
         raise SystemExit(code)

@@ -58,6 +58,16 @@ def test_resume_of_a_finished_run_with_another_model_is_refused(tmp_path, capsys
     assert "holds a finished run with another 'model' ('resnet20', not 'resnet32')" in one_line(capsys)
     assert main(["train", *TINY, "--out", out]) == 2  # starting into it again: what to do instead
     assert "it is finished: evaluate it with `reslab eval`" in one_line(capsys)
+    assert main(["train", *TINY, "--lr", "0.05", "--out", out, "--resume"]) == 2  # a recipe flag: named as such
+    assert "another 'recipe.lr' (0.1, not 0.05)" in one_line(capsys)
+
+
+def test_resume_of_an_unfinished_run_with_another_flag_names_it(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", *TINY, "--stop-at", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["train", *TINY, "--weight-decay", "0.001", "--out", out, "--resume"]) == 2
+    assert "it was trained with another 'recipe.weight_decay' (0.0001, not 0.001)" in one_line(capsys)
 
 
 def test_a_failed_resume_into_an_empty_folder_leaves_no_lock(tmp_path, capsys):

@@ -121,6 +121,10 @@ def test_train_and_test_as_the_paper_did_from_the_command_line(large_data, tmp_p
     assert "trained on large images (32-px crops): evaluate it on a folder or .tar" in err and "\n" not in err
     assert main(["eval", str(out), "--data-dir", str(tmp_path)]) == 2
     assert "--data-dir is the download cache of in-memory data" in capsys.readouterr().err
+    data.rename(data.with_name(data.name + "-moved"))  # the data moved: eval says how to point at it
+    assert main(["eval", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data not found" in err and "pass --data to evaluate on a copy of it elsewhere" in err and "\n" not in err
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,9 @@ class TrainConfig:
             if not self.augment:
                 raise ConfigError("--no-augment is for in-memory data; the imagenet recipes' augmentation is "
                                   "--recipe's (imagenet-paper or imagenet-torchvision)")  # fmt: skip
+            if self.data_dir is not None:
+                raise ConfigError("--data-dir is the download cache of in-memory data; large images are read where "
+                                  "--data says")  # fmt: skip
             if self.recipe.flip != "random":  # the workers mirror each crop at random (reslab.data.views)
                 raise ConfigError(f"--flip {self.recipe.flip} is for in-memory data; streamed images are mirrored "
                                   "at random")  # fmt: skip
@@ -194,6 +197,12 @@ class TrainConfig:
                     f"--recipe {self.recipe.name} streams large images from a folder or tar; "
                     f"{self.data!r} is a 32x32 in-memory dataset: use --recipe paper or fast"
                 )
+        if self.task != "detection" and is_builtin(self.data):  # flags for files that these data never read
+            if self.strict_data:
+                raise ConfigError(f"--strict refuses unreadable images of a folder or .tar; {self.data!r} has none")
+            if self.data_dir is not None and self.data != "cifar10":
+                raise ConfigError(f"--data-dir is the download and decode cache of cifar10 and of folders; "
+                                  f"{self.data!r} is generated in memory")  # fmt: skip
         for name in ("stop_at", "train_subset", "test_subset", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -202,9 +211,21 @@ class TrainConfig:
         named = RECIPES.get(self.recipe.name)
         if self.task != "detection" and named is not None:  # the warm-up rule reads CIFAR depths only (TaskParts)
             given = [f for f in _WARMUP_FIELDS if getattr(self.recipe, f) != getattr(named, f)]
-            if given and _models().family_and_depth(self.model, **self.model_kwargs)[0] != "cifar":
+            family, depth = _models().family_and_depth(self.model, **self.model_kwargs) if given else ("", 0)
+            if given and family != "cifar":
                 raise ConfigError(f"--{given[0].replace('_', '-')}: the paper's warm-up rule is for its CIFAR nets "
                                   f"(Sec. 4.2); {self.model} never uses it")  # fmt: skip
+            low = self.recipe.paper_warmup_min_depth
+            shaped = [f for f in given if f != "paper_warmup_min_depth"]  # the rule's lr and error: read when it runs
+            if shaped and (low is None or depth < low):
+                raise ConfigError(f"--{shaped[0].replace('_', '-')} shapes the paper's warm-up rule, which is off for "
+                                  f"{self.model} ({depth} layers; the rule starts at --paper-warmup-min-depth, "
+                                  f"{'none' if low is None else low} here)")  # fmt: skip
+        if (self.task != "detection" and not self.streams and self.recipe.schedule == "plateau"
+                and not self.val_split):  # fmt: skip
+            raise ConfigError("--schedule plateau divides the lr when the validation error stalls: in-memory data "
+                              "needs --val-split N (the paper's CIFAR split: 5000), else the rule would read the "
+                              "test set")  # fmt: skip
         if self.model_kwargs.get("num_classes") is not None:
             raise ConfigError("num_classes comes from the data; it is not a model keyword of a training run")
 
@@ -232,7 +253,21 @@ class TrainConfig:
         2026-12-03, resumes without it)."""
         mine, theirs = self.to_dict(), other.to_dict()
         mine["recipe"], theirs["recipe"] = schedule_view(mine["recipe"]), schedule_view(theirs["recipe"])
-        return [f.name for f in fields(self) if not f.metadata.get("free") and mine[f.name] != theirs[f.name]]
+        out = []
+        for f in fields(self):
+            if f.metadata.get("free") or mine[f.name] == theirs[f.name]:
+                continue
+            if f.name == "recipe":  # named by its field, as its flag is: "recipe.lr" (--lr)
+                out += [f"recipe.{r.name}" for r in fields(Recipe)
+                        if mine["recipe"].get(r.name) != theirs["recipe"].get(r.name)]  # fmt: skip
+            else:
+                out.append(f.name)
+        return out
+
+    def value(self, name: str) -> Any:
+        """A field's value by its name in `differences` (``recipe.lr`` for the recipe's)."""
+        head, _, rest = name.partition(".")
+        return getattr(self.recipe, rest) if head == "recipe" and rest else getattr(self, head)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

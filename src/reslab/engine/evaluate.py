@@ -137,8 +137,14 @@ def _check_classes(classes: list[str], loaded: TrainedModel) -> None:
 def _evaluate_large(loaded: TrainedModel, cfg: TrainConfig, data: str | None, split: str, flip: bool, shift: int,
                     mode: str, scales: tuple[int, ...] | None, dev: torch.device, precision: str,
                     batch_size: int | None, workers: int | None) -> dict[str, Any]:  # fmt: skip
-    large, _ = open_stream(replace(cfg, data=resolve_spec(data) if data else cfg.data, test_subset=None,
-                                   train_subset=None if data else cfg.train_subset))  # fmt: skip
+    try:
+        large, _ = open_stream(replace(cfg, data=resolve_spec(data) if data else cfg.data, test_subset=None,
+                                       train_subset=None if data else cfg.train_subset))  # fmt: skip
+    except DataError as e:
+        if data is None:  # as for in-memory data (`evaluate_checkpoint`)
+            raise DataError(f"{e}; this is the data {loaded.source} was trained on: pass --data to evaluate on a "
+                            "copy of it elsewhere") from e  # fmt: skip
+        raise
     _check_classes(large.classes, loaded)
     aug = LargeAugment(**loaded.preprocessing.view)
     index = large.splits["train" if split == "train" else "val"]

@@ -227,6 +227,9 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
     if overrides.get("epochs") is not None:
         overrides.setdefault("iterations", None)
     recipe = replace(RECIPES[name], **overrides)
+    if overrides.get("low_res_size") is not None and recipe.low_res_fraction == 0:
+        raise ConfigError(f"--low-res-size trains the first --low-res-fraction of the run at that size; recipe "
+                          f"{name}'s fraction is 0: give --low-res-fraction too")  # fmt: skip
     for key in overrides:
         if not reads(recipe.schedule, key):
             flag = "--" + key.replace("_", "-")

@@ -60,7 +60,7 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
                 if diff:
                     raise ConfigError(
                         f"--resume: {rundir} holds a finished run with another {diff[0]!r} "
-                        f"({getattr(recorded, diff[0])!r}, not {getattr(config, diff[0])!r})"
+                        f"({recorded.value(diff[0])!r}, not {config.value(diff[0])!r})"
                     )
                 console.log(f"{rundir} is finished (summary.json): nothing to resume")
                 return D.on_main(rundir.summary)

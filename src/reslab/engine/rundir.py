@@ -260,9 +260,11 @@ class RunDir:
         missing = [k for k in RESUME_KEYS if k not in state]
         if missing:
             raise ConfigError(f"cannot resume {path}: it has no {missing[0]!r} entry (written by an earlier reslab?)")
-        diff = TrainConfig.from_dict(state["config"]).differences(config)
+        recorded = TrainConfig.from_dict(state["config"])
+        diff = recorded.differences(config)
         if diff:
-            raise ConfigError(f"cannot resume {path}: it was trained with a different {diff[0]!r}")
+            raise ConfigError(f"cannot resume {path}: it was trained with another {diff[0]!r} "
+                              f"({recorded.value(diff[0])!r}, not {config.value(diff[0])!r})")  # fmt: skip
         # `precision: auto` resolves per machine: a bf16 run must not go on in fp32 (or fp16) without notice.
         if state.get("precision", precision) != precision:
             raise ConfigError(f"cannot resume {path}: it trained in {state['precision']}, this machine resolves "
