@@ -35,8 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name not in TRAINS_NOTHING:
             add_data_args(e, streamed=False)  # the experiments hold their data in memory
         e.add_argument("--out", required=True, help="results folder: runs in OUT/runs, the report in OUT/NAME/")
-        e.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
-                       help="; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values()))  # fmt: skip
+        budgets = "; ".join(f"{b.name}: {b.summary}" for b in BUDGETS.values())
+        if name in TRAINS_NOTHING:  # its numbers are the same at every budget; the scorecard reads it by budget
+            budgets = f"the scorecard this report joins (it trains nothing: the same numbers at each budget); {budgets}"
+        e.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS), help=budgets)
         if name not in ONE_SEED:
             e.add_argument("--seeds", type=positive_int, default=1, help="train seeds 0..K-1 of every run")
         if name == "depth":
