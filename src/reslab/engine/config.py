@@ -258,8 +258,9 @@ class TrainConfig:
             if f.metadata.get("free") or mine[f.name] == theirs[f.name]:
                 continue
             if f.name == "recipe":  # named by its field, as its flag is: "recipe.lr" (--lr)
-                out += [f"recipe.{r.name}" for r in fields(Recipe)
-                        if mine["recipe"].get(r.name) != theirs["recipe"].get(r.name)]  # fmt: skip
+                named = [f"recipe.{r.name}" for r in fields(Recipe)
+                         if mine["recipe"].get(r.name) != theirs["recipe"].get(r.name)]  # fmt: skip
+                out += named or ["recipe"]  # a difference outside Recipe's fields (an older file's key) still counts
             else:
                 out.append(f.name)
         return out
