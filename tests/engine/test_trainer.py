@@ -332,6 +332,8 @@ def test_model_keywords_are_checked_before_any_data_is_loaded(tiny_config, monke
         train(tiny_config(model_kwargs={"depth": 21}))
     with pytest.raises(ModelError, match="unknown model 'resnet21'"):
         tiny_config(model="resnet21")
+    with pytest.raises(ModelError, match="plain20 is a plain net"):  # the config refuses it, not only the model
+        tiny_config(model="plain20", model_kwargs={"shortcut": "B"})
 
 
 def test_stop_at_must_lie_ahead_of_a_resumed_run(tiny_config, tmp_path):

@@ -74,6 +74,10 @@ def test_torch_export(name):
         (lambda: create_model("cifar_resnet", depth=20, widths=(64, 32, 16)), "option A cannot reduce channels"),
         (lambda: create_model("resnet20", num_classes=0), "num_classes"),
         (lambda: create_model("resnet20", mode="gated"), "unknown unit mode"),
+        # a plain unit builds no shortcut: another option would be accepted and do nothing
+        (lambda: create_model("plain20", shortcut="B"), "plain20 is a plain net"),
+        (lambda: create_model("cifar_resnet", depth=20, mode="plain", shortcut="C"), "is a plain net"),
+        (lambda: create_model("imagenet_resnet", depth=34, mode="plain", shortcut="A"), "is a plain net"),
         # family_and_depth answers for any builder keywords a config holds (TrainConfig's warm-up check)
         (lambda: family_and_depth("cifar_resnet", depth="x"), "depth must be an integer"),
         (lambda: family_and_depth("imagenet_resnet", depth=2.5), "depth must be an integer"),

@@ -88,13 +88,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if model is None and recipe.augmentation not in IN_MEMORY:  # the default, resnet20, is a 32-px CIFAR net
         raise ConfigError(f"--recipe {recipe.name} trains a network for large images: name it with --model (e.g. "
                           "resnet50; `reslab models` lists them)")  # fmt: skip
-    named = model or default_of(TrainConfig, "model")
-    if args.shortcut:
-        from reslab.models.registry import is_model_name, resolve  # imports torch: not for `reslab train --help`
-
-        if is_model_name(named) and resolve(named)[1].get("mode") == "plain":
-            raise ConfigError(f"--shortcut: {named} is a plain net, without shortcuts (Sec. 4.1); the options A/B/C "
-                              "are for the residual nets")  # fmt: skip
     return TrainConfig(
         model=model or default_of(TrainConfig, "model"),
         model_kwargs=model_kwargs, init=args.init,

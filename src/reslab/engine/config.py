@@ -208,6 +208,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task != "detection" and not _models().is_model_name(self.model):
             raise ModelError(_models().unknown_model(self.model))
+        if self.task != "detection":  # keywords the model would refuse or ignore (a shortcut on a plain net): now
+            _models().resolve(self.model, **self.model_kwargs)
         named = RECIPES.get(self.recipe.name)
         if self.task != "detection" and named is not None:  # the warm-up rule reads CIFAR depths only (TaskParts)
             given = [f for f in _WARMUP_FIELDS if getattr(self.recipe, f) != getattr(named, f)]
@@ -265,10 +267,16 @@ class TrainConfig:
                 out.append(f.name)
         return out
 
-    def value(self, name: str) -> Any:
+    def _value(self, name: str) -> Any:
         """A field's value by its name in `differences` (``recipe.lr`` for the recipe's)."""
         head, _, rest = name.partition(".")
         return getattr(self.recipe, rest) if head == "recipe" and rest else getattr(self, head)
+
+    def changed_from(self, recorded: TrainConfig) -> str | None:
+        """The first difference from a recorded run's config, in words for a refusal ("another 'recipe.lr' (0.1,
+        not 0.05)": the recorded value first), or None where it would compute the same."""
+        diff = self.differences(recorded)
+        return f"another {diff[0]!r} ({recorded._value(diff[0])!r}, not {self._value(diff[0])!r})" if diff else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

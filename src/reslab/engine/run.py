@@ -55,13 +55,9 @@ def train(config: TrainConfig, *, data: Data | None = None, model: nn.Module | N
         with rundir.lock() if dist.is_main else contextlib.nullcontext():
             status = D.on_main(lambda: rundir.check_start(resume))
             if status.finished:
-                recorded = D.on_main(rundir.config)
-                diff = config.differences(recorded)
-                if diff:
-                    raise ConfigError(
-                        f"--resume: {rundir} holds a finished run with another {diff[0]!r} "
-                        f"({recorded.value(diff[0])!r}, not {config.value(diff[0])!r})"
-                    )
+                changed = config.changed_from(D.on_main(rundir.config))
+                if changed:
+                    raise ConfigError(f"--resume: {rundir} holds a finished run with {changed}")
                 console.log(f"{rundir} is finished (summary.json): nothing to resume")
                 return D.on_main(rundir.summary)
             precision = resolve_precision(config.precision, device)

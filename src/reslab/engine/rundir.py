@@ -260,11 +260,9 @@ class RunDir:
         missing = [k for k in RESUME_KEYS if k not in state]
         if missing:
             raise ConfigError(f"cannot resume {path}: it has no {missing[0]!r} entry (written by an earlier reslab?)")
-        recorded = TrainConfig.from_dict(state["config"])
-        diff = recorded.differences(config)
-        if diff:
-            raise ConfigError(f"cannot resume {path}: it was trained with another {diff[0]!r} "
-                              f"({recorded.value(diff[0])!r}, not {config.value(diff[0])!r})")  # fmt: skip
+        changed = config.changed_from(TrainConfig.from_dict(state["config"]))
+        if changed:
+            raise ConfigError(f"cannot resume {path}: it was trained with {changed}")
         # `precision: auto` resolves per machine: a bf16 run must not go on in fp32 (or fp16) without notice.
         if state.get("precision", precision) != precision:
             raise ConfigError(f"cannot resume {path}: it trained in {state['precision']}, this machine resolves "

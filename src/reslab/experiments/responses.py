@@ -145,12 +145,11 @@ def claims(means: dict[str, list[float]]) -> list[dict[str, str]]:
 
     def margin_of(pairs: list[tuple[str, str]]) -> str:
         """The margin, and with seeds the comparison nearest to it: a verdict that holds by 0.001 says so."""
-        scored = [(avg(big) - avg(small) - (seed_noise(means[small], means[big]) or 0.0), small, big)
-                  for small, big in pairs]  # fmt: skip
-        if seeds < 2 or not scored:
+        if seeds < 2 or not pairs:
             return margin
-        _, small, big = min(scored)
-        gap, noise = avg(small) - avg(big), seed_noise(means[small], means[big]) or 0.0
+        scored = [(avg(small) - avg(big), seed_noise(means[small], means[big]) or 0.0, small, big)
+                  for small, big in pairs]  # fmt: skip
+        gap, noise, small, big = min(scored, key=lambda t: -t[0] - t[1])  # the least room beyond the noise
         return f"{margin}; narrowest: {small} vs {big}, gap {gap:+.4f}, noise {noise:.4f}"
 
     return [

@@ -230,11 +230,9 @@ class Runner:
 
     def check_same_config(self, config: TrainConfig) -> None:
         """A finished run is reused only if it computed what this experiment would compute now."""
-        recorded = RunDir(config.run_dir).config()
-        diff = config.differences(recorded)
-        if diff:
-            raise ConfigError(f"{config.run_dir} was trained with another {diff[0]!r} ({recorded.value(diff[0])!r}, "
-                              f"not {config.value(diff[0])!r}: another --budget or --data?); use another "
+        changed = config.changed_from(RunDir(config.run_dir).config())
+        if changed:
+            raise ConfigError(f"{config.run_dir} was trained with {changed} (another --budget or --data?); use another "
                               "--out")  # fmt: skip
 
     def say(self, message: str) -> None:

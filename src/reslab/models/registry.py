@@ -127,11 +127,17 @@ def resolve(name: str, **kwargs: Any) -> tuple[Callable[..., nn.Module], dict[st
     architecture exactly when these agree (``resnet20`` and ``cifar_resnet(depth=20)`` do; ``plain20`` does not)."""
     _ensure_loaded()
     if name in _BUILDERS:
-        builder, args = _BUILDERS[name][0], dict(kwargs)
+        builder, registered = _BUILDERS[name][0], {}
     else:
         spec = model_spec(name)
-        builder, args = spec.builder, {**spec.defaults, **kwargs}
-    return builder, {**_signature_defaults(builder), **args}
+        builder, registered = spec.builder, spec.defaults
+    defaults = {**_signature_defaults(builder), **registered}
+    args = {**defaults, **kwargs}
+    # A plain unit builds no shortcut (reslab.models.blocks): another option there would be accepted and do nothing
+    if args.get("mode") == "plain" and args.get("shortcut") != defaults.get("shortcut"):
+        raise ModelError(f"shortcut={args['shortcut']!r}: {name} is a plain net, without shortcuts (Sec. 4.1); the "
+                         "options A/B/C are for the residual nets")  # fmt: skip
+    return builder, args
 
 
 def _signature_defaults(builder: Callable[..., nn.Module]) -> dict[str, Any]:
