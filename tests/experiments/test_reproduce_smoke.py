@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def test_depth_table6(out: Path) -> None:
     report = (out / "depth" / "report.md").read_text()
     assert "iteration train error < 80%" in report and "slightly too large to start converging" in report
     assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
+    assert all("(test-set sampling, paired)" in c["margin"] for c in res["claims"][1:])  # each step and the trend
+    drift = float(report.split("their errors are within ")[1].split(" points")[0])
+    assert drift < 1, drift  # the mistakes re-evaluated are the tabled models' (in their precision: at most 1 image)
     assert_png(out / "depth" / "table6_depth.png")
     assert {f"resnet{d}-val-s0" for d in (20, 32, 44, 56, 110)} <= set(run_state(out))
 
@@ -253,15 +257,19 @@ def test_fig6_verdict_needs_a_gap_beyond_noise() -> None:
 
 def test_noise_margins_count_seeds_but_never_below_the_test_sets_sampling() -> None:
     """Two seeds that agree by chance do not shrink a margin below the test set's binomial noise (the same 10k images
-    test every seed); seeds that disagree widen it; Fig. 6's training margin takes the spread over seeds too."""
+    test every seed); seeds that disagree widen it (in quadrature); Fig. 6's training margin takes the spread over
+    seeds too."""
     from reslab.experiments.degradation import compare, margin
     from reslab.experiments.report import test_noise
 
     sampling, how = test_noise([13.0], [12.0])
     assert how == "test-set sampling" and 0.9 < sampling < 0.97
-    assert test_noise([13.0, 13.01], [12.0, 12.01]) == (pytest.approx(sampling, abs=1e-3), "test-set sampling")
+    agree, how = test_noise([13.0, 13.01], [12.0, 12.01])
+    assert how == "test-set sampling, and seeds" and sampling < agree < sampling + 1e-3
     wide, how = test_noise([11.0, 15.0], [12.0, 12.2])
-    assert how == "seeds" and wide > 2.8
+    seeds = 2 * math.sqrt(8 / 2 + 0.02 / 2)
+    assert how == "test-set sampling, and seeds" and wide == pytest.approx(math.hypot(seeds, 0.95), abs=0.02)
+    assert test_noise([13.0], [12.0], paired=0.5) == (0.5, "test-set sampling, paired")
     tail = lambda centre: [*[50.0] * 90, *(centre + d for d in (-0.1, 0.1) * 5)]  # noqa: E731
     agree = [_fake_run(tail(20.0)), _fake_run(tail(20.2))]
     spread = [_fake_run(tail(15.0)), _fake_run(tail(25.0))]
@@ -283,6 +291,27 @@ def test_table6_rows_are_steps_and_the_trend_from_the_shallowest_to_the_deepest(
     assert rows[3]["reslab"] == "11.00 (mean of 1) vs 13.20 (mean of 2)" and "gap -2.20" in rows[3]["margin"]
     worse = claims({"resnet20": group(20, 11.0), "resnet32": group(32, 11.2), "resnet44": group(44, 13.0)})
     assert worse[-1]["verdict"] == NOT_REPRODUCED and len(claims({"resnet20": group(20, 9.0)})) == 1
+
+
+def test_table6_steps_use_the_paired_noise_of_the_same_test_images() -> None:
+    """Nets that miss mostly the same images: a 0.6-point step is within the unpaired binomial noise of 10k images
+    (about 0.9) and beyond the paired one, which the image-by-image mistakes give."""
+    from reslab.experiments.depth import claims
+    from reslab.experiments.report import REPRODUCED, UNRESOLVED, paired_noise
+
+    shallow = [i < 1300 for i in range(10_000)]  # 13.0% error
+    deep = [i < 1240 for i in range(10_000)]  # 12.4%, its mistakes a subset of the shallower's
+    groups = {f"resnet{d}": [RunResult(RunSpec(f"resnet{d}"), Path("."), {"test_error": e}, [])]
+              for d, e in ((20, 13.0), (32, 12.4))}  # fmt: skip
+    unpaired = claims(groups)
+    paired = claims(groups, mistakes={"resnet20-s0": shallow, "resnet32-s0": deep})
+    assert unpaired[1]["verdict"] == UNRESOLVED and "(test-set sampling)" in unpaired[1]["margin"]
+    assert paired[1]["verdict"] == REPRODUCED and "(test-set sampling, paired)" in paired[1]["margin"]
+    # 60 images differ, all one way: 2 * sqrt(0.006 * 0.994 / 10k) * 100
+    assert paired_noise([deep], [shallow]) == pytest.approx(200 * math.sqrt(0.006 * 0.994 / 9_999), rel=1e-6)
+    assert paired_noise([shallow, shallow], [shallow]) == 0.0
+    with pytest.raises(ValueError):
+        paired_noise([shallow], [shallow[:-1]])  # not the same images
 
 
 def test_fig7_observations_count_beyond_the_spread_over_seeds() -> None:

@@ -173,15 +173,32 @@ def seed_noise(a: Sequence[float], b: Sequence[float]) -> float | None:
     return 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
 
 
-def test_noise(a: Sequence[float], b: Sequence[float], images: int = 10_000) -> tuple[float, str]:
-    """The noise a gap between two mean test errors must exceed, and what set it: the binomial sampling error of two
-    error rates on ``images`` test images (twice its standard error), or, where larger, the spread over seeds
-    (`seed_noise`). Sampling is a floor, not replaced by seeds: every seed is tested on the same images, and two
-    seeds can agree by chance."""
-    pa, pb = statistics.fmean(a) / 100, statistics.fmean(b) / 100
-    sampling = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images)
+def paired_noise(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> float:
+    """Twice the standard error (points) of the gap between two nets' mean test errors from their mistakes image by
+    image on the same test images (one sequence per seed, averaged over seeds image by image): the paired (McNemar)
+    estimate of the test set's sampling noise. Nets trained on the same data mostly miss the same images, which the
+    unpaired binomial error of `test_noise` ignores (it treats the two error rates as measured on independent test
+    sets, and so overstates the noise of a gap between nets tested on the same ones)."""
+    per_image = [statistics.fmean(x) - statistics.fmean(y) for x, y in zip(zip(*a), zip(*b), strict=True)]
+    return 200 * statistics.stdev(per_image) / math.sqrt(len(per_image))
+
+
+def test_noise(
+    a: Sequence[float], b: Sequence[float], images: int = 10_000, paired: float | None = None
+) -> tuple[float, str]:
+    """The noise a gap between two mean test errors must exceed (twice its standard error), and what set it: the test
+    set's sampling, `paired_noise` where the caller has each net's mistakes image by image (``paired``), else the
+    binomial error of two error rates on ``images`` independent images; and, where both sides have two or more
+    seeds, the spread over seeds (`seed_noise`), added in quadrature (independent sources: which images the test set
+    drew, which net a seed trained). Seeds never bring the margin below the sampling: every seed is tested on the same
+    images, and two seeds can agree by chance."""
+    if paired is None:
+        pa, pb = statistics.fmean(a) / 100, statistics.fmean(b) / 100
+        sampling, how = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images), "test-set sampling"
+    else:
+        sampling, how = paired, "test-set sampling, paired"
     seeds = seed_noise(a, b)
-    return (seeds, "seeds") if seeds is not None and seeds > sampling else (sampling, "test-set sampling")
+    return (sampling, how) if seeds is None else (math.hypot(sampling, seeds), f"{how}, and seeds")
 
 
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:

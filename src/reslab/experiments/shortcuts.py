@@ -69,7 +69,7 @@ def ordering(table: list[dict[str, Any]], net: str) -> str:
 
 def order_claim(table: list[dict[str, Any]], net: str, images: int = 10_000) -> dict[str, str]:
     """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (`test_noise`
-    on ``images`` test images: their sampling error, or the spread over seeds where larger); the margin shows both."""
+    on ``images`` test images: their sampling error and the spread over seeds); the margin shows both steps."""
     rows = {r["option"]: r for r in table if r["net"] == net}
     tests = {o: [float(v) for v in rows[o]["tests"]] for o in OPTIONS}
     steps, margins = [], []
