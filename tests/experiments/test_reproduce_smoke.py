@@ -126,6 +126,8 @@ def test_shortcuts_reuse_option_a(out: Path) -> None:
     for d in (32, 56):
         params = [rows[f"ResNet-{d}", o]["params"] for o in "ABC"]
         assert params == sorted(set(params))  # B adds projections where shapes change, C everywhere
+    margins = [c["margin"] for c in res["claims"]]
+    assert len(margins) == 2 and all(m.count("(test-set sampling, paired)") == 2 for m in margins)  # C/B, B/A
 
 
 def test_highway(out: Path) -> None:

@@ -14,12 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
 from reslab import paper
-from reslab.data.batches import eval_batches
-from reslab.engine.precision import autocast, resolve_device
 from reslab.experiments.report import (
     best_mean_std,
     claim,
@@ -33,7 +30,6 @@ from reslab.experiments.report import (
 )
 from reslab.experiments.runner import Context, RunResult, RunSpec, by_key
 from reslab.models import model_complexity
-from reslab.models.trained import load_trained
 
 
 def depths(ctx: Context) -> tuple[int, ...]:
@@ -95,22 +91,6 @@ def rows(groups: dict[str, list[RunResult]], start_error: float) -> list[dict[st
     return out
 
 
-@torch.no_grad()
-def test_mistakes(run: RunResult, images: torch.Tensor, labels: torch.Tensor, device: str = "auto") -> list[bool]:
-    """Whether the run's final model misses each test image, one view, in the precision the run was tested in where
-    this device has it (else fp32): what `paired_noise` compares."""
-    dev = resolve_device(device)
-    loaded = load_trained(run.path, dev)
-    model = loaded.model.eval()
-    same = run.summary.get("device", "cpu").split(":")[0] == dev.type
-    precision = run.summary.get("precision", "fp32") if same else "fp32"
-    out: list[bool] = []
-    with autocast(precision, dev):
-        for x, y in eval_batches(images, labels, loaded.preprocessing.mean, batch_size=500, device=str(dev)):
-            out += (model(x).argmax(1) != y).tolist()
-    return out
-
-
 def _step(text: str, paper_says: str, ours: str, tests: list[float], against: list[float], expected: str,
           images: int, paired: float | None) -> dict[str, str]:  # fmt: skip
     """A scorecard row for "``tests`` lie ``expected`` (lower/higher) than ``against`` beyond noise" (`test_noise`
@@ -128,7 +108,7 @@ def claims(groups: dict[str, list[RunResult]], images: int = 10_000,
     is lower than the shallower net's beyond noise, as the paper's are up to 110 layers (1202 is worse there). With
     three or more depths up to 110, one more row: the deepest of them against the shallowest, the trend Table 6
     shows, whose gap can exceed the test set's noise where single steps (a few tenths of a point) cannot. With
-    ``mistakes`` (`test_mistakes` of every run, by run name) the test set's noise is the paired one."""
+    ``mistakes`` (`Runner.test_mistakes` of every run, by run name) the test set's noise is the paired one."""
     out, previous, tested = [], None, {}
     by_depth = {runs[0].spec.depth: runs for runs in groups.values()}
 
@@ -211,8 +191,7 @@ def run(ctx: Context) -> Path:
     ]
     shown = [c for c in shown if any(r[c] != "" for r in table)]
     ds = ctx.runner.dataset
-    mistakes = {name: test_mistakes(r, ds.test_images, ds.test_labels, ctx.runner.device)
-                for name, r in results.items()}  # fmt: skip
+    mistakes = {name: ctx.runner.test_mistakes(r) for name, r in results.items()}
     # The re-evaluation against the errors the runs recorded: a check that the mistakes compared are those of the
     # models in the table
     drift = max(abs(100 * statistics.fmean(mistakes[n]) - r.summary["test_error"]) for n, r in results.items())

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from reslab.data.batches import eval_batches
 from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
+from reslab.engine.precision import autocast, resolve_device
 from reslab.engine.run import train
 from reslab.engine.rundir import RunDir
 from reslab.errors import ConfigError, TrainingInterrupted
@@ -27,6 +31,7 @@ from reslab.tasks.classification_run import load_data
 
 __all__ = ["BUDGETS", "Budget", "get_budget"]  # declared in reslab.experiments.budgets (light: --help reads them)
 from reslab.models import model_spec
+from reslab.models.trained import load_trained
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,20 @@ class Runner:
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / "runs" / spec.name
+
+    def test_mistakes(self, run: RunResult) -> list[bool]:
+        """Whether the run's final model misses each image of the test set, one view, in the precision the run was
+        tested in where this device has it (else fp32): what `report.paired_noise` compares."""
+        dev = resolve_device(self.device)
+        loaded = load_trained(run.path, dev)
+        model = loaded.model.eval()
+        same = str(run.summary.get("device", "cpu")).split(":")[0] == dev.type
+        precision = run.summary.get("precision", "fp32") if same else "fp32"
+        ds, out = self.dataset, []
+        with torch.no_grad(), autocast(precision, dev):
+            for x, y in eval_batches(ds.test_images, ds.test_labels, loaded.preprocessing.mean, 500, str(dev)):
+                out += (model(x).argmax(1) != y).tolist()
+        return out
 
     def config(self, spec: RunSpec) -> TrainConfig:
         return replace(
