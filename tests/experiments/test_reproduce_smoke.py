@@ -271,7 +271,9 @@ def test_noise_margins_count_seeds_but_never_below_the_test_sets_sampling() -> N
     wide, how = test_noise([11.0, 15.0], [12.0, 12.2])
     seeds = 2 * math.sqrt(8 / 2 + 0.02 / 2)
     assert how == "test-set sampling, and seeds" and wide == pytest.approx(math.hypot(seeds, 0.95), abs=0.02)
-    assert test_noise([13.0], [12.0], paired=0.5) == (0.5, "test-set sampling, paired")
+    shallow, deep = [[i < 1300 for i in range(10_000)]], [[i < 1200 for i in range(10_000)]]
+    paired, how = test_noise([13.0], [12.0], mistakes=(shallow, deep))
+    assert how == "test-set sampling, paired" and paired == pytest.approx(200 * math.sqrt(0.01 * 0.99 / 9_999))
     tail = lambda centre: [*[50.0] * 90, *(centre + d for d in (-0.1, 0.1) * 5)]  # noqa: E731
     agree = [_fake_run(tail(20.0)), _fake_run(tail(20.2))]
     spread = [_fake_run(tail(15.0)), _fake_run(tail(25.0))]
@@ -310,10 +312,29 @@ def test_table6_steps_use_the_paired_noise_of_the_same_test_images() -> None:
     assert unpaired[1]["verdict"] == UNRESOLVED and "(test-set sampling)" in unpaired[1]["margin"]
     assert paired[1]["verdict"] == REPRODUCED and "(test-set sampling, paired)" in paired[1]["margin"]
     # 60 images differ, all one way: 2 * sqrt(0.006 * 0.994 / 10k) * 100
-    assert paired_noise([deep], [shallow]) == pytest.approx(200 * math.sqrt(0.006 * 0.994 / 9_999), rel=1e-6)
-    assert paired_noise([shallow, shallow], [shallow]) == 0.0
-    with pytest.raises(ValueError):
+    assert paired_noise([deep], [shallow]) == (pytest.approx(200 * math.sqrt(0.006 * 0.994 / 9_999)), 0.0)
+    assert paired_noise([shallow, shallow], [shallow]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="different numbers of test images"):
         paired_noise([shallow], [shallow[:-1]])  # not the same images
+
+
+def test_seeds_disagreeing_image_by_image_are_counted_once() -> None:
+    """Two seeds that disagree on some images move both the per-image differences (the paired term) and each seed's
+    error rate (the spread over seeds): the margin counts that part once, so it lies between the paired term alone
+    and the two added whole."""
+    from reslab.experiments.report import paired_noise, seed_noise, test_noise
+
+    n = 10_000
+    a = [[i < 1300 for i in range(n)], [i < 1200 or 5000 <= i < 5200 for i in range(n)]]  # 13.0%, 14.0%
+    b = [[i < 1250 for i in range(n)], [i < 1250 for i in range(n)]]  # 12.5% twice
+    paired, shared = paired_noise(a, b)
+    # per image, a's two seeds disagree on 300 images: variance 1/2 there, so 4e4 * (300 / n / 2) / (n * 2)
+    assert shared == pytest.approx(4e4 * 0.015 / (n * 2))
+    seeds = seed_noise([13.0, 14.0], [12.5, 12.5])
+    noise, how = test_noise([13.0, 14.0], [12.5, 12.5], mistakes=(a, b))
+    assert how == "test-set sampling, paired, and seeds"
+    assert noise == pytest.approx(math.sqrt(paired**2 + seeds**2 - shared))
+    assert paired < noise < math.hypot(paired, seeds)
 
 
 def test_fig7_observations_count_beyond_the_spread_over_seeds() -> None:

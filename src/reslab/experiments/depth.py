@@ -18,12 +18,12 @@ from matplotlib.figure import Figure
 
 from reslab import paper
 from reslab.experiments.report import (
+    Mistakes,
     best_mean_std,
     claim,
     gap_verdict,
     markdown_table,
     mean_std,
-    paired_noise,
     test_noise,
     write_report,
     write_results,
@@ -92,10 +92,10 @@ def rows(groups: dict[str, list[RunResult]], start_error: float) -> list[dict[st
 
 
 def _step(text: str, paper_says: str, ours: str, tests: list[float], against: list[float], expected: str,
-          images: int, paired: float | None) -> dict[str, str]:  # fmt: skip
+          images: int, mistakes: tuple[Mistakes, Mistakes] | None) -> dict[str, str]:  # fmt: skip
     """A scorecard row for "``tests`` lie ``expected`` (lower/higher) than ``against`` beyond noise" (`test_noise`
     on ``images`` test images, paired where the mistakes image by image are known)."""
-    noise, how = test_noise(tests, against, images, paired)
+    noise, how = test_noise(tests, against, images, mistakes)
     diff = statistics.fmean(tests) - statistics.fmean(against)
     direction = "lower" if -diff > noise else "higher" if diff > noise else "within noise"
     margin = f"gap {diff:+.2f}, noise {noise:.2f} ({how})"
@@ -112,10 +112,10 @@ def claims(groups: dict[str, list[RunResult]], images: int = 10_000,
     out, previous, tested = [], None, {}
     by_depth = {runs[0].spec.depth: runs for runs in groups.values()}
 
-    def paired(deep: int, shallow: int) -> float | None:
+    def paired(deep: int, shallow: int) -> tuple[Mistakes, Mistakes] | None:
         if mistakes is None:
             return None
-        return paired_noise(*([mistakes[r.spec.name] for r in by_depth[d]] for d in (deep, shallow)))
+        return [mistakes[r.spec.name] for r in by_depth[deep]], [mistakes[r.spec.name] for r in by_depth[shallow]]
 
     for runs in groups.values():
         depth = runs[0].spec.depth
@@ -212,8 +212,10 @@ def run(ctx: Context) -> Path:
         "## Noise margins\n\nA step between two depths counts when its gap exceeds twice its standard error: the test "
         "set's sampling, paired (both nets are tested on the same images and mostly miss the same ones: the spread "
         "of the per-image difference of their mistakes, McNemar's), and, with two or more seeds, the spread over "
-        f"seeds, added in quadrature. The mistakes are the final models' again, one view in the precision each run was "
-        f"tested in: their errors are within {drift:.2f} points of the recorded ones in the table.",
+        "seeds, added in variance less the seeds' disagreements image by image, which the paired term holds already "
+        "(`reslab.experiments.report.test_noise`). The mistakes are the final models' again, one view in the "
+        f"precision each run was tested in: their errors are within {drift:.2f} points of the recorded ones in the "
+        "table.",
         warmup_note(recipe.paper_warmup_min_depth, start_error, recipe.batch_size),
         "![test error vs depth](table6_depth.png)",
     ]

@@ -173,32 +173,49 @@ def seed_noise(a: Sequence[float], b: Sequence[float]) -> float | None:
     return 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
 
 
-def paired_noise(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> float:
+Mistakes = Sequence[Sequence[bool]]  # one net's mistakes on each test image, one sequence per seed
+
+
+def paired_noise(a: Mistakes, b: Mistakes) -> tuple[float, float]:
     """Twice the standard error (points) of the gap between two nets' mean test errors from their mistakes image by
-    image on the same test images (one sequence per seed, averaged over seeds image by image): the paired (McNemar)
-    estimate of the test set's sampling noise. Nets trained on the same data mostly miss the same images, which the
-    unpaired binomial error of `test_noise` ignores (it treats the two error rates as measured on independent test
-    sets, and so overstates the noise of a gap between nets tested on the same ones)."""
+    image on the same test images (averaged over seeds image by image): the paired (McNemar) estimate of the test
+    set's sampling noise. Nets trained on the same data mostly miss the same images, which the unpaired binomial error
+    of `test_noise` ignores (it treats the two error rates as measured on independent test sets, and so overstates
+    the noise of a gap between nets tested on the same ones).
+
+    Also returns the part of `seed_noise` squared that the paired term holds already: the seeds' disagreements image
+    by image (their variance over seeds, per image, over the images and seeds of each side), which move each seed's
+    error rate and the per-image differences alike."""
+    n = {len(m) for m in (*a, *b)}
+    if len(n) != 1:
+        raise ValueError(f"mistakes on different numbers of test images: {sorted(n)}")
+    images = n.pop()
     per_image = [statistics.fmean(x) - statistics.fmean(y) for x, y in zip(zip(*a), zip(*b), strict=True)]
-    return 200 * statistics.stdev(per_image) / math.sqrt(len(per_image))
+    paired = 200 * statistics.stdev(per_image) / math.sqrt(images)
+    shared = sum(4e4 * statistics.fmean(statistics.variance(x) for x in zip(*m)) / (images * len(m))
+                 for m in (a, b) if len(m) > 1)  # fmt: skip
+    return paired, shared
 
 
 def test_noise(
-    a: Sequence[float], b: Sequence[float], images: int = 10_000, paired: float | None = None
+    a: Sequence[float], b: Sequence[float], images: int = 10_000, mistakes: tuple[Mistakes, Mistakes] | None = None
 ) -> tuple[float, str]:
     """The noise a gap between two mean test errors must exceed (twice its standard error), and what set it: the test
-    set's sampling, `paired_noise` where the caller has each net's mistakes image by image (``paired``), else the
-    binomial error of two error rates on ``images`` independent images; and, where both sides have two or more
-    seeds, the spread over seeds (`seed_noise`), added in quadrature (independent sources: which images the test set
-    drew, which net a seed trained). Seeds never bring the margin below the sampling: every seed is tested on the same
-    images, and two seeds can agree by chance."""
-    if paired is None:
+    set's sampling, `paired_noise` where the caller has each net's ``mistakes`` image by image, else the binomial
+    error of two error rates on ``images`` independent images; and, where both sides have two or more seeds, the
+    spread over seeds (`seed_noise`), added in variance (independent sources: which images the test set drew, which
+    net a seed trained), less the seeds' image-by-image disagreements that the paired term counts already. Seeds never
+    bring the margin below the sampling: every seed is tested on the same images, and two seeds can agree by chance."""
+    if mistakes is None:
         pa, pb = statistics.fmean(a) / 100, statistics.fmean(b) / 100
-        sampling, how = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images), "test-set sampling"
+        sampling, shared = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / images), 0.0
+        how = "test-set sampling"
     else:
-        sampling, how = paired, "test-set sampling, paired"
+        (sampling, shared), how = paired_noise(*mistakes), "test-set sampling, paired"
     seeds = seed_noise(a, b)
-    return (sampling, how) if seeds is None else (math.hypot(sampling, seeds), f"{how}, and seeds")
+    if seeds is None:
+        return sampling, how
+    return math.sqrt(sampling**2 + max(seeds**2 - shared, 0.0)), f"{how}, and seeds"
 
 
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:

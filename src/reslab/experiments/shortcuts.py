@@ -16,10 +16,10 @@ from reslab.experiments.report import (
     NOT_REPRODUCED,
     REPRODUCED,
     UNRESOLVED,
+    Mistakes,
     best_mean_std,
     claim,
     markdown_table,
-    paired_noise,
     test_noise,
     write_report,
     write_results,
@@ -72,15 +72,16 @@ STEPS = (("C", "B"), ("B", "A"))  # Table 3's order, step by step: (better, wors
 
 
 def order_claim(table: list[dict[str, Any]], net: str, images: int = 10_000,
-                paired: dict[tuple[str, str], float] | None = None) -> dict[str, str]:  # fmt: skip
+                mistakes: dict[str, Mistakes] | None = None) -> dict[str, str]:  # fmt: skip
     """Table 3's order (C < B < A in error) at one depth: each step counts when it exceeds the noise (`test_noise`
-    on ``images`` test images: their sampling error, paired where ``paired`` gives it for the step, and the spread
+    on ``images`` test images: their sampling error, paired where ``mistakes`` gives each option's, and the spread
     over seeds); the margin shows both steps."""
     rows = {r["option"]: r for r in table if r["net"] == net}
     tests = {o: [float(v) for v in rows[o]["tests"]] for o in OPTIONS}
     steps, margins = [], []
     for better, worse in STEPS:
-        noise, how = test_noise(tests[better], tests[worse], images, (paired or {}).get((better, worse)))
+        pair = (mistakes[better], mistakes[worse]) if mistakes else None
+        noise, how = test_noise(tests[better], tests[worse], images, pair)
         diff = statistics.fmean(tests[worse]) - statistics.fmean(tests[better])
         steps.append("lower" if diff > noise else "higher" if -diff > noise else "within noise")
         margins.append(f"{better} vs {worse}: gap {-diff:+.2f}, noise {noise:.2f} ({how})")
@@ -112,11 +113,10 @@ def run(ctx: Context) -> Path:
     images = len(ctx.runner.dataset.test_labels)
     groups, mistakes = by_key(results), {name: ctx.runner.test_mistakes(r) for name, r in results.items()}
 
-    def paired(model: str) -> dict[tuple[str, str], float]:
-        side = {o: [mistakes[r.spec.name] for r in groups[spec(model, o, 0).key]] for o in OPTIONS}
-        return {(b, w): paired_noise(side[b], side[w]) for b, w in STEPS}
+    def by_option(model: str) -> dict[str, Mistakes]:
+        return {o: [mistakes[r.spec.name] for r in groups[spec(model, o, 0).key]] for o in OPTIONS}
 
     by_net = {f"ResNet-{spec(m, 'A', 0).depth}": m for m in MODELS}
-    write_results(ctx, table, {"claims": [order_claim(table, net, images, paired(by_net[net])) for net in nets]})
+    write_results(ctx, table, {"claims": [order_claim(table, net, images, by_option(by_net[net])) for net in nets]})
     return write_report(ctx, f"Identity vs projection shortcuts on {ctx.data_label}", "Table 3 (Sec. 4.1)", sections,
                         list(results.values()))  # fmt: skip
