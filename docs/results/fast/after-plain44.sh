@@ -4,7 +4,7 @@
 set -eu
 while [ ! -f /work/reslab-runs/fast/runs/plain44-s1/summary.json ]; do sleep 15; done
 sleep 10
-kill -- -19342 2>/dev/null || true
+kill -- -25756 2>/dev/null || true
 echo "=== $(date -u +%FT%TZ) plain44-s1 finished; chain stopped"
 cd /work/main
 R=".venv/bin/python -m reslab.cli reproduce"
