@@ -152,6 +152,20 @@ def test_status_describes_what_a_folder_holds(tmp_path):
     assert run.status().finished and run.status().describe() == "finished"
 
 
+def test_a_finished_run_records_its_final_models_mistakes(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.mistakes("test") is None  # no record: a caller evaluates the model itself
+    assert main([*TINY, "--out", str(run.path), "--quiet"]) == 0
+    misses, how = run.mistakes("test")
+    assert how == {"source": "final evaluation", "precision": "fp32", "device": "cpu", "views": 1}
+    assert 100 * sum(misses) / len(misses) == pytest.approx(run.summary()["test_error"], abs=1e-9)
+    assert "mistakes" not in run.summary() and run.mistakes("val") is None
+    record = json.loads(run.file("mistakes.json").read_text())
+    run.file("mistakes.json").write_text(json.dumps({**record, "splits": {"test": "01x"}}))
+    with pytest.raises(ConfigError, match="mistakes.json: its 'test' entry is not a string of 0s and 1s"):
+        run.mistakes("test")
+
+
 def test_the_lock_is_held_while_training(tmp_path):
     run = RunDir(tmp_path / "run")
     with run.lock(), pytest.raises(RunInUse, match=f"pid {os.getpid()}"), RunDir(run.path).lock():

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -110,9 +111,31 @@ def test_depth_table6(out: Path) -> None:
     assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
     assert all("(test-set sampling, paired)" in c["margin"] for c in res["claims"][1:])  # each step and the trend
     drift = float(report.split("their errors are within ")[1].split(" points")[0])
-    assert drift < 1, drift  # the mistakes re-evaluated are the tabled models' (in their precision: at most 1 image)
+    assert drift == 0, drift  # the mistakes compared are those the tabled models' final evaluations recorded
     assert_png(out / "depth" / "table6_depth.png")
     assert {f"resnet{d}-val-s0" for d in (20, 32, 44, 56, 110)} <= set(run_state(out))
+
+
+def test_test_mistakes_are_recorded_evaluated_again_for_older_runs_and_checked(out: Path, tmp_path: Path) -> None:
+    from reslab.engine.rundir import RunDir
+    from reslab.errors import ConfigError
+
+    reproduce(out, "degradation")
+    shutil.copytree(out / "runs" / "resnet20-s0", tmp_path / "runs" / "resnet20-s0")
+    runner = smoke_runner(tmp_path)
+    run, folder = runner.result(RunSpec("resnet20")), RunDir(tmp_path / "runs" / "resnet20-s0")
+    recorded, how = folder.mistakes("test")
+    assert how["source"] == "final evaluation" and how["views"] == 1
+    assert 100 * sum(recorded) / len(recorded) == pytest.approx(run.summary["test_error"], abs=1e-9)
+    assert runner.test_mistakes(run) == recorded
+    (run.path / "mistakes.json").unlink()  # a run older than the record: its model is evaluated again, once
+    again = runner.test_mistakes(run)
+    assert sum(a != b for a, b in zip(again, recorded, strict=True)) <= 2  # same model, same precision
+    assert folder.mistakes("test")[1]["source"].startswith("re-evaluated") and runner.test_mistakes(run) == again
+    wrong = [sum(again) < len(again) / 2] * len(again)  # another model's mistakes: far from the recorded error
+    folder.write_mistakes({"source": "elsewhere", "splits": {"test": wrong}})
+    with pytest.raises(ConfigError, match="not this run's final model"):
+        runner.test_mistakes(run)
 
 
 def test_shortcuts_reuse_option_a(out: Path) -> None:

@@ -197,7 +197,9 @@ def _finish(trainer: Trainer, rundir: RunDir, console: Console) -> dict[str, Any
                    overhead_fraction=1 - trainer.train_seconds / max(trainer.loop_seconds, 1e-9),
                    final_eval_seconds=time.perf_counter() - t0, precision=trainer.precision,
                    device=str(trainer.device), world_size=trainer.dist.world)  # fmt: skip
-    rundir.write_summary(summary)
+    mistakes = summary.pop("mistakes", None)
+    rundir.write_summary(summary, mistakes and {"source": "final evaluation", "precision": trainer.precision,
+                                                "device": str(trainer.device), "splits": mistakes})  # fmt: skip
     errors = {k: round(v, 2) for k, v in summary.items() if k.endswith("error") and isinstance(v, float)}
     console.log(f"done: {json.dumps(errors)}")
     return summary

@@ -8,6 +8,8 @@ RUN/
                  checkpoint's iteration, never deleted
   checkpoint.pt  the latest checkpoint, replaced atomically; read with torch.load(weights_only=True)
   summary.json   the final evaluation and the run's clocks: present only when the run is finished
+  mistakes.json  which images the final model misses, one view, per evaluation set (classification runs; written
+                 just before summary.json, or afterwards by `write_mistakes` for runs older than it)
 ```
 
 Also here: whether a folder can be started or resumed (`RunDir.check_start`), whether a checkpoint can continue a
@@ -38,7 +40,7 @@ try:
 except ImportError:  # not a POSIX system: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
-CONFIG, METRICS, SUMMARY, LOCK = "config.json", "metrics.jsonl", "summary.json", ".lock"
+CONFIG, METRICS, SUMMARY, LOCK, MISTAKES = "config.json", "metrics.jsonl", "summary.json", ".lock", "mistakes.json"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
 # A checkpoint's entries beyond those every reslab checkpoint has (`weights.checkpoint.REQUIRED`): what resuming needs.
 RESUME_KEYS = ("optimizer", "scaler", "stream", "schedule", "interval_stats", "train_seconds", "rng_cpu")
@@ -141,7 +143,7 @@ class RunDir:
 
     def discard(self) -> None:
         """Remove what a start wrote before its first step finished (it holds nothing worth keeping)."""
-        for name in (CONFIG, METRICS, CHECKPOINT):
+        for name in (CONFIG, METRICS, CHECKPOINT, MISTAKES):
             (self.path / name).unlink(missing_ok=True)
 
     # -- the lock --------------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class RunDir:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             held = True
             for stale in self.path.glob(".*.tmp"):  # a killed writer's temp file (see files.atomic_write)
-                if any(stale.name.startswith(f".{name}.") for name in RUN_FILES):
+                if any(stale.name.startswith(f".{name}.") for name in (*RUN_FILES, MISTAKES)):
                     stale.unlink(missing_ok=True)
             yield self
         finally:
@@ -219,8 +221,18 @@ class RunDir:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         write_checkpoint(self.checkpoint_path, state)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
+    def write_summary(self, summary: dict[str, Any], mistakes: dict[str, Any] | None = None) -> None:
+        """summary.json, which marks the run finished, after ``mistakes`` (see `write_mistakes`) if given."""
+        if mistakes:
+            self.write_mistakes(mistakes)
         write_json(self.path / SUMMARY, summary)
+
+    def write_mistakes(self, record: dict[str, Any]) -> None:
+        """mistakes.json: ``record`` says how the mistakes were found (``source``, ``precision``, ``device``) and
+        maps each evaluation set to its images' top-1 misses with one view (``splits``), stored as a string of 0s
+        and 1s, one per image in the set's order."""
+        splits = {k: "".join("1" if m else "0" for m in v) for k, v in record["splits"].items()}
+        write_json(self.path / MISTAKES, {**record, "views": 1, "splits": splits})
 
     # -- reading ---------------------------------------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
@@ -239,6 +251,19 @@ class RunDir:
         if not (self.path / SUMMARY).is_file():
             raise ConfigError(f"{self.path} is not a finished run (no {SUMMARY}; {self.status().describe()})")
         return read_json(self.path / SUMMARY)
+
+    def mistakes(self, split: str = "test") -> tuple[list[bool], dict[str, Any]] | None:
+        """The final model's misses on ``split`` (one view, image by image) and how they were found; None where the
+        folder has none recorded for it."""
+        if not (self.path / MISTAKES).is_file():
+            return None
+        record = read_json(self.path / MISTAKES)
+        bits = record.get("splits", {}).get(split)
+        if bits is None:
+            return None
+        if not isinstance(bits, str) or set(bits) - {"0", "1"}:
+            raise ConfigError(f"cannot read {self.path / MISTAKES}: its {split!r} entry is not a string of 0s and 1s")
+        return [b == "1" for b in bits], {k: v for k, v in record.items() if k != "splits"}
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every record of metrics.jsonl (a torn last line is skipped)."""

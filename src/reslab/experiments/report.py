@@ -218,6 +218,18 @@ def test_noise(
     return math.sqrt(sampling**2 + max(seeds**2 - shared, 0.0)), f"{how}, and seeds"
 
 
+def mistakes_note(results: dict[str, RunResult], mistakes: dict[str, Sequence[bool]]) -> str:
+    """A report's sentence on the mistakes its paired margins compare (`Runner.test_mistakes` of each run, by name):
+    where they come from and how far their errors are from the ones the runs recorded."""
+    drift = max(abs(100 * statistics.fmean(mistakes[n]) - r.summary["test_error"]) for n, r in results.items())
+    return (
+        "The mistakes compared are the final models', one view: recorded by each run's final evaluation (its "
+        "mistakes.json), or for a run older than that record evaluated again, once, in the precision it was "
+        f"tested in; their errors are within {drift:.2f} points of the ones the runs recorded (more than 2 images "
+        "or 0.1 points is refused)."
+    )
+
+
 def write_results(ctx: Context, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
     """results.json (rows plus context) and results.csv (the rows) beside report.md."""
     ctx.out.mkdir(parents=True, exist_ok=True)

@@ -16,22 +16,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reslab.data.batches import eval_batches
 from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device
 from reslab.engine.run import train
-from reslab.engine.rundir import RunDir
+from reslab.engine.rundir import MISTAKES, RunDir
 from reslab.errors import ConfigError, TrainingInterrupted
 from reslab.experiments.budgets import BUDGETS, Budget, get_budget
 from reslab.experiments.jobs import train_in_parallel
+from reslab.tasks.classification import evaluate
 from reslab.tasks.classification_run import load_data
 
 __all__ = ["BUDGETS", "Budget", "get_budget"]  # declared in reslab.experiments.budgets (light: --help reads them)
 from reslab.models import model_spec
 from reslab.models.trained import load_trained
+
+
+def mistakes_tolerance(images: int) -> float:
+    """How far (points) a run's test mistakes, counted again, may be from the error it recorded: 2 images or 0.1
+    points, whichever is more (an evaluation again in bf16 may flip a near-tie or two)."""
+    return max(200 / max(images, 1), 0.1)
 
 
 @dataclass(frozen=True)
@@ -156,18 +161,37 @@ class Runner:
         return self.out / "runs" / spec.name
 
     def test_mistakes(self, run: RunResult) -> list[bool]:
-        """Whether the run's final model misses each image of the test set, one view, in the precision the run was
-        tested in where this device has it (else fp32): what `report.paired_noise` compares."""
+        """Whether the run's final model misses each image of the test set, one view: what `report.paired_noise`
+        compares. Read from the run folder where its final evaluation recorded them; a run older than that record is
+        evaluated again, once, in the precision it was tested in where this device has it (else fp32), and the result
+        kept in its folder. Refused if their error is not the one the run recorded (other weights, data or views)."""
+        folder = RunDir(run.path)
+        found = folder.mistakes("test")
+        if found is None:
+            misses, precision = self._evaluate_mistakes(run)
+            source = "re-evaluated by reslab.experiments.runner.Runner.test_mistakes"
+            folder.write_mistakes({"source": source, "precision": precision, "device": str(resolve_device(self.device)),
+                                   "splits": {"test": misses}})  # fmt: skip
+        else:
+            misses, _ = found
+        recorded, n, images = run.summary["test_error"], len(misses), len(self.dataset.test_labels)
+        missed = 100 * sum(misses) / max(n, 1)
+        if n != images or abs(missed - recorded) > mistakes_tolerance(n):
+            raise ConfigError(f"{folder.file(MISTAKES)}: {missed:.2f}% of {n} images missed, but the run "
+                              f"recorded {recorded:.2f}% test error on this test set of {images}: not this run's final "
+                              "model on these images; delete the file to evaluate the model again")  # fmt: skip
+        return misses
+
+    def _evaluate_mistakes(self, run: RunResult) -> tuple[list[bool], str]:
         dev = resolve_device(self.device)
         loaded = load_trained(run.path, dev)
-        model = loaded.model.eval()
         same = str(run.summary.get("device", "cpu")).split(":")[0] == dev.type
         precision = run.summary.get("precision", "fp32") if same else "fp32"
-        ds, out = self.dataset, []
-        with torch.no_grad(), autocast(precision, dev):
-            for x, y in eval_batches(ds.test_images, ds.test_labels, loaded.preprocessing.mean, 500, str(dev)):
-                out += (model(x).argmax(1) != y).tolist()
-        return out
+        ds = self.dataset
+        batches = eval_batches(ds.test_images, ds.test_labels, loaded.preprocessing.mean, 500, str(dev))
+        with autocast(precision, dev):
+            result = evaluate(loaded.model, batches, len(loaded.classes), device=dev, mistakes=True)
+        return result["mistakes"], precision
 
     def config(self, spec: RunSpec) -> TrainConfig:
         return replace(

@@ -20,6 +20,7 @@ from reslab.experiments.report import (
     best_mean_std,
     claim,
     markdown_table,
+    mistakes_note,
     test_noise,
     write_report,
     write_results,
@@ -112,6 +113,7 @@ def run(ctx: Context) -> Path:
     ]
     images = len(ctx.runner.dataset.test_labels)
     groups, mistakes = by_key(results), {name: ctx.runner.test_mistakes(r) for name, r in results.items()}
+    sections.append(mistakes_note(results, mistakes))
 
     def by_option(model: str) -> dict[str, Mistakes]:
         return {o: [mistakes[r.spec.name] for r in groups[spec(model, o, 0).key]] for o in OPTIONS}

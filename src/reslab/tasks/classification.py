@@ -52,11 +52,13 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]
 
 
 class _Tally:
-    """Top-1/top-5 hits, loss and per-class hits of one set of views, summed over batches."""
+    """Top-1/top-5 hits, loss and per-class hits of one set of views, summed over batches; with ``keep`` also which
+    images top-1 misses, in order (what a paired comparison of two models on the same images needs)."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, keep: bool = False) -> None:
         self.num_classes, self.n, self.correct1, self.correct5, self.loss = num_classes, 0, 0, 0, 0.0
         self.per_class = torch.zeros(num_classes, 2, dtype=torch.long)  # (correct, total)
+        self.misses: list[bool] | None = [] if keep else None
 
     def add(self, probs: torch.Tensor, y: torch.Tensor) -> None:
         self.loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
@@ -67,17 +69,20 @@ class _Tally:
         self.per_class[:, 0] += torch.bincount(y[hit1].cpu(), minlength=self.num_classes)
         self.per_class[:, 1] += torch.bincount(y.cpu(), minlength=self.num_classes)
         self.n += len(y)
+        if self.misses is not None:
+            self.misses += (~hit1).tolist()
 
     def result(self) -> dict[str, Any]:
         if self.n == 0:
             raise ConfigError("nothing to evaluate: the evaluation set is empty")
-        return {
+        out = {
             "n": self.n,
             "error": 100.0 * (1 - self.correct1 / self.n),
             "top5_error": 100.0 * (1 - self.correct5 / self.n),
             "loss": self.loss / self.n,
             "per_class_error": (100.0 * (1 - self.per_class[:, 0] / self.per_class[:, 1].clamp_min(1))).tolist(),
         }
+        return out if self.misses is None else {**out, "mistakes": self.misses}
 
 
 @torch.no_grad()
@@ -91,17 +96,19 @@ def evaluate(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     prefixes: tuple[int, ...] = (),
+    mistakes: bool = False,
 ) -> dict[str, Any]:
     """Errors in percent over model-ready ``(images, labels)`` batches, with the views of `tta_views`; a batch whose
     images are a list of tensors brings its own views (10 crops, several scales), whose softmax is averaged instead.
 
     With ``prefixes`` the result maps each count k to the errors of the first k views (1: the image alone; 2: and its
-    mirror), all from one pass over the views. Runs in whatever autocast context the caller opened; the softmax is
-    averaged in fp32.
+    mirror), all from one pass over the views. With ``mistakes`` each result also lists, image by image in the
+    batches' order, whether its top-1 prediction is wrong. Runs in whatever autocast context the caller opened; the
+    softmax is averaged in fp32.
     """
     count_views(flip, shift)
-    tallies = {k: _Tally(num_classes) for k in prefixes}
-    every = _Tally(num_classes)  # all the views of each batch, however many it brings
+    tallies = {k: _Tally(num_classes, mistakes) for k in prefixes}
+    every = _Tally(num_classes, mistakes)  # all the views of each batch, however many it brings
     was_training = model.training
     model.eval()
     try:
@@ -304,7 +311,8 @@ class ClassificationTask:
     def final_evaluation(self, model: nn.Module) -> dict[str, Any]:
         """Every evaluation set without TTA, with flip TTA and, if the reported views shift, with those 6 views (one
         pass: 1 and 2 views are the first of the 6); ``reported_test_error`` is the test error with the reported
-        views."""
+        views. ``mistakes`` maps each set to its images' top-1 misses with one view, for the run folder's
+        mistakes file (`RunDir.write_summary`), not for summary.json."""
         flip, shift = self.views
         out: dict[str, Any] = {"dataset": self.data.name, "data_label": self.data.label or self.data.name,
                                "reported_views": views_label(flip, shift)}  # fmt: skip
@@ -313,13 +321,14 @@ class ClassificationTask:
             t0 = time.perf_counter()
             self.log(f"final evaluation, {split} set: {views_label(True, shift)} ...")
             results = evaluate(model, batches, self.data.num_classes, flip=True, shift=shift, device=self.device,
-                               channels_last=self.channels_last, prefixes=tuple(suffixes))  # fmt: skip
+                               channels_last=self.channels_last, prefixes=tuple(suffixes), mistakes=True)  # fmt: skip
             errors = ", ".join(f"{k} {'view' if k == 1 else 'views'} {r['error']:.2f}%" for k, r in results.items())
             self.log(f"final evaluation, {split} set: error {errors} ({time.perf_counter() - t0:.0f} s)")
             for k, suffix in suffixes.items():
                 out[f"{split}_error{suffix}"] = results[k]["error"]
             out[f"{split}_top5_error"] = results[1]["top5_error"]
             out[f"{split}_per_class_error"] = results[1]["per_class_error"]
+            out.setdefault("mistakes", {})[split] = results[1]["mistakes"]  # one view: `{split}_error`'s
         suffix = "_tta_shift" if shift else "_tta" if flip else ""
         if "test" in self.data.eval_sets:
             out["reported_test_error"] = out["test_error" + suffix]
