@@ -162,7 +162,7 @@ def test_a_finished_run_records_its_final_models_mistakes(tmp_path):
     assert "mistakes" not in run.summary() and run.mistakes("val") is None
     record = json.loads(run.file("mistakes.json").read_text())
     run.file("mistakes.json").write_text(json.dumps({**record, "splits": {"test": "01x"}}))
-    with pytest.raises(ConfigError, match="mistakes.json: its 'test' entry is not a string of 0s and 1s"):
+    with pytest.raises(ConfigError, match="its 'test' entry is not a string of 0s and 1s"):
         run.mistakes("test")
 
 

@@ -136,6 +136,10 @@ def test_test_mistakes_are_recorded_evaluated_again_for_older_runs_and_checked(o
     folder.write_mistakes({"source": "elsewhere", "splits": {"test": wrong}})
     with pytest.raises(ConfigError, match="not this run's final model"):
         runner.test_mistakes(run)
+    (run.path / "mistakes.json").unlink()
+    other = dataclasses.replace(run, summary={**run.summary, "test_error": 100.0 * wrong[0]})
+    with pytest.raises(ConfigError, match="its checkpoint or this data is not what the run was tested with"):
+        runner.test_mistakes(other)  # evaluated again, and still not the recorded error
 
 
 def test_shortcuts_reuse_option_a(out: Path) -> None:

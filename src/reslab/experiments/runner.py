@@ -22,7 +22,7 @@ from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device
 from reslab.engine.run import train
 from reslab.engine.rundir import MISTAKES, RunDir
-from reslab.errors import ConfigError, TrainingInterrupted
+from reslab.errors import ConfigError, ReslabError, TrainingInterrupted
 from reslab.experiments.budgets import BUDGETS, Budget, get_budget
 from reslab.experiments.jobs import train_in_parallel
 from reslab.tasks.classification import evaluate
@@ -169,17 +169,27 @@ class Runner:
         found = folder.mistakes("test")
         if found is None:
             misses, precision = self._evaluate_mistakes(run)
-            source = "re-evaluated by reslab.experiments.runner.Runner.test_mistakes"
-            folder.write_mistakes({"source": source, "precision": precision, "device": str(resolve_device(self.device)),
-                                   "splits": {"test": misses}})  # fmt: skip
+            record = {
+                "source": "re-evaluated by reslab.experiments.runner.Runner.test_mistakes",
+                "precision": precision,
+                "device": str(resolve_device(self.device)),
+                "splits": {"test": misses},
+            }
+            with contextlib.suppress(ReslabError):  # a read-only folder: the next report evaluates it again
+                folder.write_mistakes(record)
         else:
             misses, _ = found
         recorded, n, images = run.summary["test_error"], len(misses), len(self.dataset.test_labels)
         missed = 100 * sum(misses) / max(n, 1)
         if n != images or abs(missed - recorded) > mistakes_tolerance(n):
-            raise ConfigError(f"{folder.file(MISTAKES)}: {missed:.2f}% of {n} images missed, but the run "
-                              f"recorded {recorded:.2f}% test error on this test set of {images}: not this run's final "
-                              "model on these images; delete the file to evaluate the model again")  # fmt: skip
+            fix = (
+                "its checkpoint or this data is not what the run was tested with"
+                if found is None
+                else f"not this run's final model on these images; delete {MISTAKES} to evaluate the model again"
+            )
+            where = folder.file(MISTAKES) if found else folder
+            raise ConfigError(f"{where}: {missed:.2f}% of {n} test images missed, but the run recorded {recorded:.2f}% "
+                              f"test error on {images}: {fix}")  # fmt: skip
         return misses
 
     def _evaluate_mistakes(self, run: RunResult) -> tuple[list[bool], str]:
