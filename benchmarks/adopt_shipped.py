@@ -2,14 +2,14 @@
 
     python benchmarks/adopt_shipped.py --out /work/reslab-runs/fast [--budget fast] [--data ../shared/data/...]
 
-The shipped weights (src/reslab/weights/files) were trained with the `fast` recipe on the whole training set, and
-their run files (config.json, metrics.jsonl, summary.json) are in docs/results/shipped/<model>/. Where such a run is
-exactly the run that ``reslab reproduce --budget B`` would train (the same config in every field that computes
-something: model, recipe, data, seed, precision, ...), this writes ``OUT/runs/<model>-s<seed>/`` from them: the run
-files as recorded, plus a checkpoint rebuilt from the safetensors file (weights, config, classes, mean image; no
-optimizer state, so it can be evaluated and read but not resumed, which a finished run never is). A run that differs
-in any field is left to be trained, and an existing run folder is never touched. ``adopted.json`` in each folder says
-where it came from.
+The shipped weights (src/reslab/weights/files) were trained with the `fast` recipe on the whole training set, and their
+run files (config.json, metrics.jsonl, summary.json; mistakes.json where the run has one) are in
+docs/results/shipped/<model>/. Where such a run is exactly the run that ``reslab reproduce --budget B`` would train (the
+same config in every field that computes something: model, recipe, data, seed, precision, ...), this writes
+``OUT/runs/<model>-s<seed>/`` from them: the run files as recorded, plus a checkpoint rebuilt from the safetensors file
+(weights, config, classes, mean image; no optimizer state, so it can be evaluated and read but not resumed, which a
+finished run never is). A run that differs in any field is left to be trained, and an existing run folder is never
+touched. ``adopted.json`` in each folder says where it came from.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def adopt(name: str, runner: Runner, docs: Path) -> str:
             "run_files": f"docs/results/shipped/{name}",
         },
     )
+    if (docs / name / "mistakes.json").is_file():  # else `reslab reproduce` evaluates the model again, once
+        shutil.copy2(docs / name / "mistakes.json", run / "mistakes.json")
     shutil.copy2(docs / name / "summary.json", run / "summary.json")  # last: the run counts as finished from here
     return f"{name}: adopted as {run}"
 

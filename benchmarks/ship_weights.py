@@ -7,8 +7,9 @@ For each model: `reslab train` with the recipe on the data (resumed if its run f
 checkpoint: rerun the same command after an interruption), then the finished run is written as a reslab
 safetensors file into ``src/reslab/weights/files/`` (or ``--weights-dir``) and entered in its ``manifest.json``:
 file, sha256, recipe, data label, test error with 1 view and with the run's TTA views, iterations, commit, machine
-and date, all read from the run folder. The run's config.json, metrics.jsonl and summary.json are copied to
-``docs/results/shipped/<model>/`` so that every number in the manifest has its source beside it.
+and date, all read from the run folder. The run's config.json, metrics.jsonl and summary.json (and mistakes.json,
+where the run has one) are copied to ``docs/results/shipped/<model>/`` so that every number in the manifest has its
+source beside it.
 
 Before a model is entered, the written file is loaded back by name's path (`reslab.load_trained`) and evaluated in
 fp32 on the whole test set: a file that does not make its run's test error (within 0.3 points: bf16 training-time
@@ -96,8 +97,9 @@ def ship(name: str, a: argparse.Namespace) -> dict[str, object]:
                          f"{summary['test_error']:.2f}%; not shipped")  # fmt: skip
     docs = Path(a.docs) / name
     docs.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "metrics.jsonl", "summary.json"):
-        shutil.copy2(run / f, docs / f)
+    for f in ("config.json", "metrics.jsonl", "summary.json", "mistakes.json"):
+        if f != "mistakes.json" or (run / f).is_file():  # runs older than their final evaluation's record have none
+            shutil.copy2(run / f, docs / f)
     return {"file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
             "recipe": config["config"]["recipe"]["name"],
             "data": summary.get("data_label", summary.get("dataset")), "test_error": summary["test_error"],

@@ -110,7 +110,7 @@ def test_depth_table6(out: Path) -> None:
     assert "iteration train error < 80%" in report and "slightly too large to start converging" in report
     assert "6.43 (6.61±0.16)" in report and "| ResNet-110 |" in report
     assert all("(test-set sampling, paired)" in c["margin"] for c in res["claims"][1:])  # each step and the trend
-    drift = float(report.split("their errors are within ")[1].split(" points")[0])
+    drift = float(report.split("Here the largest difference is ")[1].split(" points")[0])
     assert drift == 0, drift  # the mistakes compared are those the tabled models' final evaluations recorded
     assert_png(out / "depth" / "table6_depth.png")
     assert {f"resnet{d}-val-s0" for d in (20, 32, 44, 56, 110)} <= set(run_state(out))
@@ -140,6 +140,17 @@ def test_test_mistakes_are_recorded_evaluated_again_for_older_runs_and_checked(o
     other = dataclasses.replace(run, summary={**run.summary, "test_error": 100.0 * wrong[0]})
     with pytest.raises(ConfigError, match="its checkpoint or this data is not what the run was tested with"):
         runner.test_mistakes(other)  # evaluated again, and still not the recorded error
+    assert folder.mistakes("test") is None  # a refused evaluation is not kept
+    folder.write_mistakes({"source": "final evaluation", "splits": {"test": recorded[:-1]}})
+    with pytest.raises(ConfigError, match="not this run's final model"):
+        runner.test_mistakes(run)  # another test set's
+    one_off = [not recorded[0], *recorded[1:]]  # one image: within what an evaluation again may flip, not a record
+    folder.write_mistakes({"source": "final evaluation", "splits": {"test": one_off}})
+    with pytest.raises(ConfigError, match="not this run's final model"):
+        runner.test_mistakes(run)
+    folder.write_mistakes({"source": "re-evaluated", "precision": run.summary["precision"],
+                           "splits": {"test": one_off}})  # fmt: skip
+    assert runner.test_mistakes(run) == one_off
 
 
 def test_shortcuts_reuse_option_a(out: Path) -> None:

@@ -257,12 +257,18 @@ class RunDir:
         folder has none recorded for it."""
         if not (self.path / MISTAKES).is_file():
             return None
-        record = read_json(self.path / MISTAKES)
-        bits = record.get("splits", {}).get(split)
+        path = self.path / MISTAKES
+        try:
+            record = read_json(path)
+        except ReslabError as e:
+            raise ConfigError(f"{e}; delete it to evaluate the run's model again") from e
+        splits = record.get("splits")
+        bits = splits.get(split) if isinstance(splits, dict) else None
         if bits is None:
             return None
         if not isinstance(bits, str) or set(bits) - {"0", "1"}:
-            raise ConfigError(f"cannot read {self.path / MISTAKES}: its {split!r} entry is not a string of 0s and 1s")
+            raise ConfigError(f"cannot read {path}: its {split!r} entry is not a string of 0s and 1s; delete it to "
+                              "evaluate the run's model again")  # fmt: skip
         return [b == "1" for b in bits], {k: v for k, v in record.items() if k != "splits"}
 
     def metrics(self) -> list[dict[str, Any]]:

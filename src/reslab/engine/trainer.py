@@ -49,7 +49,10 @@ class Task(Protocol):
 
     def evaluate(self, model: nn.Module) -> list[dict[str, Any]]: ...
 
-    def final_evaluation(self, model: nn.Module) -> dict[str, Any]: ...
+    def final_evaluation(self, model: nn.Module) -> dict[str, Any]:
+        """summary.json's results; an optional ``mistakes`` entry (each evaluation set's per-image top-1 misses, one
+        view) goes to the run folder's mistakes.json instead (`RunDir.write_summary`)."""
+        ...
 
 
 class Schedule(Protocol):

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # the object API renders with Agg and neve
 
 from reslab.engine.runinfo import run_info
 from reslab.experiments import TRAINS_NOTHING
-from reslab.experiments.runner import Context, RunResult
+from reslab.experiments.runner import AGAIN_IMAGES, AGAIN_POINTS, OTHER_PRECISION_POINTS, Context, RunResult
 from reslab.files import write_text
 
 PAPER_REF = "He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition*, CVPR 2016 (arXiv:1512.03385)"
@@ -224,9 +224,11 @@ def mistakes_note(results: dict[str, RunResult], mistakes: dict[str, Sequence[bo
     drift = max(abs(100 * statistics.fmean(mistakes[n]) - r.summary["test_error"]) for n, r in results.items())
     return (
         "The mistakes compared are the final models', one view: recorded by each run's final evaluation (its "
-        "mistakes.json), or for a run older than that record evaluated again, once, in the precision it was "
-        f"tested in; their errors are within {drift:.2f} points of the ones the runs recorded (more than 2 images "
-        "or 0.1 points is refused)."
+        "mistakes.json, whose error must be the recorded one exactly), or for a run older than that record evaluated "
+        "again, once, in the precision it was tested in where this device has it (else fp32), whose error may be "
+        f"{AGAIN_IMAGES} images or {AGAIN_POINTS:g} points from the recorded one, whichever is more "
+        f"({OTHER_PRECISION_POINTS:g} points in fp32 for a run tested in another precision). Here the largest "
+        f"difference is {drift:.2f} points."
     )
 
 

@@ -32,11 +32,19 @@ __all__ = ["BUDGETS", "Budget", "get_budget"]  # declared in reslab.experiments.
 from reslab.models import model_spec
 from reslab.models.trained import load_trained
 
+# How far (points) a run's test mistakes may be from the error it recorded: those its final evaluation recorded, not
+# at all; its model evaluated again in the precision it was tested in, 2 images or 0.1 points, whichever is more (bf16
+# may flip a near-tie or two); evaluated in another precision (fp32 on a device without the run's), 0.5 points.
+AGAIN_IMAGES, AGAIN_POINTS, OTHER_PRECISION_POINTS = 2, 0.1, 0.5
 
-def mistakes_tolerance(images: int) -> float:
-    """How far (points) a run's test mistakes, counted again, may be from the error it recorded: 2 images or 0.1
-    points, whichever is more (an evaluation again in bf16 may flip a near-tie or two)."""
-    return max(200 / max(images, 1), 0.1)
+
+def mistakes_tolerance(images: int, source: str, precision: str, run_precision: str) -> float:
+    """The tolerance above for mistakes from ``source`` ("final evaluation" or another) in ``precision``."""
+    if source == "final evaluation":
+        return 0.5 * 100 / max(images, 1)  # half an image: the same count
+    if precision != run_precision:
+        return OTHER_PRECISION_POINTS
+    return max(100 * AGAIN_IMAGES / max(images, 1), AGAIN_POINTS)
 
 
 @dataclass(frozen=True)
@@ -164,33 +172,34 @@ class Runner:
         """Whether the run's final model misses each image of the test set, one view: what `report.paired_noise`
         compares. Read from the run folder where its final evaluation recorded them; a run older than that record is
         evaluated again, once, in the precision it was tested in where this device has it (else fp32), and the result
-        kept in its folder. Refused if their error is not the one the run recorded (other weights, data or views)."""
-        folder = RunDir(run.path)
+        kept in its folder. Refused if their error is not the one the run recorded (`mistakes_tolerance`): other
+        weights, data or views."""
+        folder, run_precision = RunDir(run.path), run.summary.get("precision", "fp32")
         found = folder.mistakes("test")
-        if found is None:
-            misses, precision = self._evaluate_mistakes(run)
-            record = {
-                "source": "re-evaluated by reslab.experiments.runner.Runner.test_mistakes",
-                "precision": precision,
-                "device": str(resolve_device(self.device)),
-                "splits": {"test": misses},
-            }
-            with contextlib.suppress(ReslabError):  # a read-only folder: the next report evaluates it again
-                folder.write_mistakes(record)
-        else:
-            misses, _ = found
+        if found is not None:
+            misses, how = found
+            self._check_mistakes(run, misses, how.get("source", ""), how.get("precision", ""), folder.file(MISTAKES),
+                                 f"not this run's final model on these images; delete {MISTAKES} to evaluate the "
+                                 "model again")  # fmt: skip
+            return misses
+        misses, precision = self._evaluate_mistakes(run)
+        self._check_mistakes(run, misses, "again", precision, folder.path,
+                             f"its checkpoint or this data is not what the run was tested with (evaluated again in "
+                             f"{precision}, the run in {run_precision})")  # fmt: skip
+        record = {"source": "re-evaluated by reslab.experiments.runner.Runner.test_mistakes", "precision": precision,
+                  "device": str(resolve_device(self.device)), "splits": {"test": misses}}  # fmt: skip
+        with contextlib.suppress(ReslabError):  # a read-only folder: the next report evaluates it again
+            folder.write_mistakes(record)
+        return misses
+
+    def _check_mistakes(self, run: RunResult, misses: list[bool], source: str, precision: str, where: Path | str,
+                        why: str) -> None:  # fmt: skip
         recorded, n, images = run.summary["test_error"], len(misses), len(self.dataset.test_labels)
         missed = 100 * sum(misses) / max(n, 1)
-        if n != images or abs(missed - recorded) > mistakes_tolerance(n):
-            fix = (
-                "its checkpoint or this data is not what the run was tested with"
-                if found is None
-                else f"not this run's final model on these images; delete {MISTAKES} to evaluate the model again"
-            )
-            where = folder.file(MISTAKES) if found else folder
-            raise ConfigError(f"{where}: {missed:.2f}% of {n} test images missed, but the run recorded {recorded:.2f}% "
-                              f"test error on {images}: {fix}")  # fmt: skip
-        return misses
+        allowed = mistakes_tolerance(n, source, precision, run.summary.get("precision", "fp32"))
+        if n != images or abs(missed - recorded) > allowed:
+            raise ConfigError(f"{where}: {missed:.2f}% of {n} test images missed, but the run recorded "
+                              f"{recorded:.2f}% test error on {images}: {why}")  # fmt: skip
 
     def _evaluate_mistakes(self, run: RunResult) -> tuple[list[bool], str]:
         dev = resolve_device(self.device)

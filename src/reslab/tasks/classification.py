@@ -102,13 +102,13 @@ def evaluate(
     images are a list of tensors brings its own views (10 crops, several scales), whose softmax is averaged instead.
 
     With ``prefixes`` the result maps each count k to the errors of the first k views (1: the image alone; 2: and its
-    mirror), all from one pass over the views. With ``mistakes`` each result also lists, image by image in the
-    batches' order, whether its top-1 prediction is wrong. Runs in whatever autocast context the caller opened; the
-    softmax is averaged in fp32.
+    mirror), all from one pass over the views. With ``mistakes`` the result (with ``prefixes``, the fewest views')
+    also lists, image by image in the batches' order, whether its top-1 prediction is wrong. Runs in whatever
+    autocast context the caller opened; the softmax is averaged in fp32.
     """
     count_views(flip, shift)
-    tallies = {k: _Tally(num_classes, mistakes) for k in prefixes}
-    every = _Tally(num_classes, mistakes)  # all the views of each batch, however many it brings
+    tallies = {k: _Tally(num_classes, mistakes and k == min(prefixes)) for k in prefixes}
+    every = _Tally(num_classes, mistakes and not prefixes)  # all the views of each batch, however many it brings
     was_training = model.training
     model.eval()
     try:
