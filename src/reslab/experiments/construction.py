@@ -39,6 +39,7 @@ from reslab.experiments.runner import Context, RunResult, RunSpec
 from reslab.models import ResNet, create_model
 from reslab.models.trained import load_trained
 from reslab.tasks.classification import EvalBatches, evaluate
+from reslab.weights.checkpoint import write_checkpoint
 
 SHALLOW, DEEP = 20, 56
 TAIL = degradation.TAIL
@@ -118,7 +119,7 @@ def run(ctx: Context) -> Path:
     shallow = load_trained(trained[s["shallow"].name].path)
     deep = construct(shallow.model, DEEP)
     ctx.out.mkdir(parents=True, exist_ok=True)
-    torch.save(deep.state_dict(), s["sgd"].init)
+    write_checkpoint(s["sgd"].init, deep.state_dict())  # atomic: a kill here never leaves a torn init for the run
     mean = shallow.preprocessing.mean
     test = EvalBatches(ds.test_images, ds.test_labels, mean, 500)
     diff = (logits(deep, test) - logits(shallow.model, test)).abs().max().item()
