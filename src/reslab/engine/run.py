@@ -26,7 +26,7 @@ from reslab.engine.finetune import head_parameters
 from reslab.engine.precision import autocast, resolve_device, resolve_precision
 from reslab.engine.progress import Console
 from reslab.engine.recipes import LRSchedule, build_optimizer
-from reslab.engine.rundir import RunDir
+from reslab.engine.rundir import FINAL_EVALUATION, RunDir
 from reslab.engine.runinfo import run_info
 from reslab.engine.trainer import Trainer, stop_at_once
 from reslab.errors import ConfigError
@@ -198,7 +198,7 @@ def _finish(trainer: Trainer, rundir: RunDir, console: Console) -> dict[str, Any
                    final_eval_seconds=time.perf_counter() - t0, precision=trainer.precision,
                    device=str(trainer.device), world_size=trainer.dist.world)  # fmt: skip
     mistakes = summary.pop("mistakes", None)
-    rundir.write_summary(summary, mistakes and {"source": "final evaluation", "precision": trainer.precision,
+    rundir.write_summary(summary, mistakes and {"source": FINAL_EVALUATION, "precision": trainer.precision,
                                                 "device": str(trainer.device), "splits": mistakes})  # fmt: skip
     errors = {k: round(v, 2) for k, v in summary.items() if k.endswith("error") and isinstance(v, float)}
     console.log(f"done: {json.dumps(errors)}")

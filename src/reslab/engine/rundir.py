@@ -41,6 +41,7 @@ except ImportError:  # not a POSIX system: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 CONFIG, METRICS, SUMMARY, LOCK, MISTAKES = "config.json", "metrics.jsonl", "summary.json", ".lock", "mistakes.json"
+FINAL_EVALUATION = "final evaluation"  # mistakes.json's ``source`` when the run's own final evaluation wrote it
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
 # A checkpoint's entries beyond those every reslab checkpoint has (`weights.checkpoint.REQUIRED`): what resuming needs.
 RESUME_KEYS = ("optimizer", "scaler", "stream", "schedule", "interval_stats", "train_seconds", "rng_cpu")

@@ -21,7 +21,7 @@ from reslab.data.dataset import ImageDataset
 from reslab.engine.config import TrainConfig
 from reslab.engine.precision import autocast, resolve_device
 from reslab.engine.run import train
-from reslab.engine.rundir import MISTAKES, RunDir
+from reslab.engine.rundir import FINAL_EVALUATION, MISTAKES, RunDir
 from reslab.errors import ConfigError, ReslabError, TrainingInterrupted
 from reslab.experiments.budgets import BUDGETS, Budget, get_budget
 from reslab.experiments.jobs import train_in_parallel
@@ -39,8 +39,8 @@ AGAIN_IMAGES, AGAIN_POINTS, OTHER_PRECISION_POINTS = 2, 0.1, 0.5
 
 
 def mistakes_tolerance(images: int, source: str, precision: str, run_precision: str) -> float:
-    """The tolerance above for mistakes from ``source`` ("final evaluation" or another) in ``precision``."""
-    if source == "final evaluation":
+    """The tolerance above for mistakes from ``source`` (`FINAL_EVALUATION` or another) in ``precision``."""
+    if source == FINAL_EVALUATION:
         return 0.5 * 100 / max(images, 1)  # half an image: the same count
     if precision != run_precision:
         return OTHER_PRECISION_POINTS
@@ -174,7 +174,7 @@ class Runner:
         evaluated again, once, in the precision it was tested in where this device has it (else fp32), and the result
         kept in its folder. Refused if their error is not the one the run recorded (`mistakes_tolerance`): other
         weights, data or views."""
-        folder, run_precision = RunDir(run.path), run.summary.get("precision", "fp32")
+        folder = RunDir(run.path)
         found = folder.mistakes("test")
         if found is not None:
             misses, how = found
@@ -185,7 +185,7 @@ class Runner:
         misses, precision = self._evaluate_mistakes(run)
         self._check_mistakes(run, misses, "again", precision, folder.path,
                              f"its checkpoint or this data is not what the run was tested with (evaluated again in "
-                             f"{precision}, the run in {run_precision})")  # fmt: skip
+                             f"{precision}, the run in {run.summary.get('precision', 'fp32')})")  # fmt: skip
         record = {"source": "re-evaluated by reslab.experiments.runner.Runner.test_mistakes", "precision": precision,
                   "device": str(resolve_device(self.device)), "splits": {"test": misses}}  # fmt: skip
         with contextlib.suppress(ReslabError):  # a read-only folder: the next report evaluates it again
